@@ -1,0 +1,28 @@
+//! canary-filter: per-request canary routing for Envoy.
+//!
+//! The decision logic ([`config`], [`table`], [`assign`], [`decide`], [`cookie`]) is plain Rust
+//! with no host types and is tested natively. [`http`] drives it through the [`host::Host`]
+//! trait; the proxy-wasm binding implementing that trait is compiled only for wasm.
+
+pub mod assign;
+pub mod config;
+pub mod cookie;
+pub mod decide;
+pub mod error;
+pub mod host;
+pub mod http;
+pub mod metrics;
+mod router;
+pub mod table;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm;
+
+pub use assign::{assign, Weight, ALGORITHM_VERSION};
+pub use config::{parse, PluginConfig};
+pub use decide::{Decision, Reason, RequestView};
+pub use error::{ConfigError, ConfigErrors};
+pub use table::RoutingTable;
