@@ -1,0 +1,8 @@
+//! canaryctl: validates canary-router configuration, renders the Istio resources, and pushes
+//! new weights into running filters through the plugin configuration they receive.
+//!
+//! `main` only parses [`args::Args`] and calls [`commands::run`].
+
+pub mod args;
+pub mod commands;
+pub mod ecds;
