@@ -5,4 +5,10 @@
 
 pub mod args;
 pub mod commands;
+pub mod document;
 pub mod ecds;
+pub mod observed;
+pub mod render;
+pub mod spec;
+pub mod target;
+pub mod weights;

@@ -1,4 +1,12 @@
-//! One function per subcommand.
+//! One module per subcommand; each returns the process exit code.
+
+mod abort;
+mod assign;
+mod promote;
+mod render;
+mod set_weight;
+mod status;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -6,6 +14,29 @@ use crate::args::{Args, Command};
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
-        other => anyhow::bail!("not implemented yet: {other:?}"),
+        Command::Validate { file } => validate::run(&file),
+        Command::Render { file, api } => render::run(&file, api),
+        Command::Assign {
+            file,
+            route,
+            user,
+            output,
+        } => assign::run(&file, &route, &user, output),
+        Command::SetWeight {
+            target,
+            route,
+            weights,
+        } => set_weight::run(&target.target, &route, &weights),
+        Command::Promote {
+            target,
+            route,
+            variant,
+        } => promote::run(&target.target, &route, &variant),
+        Command::Abort { target, route } => abort::run(&target.target, &route),
+        Command::Status {
+            target,
+            envoy_admin,
+            output,
+        } => status::run(&target.target, envoy_admin.as_deref(), output),
     }
 }
