@@ -1,1 +1,467 @@
-//! (to be written)
+//! Weight changes for `set-weight`, `promote` and `abort`: the pure arithmetic on a route's
+//! variants, and the in-place edit of the plugin configuration JSON that carries the result.
+//!
+//! The configuration is edited as a [`Value`], touching only the `weight` fields of one route,
+//! so every other field (known to this version of the filter or not) is kept as it was.
+//! Checking the result is the caller's job: it goes through the filter's own parser.
+
+use canary_filter::table::parse_weight;
+use canary_filter::Weight;
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeightError {
+    #[error("{0:?} is not VARIANT=PERCENT (e.g. canary=30)")]
+    Syntax(String),
+    #[error("{assignment:?}: the weight {reason}")]
+    Percent { assignment: String, reason: String },
+    #[error("variant {0:?} is named more than once")]
+    NamedTwice(String),
+    #[error("no route named {route:?} (routes: {known})")]
+    UnknownRoute { route: String, known: String },
+    #[error("route {route:?} has no variant named {variant:?} (variants: {known})")]
+    UnknownVariant {
+        route: String,
+        variant: String,
+        known: String,
+    },
+    #[error(
+        "the weights given sum to {total} %; when the baseline {baseline:?} is named too they must sum to 100"
+    )]
+    NotHundred { baseline: String, total: String },
+    #[error("the weights given sum to {total} %, leaving the baseline {baseline:?} below 0")]
+    BaselineBelowZero { baseline: String, total: String },
+    #[error("{path}: {reason}")]
+    Shape { path: String, reason: String },
+}
+
+/// One variant of a route as the live configuration has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantWeight {
+    pub name: String,
+    pub weight: Weight,
+}
+
+/// One route's variants, the first being the baseline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteWeights {
+    pub name: String,
+    pub variants: Vec<VariantWeight>,
+}
+
+/// What an operator asks for on one route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The variants named get these weights; the others keep theirs, and the baseline takes
+    /// the remainder unless it is named too.
+    Set(Vec<(String, Weight)>),
+    /// The variant gets all the traffic, the others none.
+    Promote(String),
+    /// The baseline gets all the traffic.
+    Abort,
+}
+
+/// Parses `VARIANT=PERCENT` (e.g. `canary=30`, `canary=12.5`).
+pub fn parse_assignment(text: &str) -> Result<(String, Weight), WeightError> {
+    let (name, percent) = text
+        .split_once('=')
+        .filter(|(name, percent)| !name.trim().is_empty() && !percent.trim().is_empty())
+        .ok_or_else(|| WeightError::Syntax(text.to_owned()))?;
+    let percent = percent.trim().trim_end_matches('%').trim();
+    let value: f64 = percent.parse().map_err(|_| WeightError::Percent {
+        assignment: text.to_owned(),
+        reason: format!("{percent:?} is not a number"),
+    })?;
+    let weight = parse_weight(value).map_err(|reason| WeightError::Percent {
+        assignment: text.to_owned(),
+        reason,
+    })?;
+    Ok((name.trim().to_owned(), weight))
+}
+
+impl Change {
+    /// The route's new weights, in variant order.
+    pub fn weights(&self, route: &RouteWeights) -> Result<Vec<Weight>, WeightError> {
+        let index = |variant: &str| {
+            route
+                .variants
+                .iter()
+                .position(|v| v.name == variant)
+                .ok_or_else(|| WeightError::UnknownVariant {
+                    route: route.name.clone(),
+                    variant: variant.to_owned(),
+                    known: names(route.variants.iter().map(|v| v.name.as_str())),
+                })
+        };
+        let Some(baseline) = route.variants.first() else {
+            return Err(WeightError::Shape {
+                path: route.name.clone(),
+                reason: "the route has no variants".to_owned(),
+            });
+        };
+        match self {
+            Change::Abort => Ok(only(route.variants.len(), 0)),
+            Change::Promote(variant) => Ok(only(route.variants.len(), index(variant)?)),
+            Change::Set(assignments) => {
+                let mut weights: Vec<Weight> = route.variants.iter().map(|v| v.weight).collect();
+                let mut named = vec![false; weights.len()];
+                for (variant, weight) in assignments {
+                    let i = index(variant)?;
+                    if std::mem::replace(&mut named[i], true) {
+                        return Err(WeightError::NamedTwice(variant.clone()));
+                    }
+                    weights[i] = *weight;
+                }
+                let others: u64 = weights.iter().skip(1).map(|w| u64::from(w.0)).sum();
+                let full = u64::from(Weight::FULL.0);
+                if named[0] {
+                    let total = others + u64::from(weights[0].0);
+                    if total != full {
+                        return Err(WeightError::NotHundred {
+                            baseline: baseline.name.clone(),
+                            total: thousandths_text(total),
+                        });
+                    }
+                } else {
+                    let remainder =
+                        full.checked_sub(others)
+                            .ok_or_else(|| WeightError::BaselineBelowZero {
+                                baseline: baseline.name.clone(),
+                                total: thousandths_text(others),
+                            })?;
+                    // At most FULL, so it fits.
+                    weights[0] = Weight(u32::try_from(remainder).unwrap_or(u32::MAX));
+                }
+                Ok(weights)
+            }
+        }
+    }
+
+    /// Applies the change to `route` in the plugin configuration, in place: only the weights
+    /// of that route's variants are written.
+    pub fn apply(&self, config: &mut Value, route: &str) -> Result<(), WeightError> {
+        let routes = read_routes(config)?;
+        let current = find_route(&routes, route)?;
+        let weights = self.weights(current)?;
+        let position = routes
+            .iter()
+            .position(|r| r.name == route)
+            .unwrap_or_default();
+        let variants = config
+            .pointer_mut(&format!("/routes/{position}/variants"))
+            .and_then(Value::as_array_mut)
+            .ok_or_else(|| shape(format!("routes[{position}].variants"), "is not a list"))?;
+        for (variant, weight) in variants.iter_mut().zip(weights) {
+            if let Some(fields) = variant.as_object_mut() {
+                fields.insert("weight".to_owned(), weight_json(weight));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every route's variants and weights, read from the plugin configuration.
+pub fn read_routes(config: &Value) -> Result<Vec<RouteWeights>, WeightError> {
+    let routes = config
+        .get("routes")
+        .and_then(Value::as_array)
+        .ok_or_else(|| shape("routes", "is missing or not a list"))?;
+    routes
+        .iter()
+        .enumerate()
+        .map(|(i, route)| {
+            let name = route
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| shape(format!("routes[{i}].name"), "is missing or not a string"))?;
+            let variants = route
+                .get("variants")
+                .and_then(Value::as_array)
+                .ok_or_else(|| shape(format!("routes[{i}].variants"), "is missing or not a list"))?
+                .iter()
+                .enumerate()
+                .map(|(k, variant)| read_variant(&format!("routes[{i}].variants[{k}]"), variant))
+                .collect::<Result<_, _>>()?;
+            Ok(RouteWeights {
+                name: name.to_owned(),
+                variants,
+            })
+        })
+        .collect()
+}
+
+/// The route named `route`, or an error listing the routes there are.
+pub fn find_route<'a>(
+    routes: &'a [RouteWeights],
+    route: &str,
+) -> Result<&'a RouteWeights, WeightError> {
+    routes
+        .iter()
+        .find(|r| r.name == route)
+        .ok_or_else(|| WeightError::UnknownRoute {
+            route: route.to_owned(),
+            known: names(routes.iter().map(|r| r.name.as_str())),
+        })
+}
+
+fn read_variant(path: &str, variant: &Value) -> Result<VariantWeight, WeightError> {
+    let name = variant
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| shape(format!("{path}.name"), "is missing or not a string"))?;
+    let percent = variant
+        .get("weight")
+        .and_then(Value::as_f64)
+        .ok_or_else(|| shape(format!("{path}.weight"), "is missing or not a number"))?;
+    let weight = parse_weight(percent).map_err(|reason| shape(format!("{path}.weight"), reason))?;
+    Ok(VariantWeight {
+        name: name.to_owned(),
+        weight,
+    })
+}
+
+/// A weight as JSON: an integer when whole (`30`, not `30.0`), else at most three decimals.
+pub fn weight_json(weight: Weight) -> Value {
+    if weight.0 % 1000 == 0 {
+        Value::from(weight.0 / 1000)
+    } else {
+        Value::from(weight.percent())
+    }
+}
+
+/// A weight as text, as it is written in the configuration: `30`, `12.5`, `0.001`.
+pub fn weight_text(weight: Weight) -> String {
+    thousandths_text(u64::from(weight.0))
+}
+
+fn thousandths_text(thousandths: u64) -> String {
+    let (whole, fraction) = (thousandths / 1000, thousandths % 1000);
+    if fraction == 0 {
+        whole.to_string()
+    } else {
+        format!("{whole}.{fraction:03}")
+            .trim_end_matches('0')
+            .to_owned()
+    }
+}
+
+fn only(len: usize, winner: usize) -> Vec<Weight> {
+    (0..len)
+        .map(|i| if i == winner { Weight::FULL } else { Weight(0) })
+        .collect()
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.collect::<Vec<_>>().join(", ")
+}
+
+fn shape(path: impl Into<String>, reason: impl Into<String>) -> WeightError {
+    WeightError::Shape {
+        path: path.into(),
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn route(weights: &[(&str, u32)]) -> RouteWeights {
+        RouteWeights {
+            name: "reviews".to_owned(),
+            variants: weights
+                .iter()
+                .map(|(name, w)| VariantWeight {
+                    name: (*name).to_owned(),
+                    weight: Weight(*w * 1000),
+                })
+                .collect(),
+        }
+    }
+
+    fn set(assignments: &[&str]) -> Change {
+        Change::Set(
+            assignments
+                .iter()
+                .map(|a| parse_assignment(a).expect("valid assignment"))
+                .collect(),
+        )
+    }
+
+    fn percents(weights: Vec<Weight>) -> Vec<String> {
+        weights.into_iter().map(weight_text).collect()
+    }
+
+    #[test]
+    fn set_weight_table() {
+        let three = route(&[("stable", 80), ("canary", 10), ("blue", 10)]);
+        let cases: &[(&str, &[&str], Result<&[&str], &str>)] = &[
+            (
+                "baseline takes the remainder",
+                &["canary=30"],
+                Ok(&["60", "30", "10"]),
+            ),
+            (
+                "two named",
+                &["canary=30", "blue=20"],
+                Ok(&["50", "30", "20"]),
+            ),
+            ("decimals", &["canary=12.5"], Ok(&["77.5", "12.5", "10"])),
+            (
+                "thousandths",
+                &["canary=0.001"],
+                Ok(&["89.999", "0.001", "10"]),
+            ),
+            ("to zero", &["canary=0", "blue=0"], Ok(&["100", "0", "0"])),
+            (
+                "baseline named, sums to 100",
+                &["stable=50", "canary=25", "blue=25"],
+                Ok(&["50", "25", "25"]),
+            ),
+            (
+                "baseline named, others kept",
+                &["stable=70", "canary=20"],
+                Ok(&["70", "20", "10"]),
+            ),
+            (
+                "baseline named, not 100",
+                &["stable=50", "canary=30"],
+                Err("must sum to 100"),
+            ),
+            ("baseline below zero", &["canary=95"], Err("below 0")),
+            ("exactly all", &["canary=90"], Ok(&["0", "90", "10"])),
+            (
+                "unknown variant",
+                &["green=5"],
+                Err("no variant named \"green\""),
+            ),
+            (
+                "named twice",
+                &["canary=5", "canary=6"],
+                Err("more than once"),
+            ),
+        ];
+        for (label, assignments, want) in cases {
+            let got = set(assignments).weights(&three).map(percents);
+            match want {
+                Ok(want) => assert_eq!(
+                    got,
+                    Ok(want.iter().map(|s| s.to_string()).collect()),
+                    "{label}"
+                ),
+                Err(fragment) => {
+                    let error = got.expect_err(label).to_string();
+                    assert!(error.contains(fragment), "{label}: {error}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn promote_and_abort() {
+        let r = route(&[("stable", 70), ("canary", 20), ("blue", 10)]);
+        assert_eq!(
+            percents(Change::Promote("canary".into()).weights(&r).unwrap()),
+            ["0", "100", "0"]
+        );
+        assert_eq!(
+            percents(Change::Promote("stable".into()).weights(&r).unwrap()),
+            ["100", "0", "0"]
+        );
+        assert_eq!(
+            percents(Change::Abort.weights(&r).unwrap()),
+            ["100", "0", "0"]
+        );
+        let error = Change::Promote("green".into()).weights(&r).unwrap_err();
+        assert!(
+            error.to_string().contains("variants: stable, canary, blue"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn assignment_syntax() {
+        assert_eq!(
+            parse_assignment("canary=30"),
+            Ok(("canary".into(), Weight(30_000)))
+        );
+        assert_eq!(
+            parse_assignment("canary=30%"),
+            Ok(("canary".into(), Weight(30_000)))
+        );
+        assert_eq!(
+            parse_assignment("canary=33.333"),
+            Ok(("canary".into(), Weight(33_333)))
+        );
+        for bad in [
+            "canary",
+            "canary=",
+            "=30",
+            "canary=abc",
+            "canary=101",
+            "canary=-1",
+            "canary=1.0001",
+        ] {
+            assert!(parse_assignment(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn weights_are_written_with_at_most_three_decimals() {
+        assert_eq!(weight_json(Weight(30_000)).to_string(), "30");
+        assert_eq!(weight_json(Weight(12_500)).to_string(), "12.5");
+        assert_eq!(weight_json(Weight(33_333)).to_string(), "33.333");
+        assert_eq!(weight_json(Weight(1)).to_string(), "0.001");
+        assert_eq!(weight_json(Weight(0)).to_string(), "0");
+        assert_eq!(weight_text(Weight(66_667)), "66.667");
+        assert_eq!(weight_text(Weight(100_000)), "100");
+    }
+
+    #[test]
+    fn apply_changes_only_the_weights_of_one_route() {
+        let mut config = json!({
+            "decisionHeader": "x-variant",
+            "futureField": {"kept": [1, 2]},
+            "routes": [
+                {"name": "other", "variants": [{"name": "stable", "weight": 50}, {"name": "canary", "weight": 50}]},
+                {"name": "reviews", "match": {"hosts": ["reviews"]},
+                 "variants": [{"name": "stable", "weight": 90.0, "note": "x"}, {"name": "canary", "weight": 10}],
+                 "stickiness": {"salt": "s"}}
+            ]
+        });
+        let mut want = config.clone();
+        set(&["canary=30"]).apply(&mut config, "reviews").unwrap();
+        want["routes"][1]["variants"][0]["weight"] = json!(70);
+        want["routes"][1]["variants"][1]["weight"] = json!(30);
+        assert_eq!(config, want);
+        assert_eq!(
+            config.to_string().find("\"decisionHeader\""),
+            Some(1),
+            "field order is kept: {config}"
+        );
+    }
+
+    #[test]
+    fn apply_reports_an_unknown_route() {
+        let mut config = json!({"routes": [{"name": "reviews", "variants": [{"name": "stable", "weight": 100}]}]});
+        let before = config.clone();
+        let error = Change::Abort.apply(&mut config, "ratings").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "no route named \"ratings\" (routes: reviews)"
+        );
+        assert_eq!(config, before);
+    }
+
+    #[test]
+    fn read_routes_names_the_path_of_a_bad_weight() {
+        let config =
+            json!({"routes": [{"name": "r", "variants": [{"name": "a", "weight": "ten"}]}]});
+        let error = read_routes(&config).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "routes[0].variants[0].weight: is missing or not a number"
+        );
+    }
+}

@@ -1,0 +1,423 @@
+//! `file:PATH`: an ECDS file a standalone Envoy watches — `resources:` holding one
+//! `TypedExtensionConfig` carrying an `envoy.extensions.filters.http.wasm.v3.Wasm` whose
+//! `configuration` is a `google.protobuf.StringValue` with the plugin configuration as JSON.
+//!
+//! The file is read as JSON or YAML and written back in the same format (Envoy picks the
+//! parser by the extension: `.yaml`/`.yml` YAML, anything else JSON). Only the plugin
+//! configuration string changes; the resource name and every other field are kept. The new
+//! file replaces the old by an atomic rename in the same directory, which is what Envoy's
+//! `watched_directory` reacts to; just before the rename the file is read again, and if
+//! someone else changed it meanwhile the whole change is redone on the new content.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use super::{edited, Edit, Error, Update, MAX_ATTEMPTS};
+use crate::ecds::{STRING_VALUE, TYPED_EXTENSION_CONFIG, WASM};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("{path} is not valid {format}: {reason}")]
+    Syntax {
+        path: PathBuf,
+        format: Format,
+        reason: String,
+    },
+    #[error("{path} is not an ECDS file as Envoy reads it: {reason}")]
+    Shape { path: PathBuf, reason: String },
+    #[error("{path} kept changing while it was being updated: gave up after {attempts} attempts")]
+    Contended { path: PathBuf, attempts: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Json => "JSON",
+            Format::Yaml => "YAML",
+        })
+    }
+}
+
+impl Format {
+    /// As Envoy chooses: by the file's extension.
+    fn of(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml") => {
+                Format::Yaml
+            }
+            _ => Format::Json,
+        }
+    }
+}
+
+/// The file as read: its bytes, the document and the plugin configuration in it.
+struct EcdsFile {
+    bytes: Vec<u8>,
+    format: Format,
+    document: Value,
+    config: Value,
+    /// Whether the plugin configuration string was written over several lines.
+    config_pretty: bool,
+}
+
+pub fn read(path: &Path) -> Result<Value, FileError> {
+    Ok(load(path)?.config)
+}
+
+pub fn update(path: &Path, edit: &Edit<'_>) -> Result<Update, Error> {
+    for attempt in 1..=MAX_ATTEMPTS {
+        let file = load(path)?;
+        let config = edited(&file.config, edit)?;
+        if config == file.config {
+            info!(path = %path.display(), "configuration unchanged; nothing written");
+            return Ok(Update {
+                config,
+                written: false,
+            });
+        }
+        let bytes = file.render(&config).map_err(|reason| FileError::Write {
+            path: path.to_owned(),
+            source: io::Error::other(reason),
+        })?;
+        match replace(path, &file.bytes, &bytes)? {
+            Replaced::Yes => {
+                info!(path = %path.display(), attempt, "configuration written");
+                return Ok(Update {
+                    config,
+                    written: true,
+                });
+            }
+            Replaced::ChangedMeanwhile => {
+                warn!(path = %path.display(), attempt, "file changed while updating it; retrying");
+                std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
+            }
+        }
+    }
+    Err(FileError::Contended {
+        path: path.to_owned(),
+        attempts: MAX_ATTEMPTS,
+    }
+    .into())
+}
+
+fn load(path: &Path) -> Result<EcdsFile, FileError> {
+    let bytes = fs::read(path).map_err(|source| FileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let format = Format::of(path);
+    let syntax = |reason: String| FileError::Syntax {
+        path: path.to_owned(),
+        format,
+        reason,
+    };
+    let document: Value = match format {
+        Format::Json => serde_json::from_slice(&bytes).map_err(|e| syntax(e.to_string()))?,
+        Format::Yaml => serde_yaml::from_slice(&bytes).map_err(|e| syntax(e.to_string()))?,
+    };
+    let text = plugin_config_text(&document).map_err(|reason| FileError::Shape {
+        path: path.to_owned(),
+        reason,
+    })?;
+    let config = serde_json::from_str(text).map_err(|e| FileError::Shape {
+        path: path.to_owned(),
+        reason: format!("the plugin configuration is not JSON: {e}"),
+    })?;
+    debug!(path = %path.display(), %format, "read ECDS file");
+    Ok(EcdsFile {
+        config_pretty: text.trim_end().contains('\n'),
+        bytes,
+        format,
+        document,
+        config,
+    })
+}
+
+impl EcdsFile {
+    /// The whole file with `config` in place of the plugin configuration.
+    fn render(&self, config: &Value) -> Result<Vec<u8>, String> {
+        let text = if self.config_pretty {
+            serde_json::to_string_pretty(config)
+        } else {
+            serde_json::to_string(config)
+        }
+        .map_err(|e| e.to_string())?;
+        let mut document = self.document.clone();
+        *plugin_config_slot(&mut document)? = Value::String(text);
+        let mut bytes = match self.format {
+            Format::Json if self.bytes.contains(&b'\n') => {
+                serde_json::to_vec_pretty(&document).map_err(|e| e.to_string())?
+            }
+            Format::Json => serde_json::to_vec(&document).map_err(|e| e.to_string())?,
+            Format::Yaml => serde_yaml::to_string(&document)
+                .map_err(|e| e.to_string())?
+                .into_bytes(),
+        };
+        if self.bytes.ends_with(b"\n") && !bytes.ends_with(b"\n") {
+            bytes.push(b'\n');
+        }
+        Ok(bytes)
+    }
+}
+
+/// The one `TypedExtensionConfig`'s Wasm `configuration`: its `StringValue`'s `value`.
+fn plugin_config_text(document: &Value) -> Result<&str, String> {
+    let resource = the_resource(document)?;
+    let configuration = wasm_configuration(resource)?;
+    configuration
+        .get("value")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "typed_config.config.configuration.value is not a string".to_owned())
+}
+
+fn plugin_config_slot(document: &mut Value) -> Result<&mut Value, String> {
+    plugin_config_text(document)?;
+    document
+        .pointer_mut("/resources/0/typed_config/config/configuration/value")
+        .ok_or_else(|| "typed_config.config.configuration.value is missing".to_owned())
+}
+
+fn the_resource(document: &Value) -> Result<&Value, String> {
+    let resources = document
+        .get("resources")
+        .and_then(Value::as_array)
+        .ok_or("no `resources` list")?;
+    let [resource] = resources.as_slice() else {
+        return Err(format!(
+            "`resources` holds {} entries; exactly one TypedExtensionConfig is expected",
+            resources.len()
+        ));
+    };
+    expect_type(resource, "resources[0]", TYPED_EXTENSION_CONFIG)?;
+    Ok(resource)
+}
+
+fn wasm_configuration(resource: &Value) -> Result<&Value, String> {
+    let typed_config = resource
+        .get("typed_config")
+        .ok_or("resources[0] has no typed_config")?;
+    expect_type(typed_config, "resources[0].typed_config", WASM)?;
+    let configuration = typed_config
+        .pointer("/config/configuration")
+        .ok_or("the Wasm filter has no config.configuration (the plugin configuration)")?;
+    expect_type(
+        configuration,
+        "resources[0].typed_config.config.configuration",
+        STRING_VALUE,
+    )?;
+    Ok(configuration)
+}
+
+fn expect_type(value: &Value, path: &str, want: &str) -> Result<(), String> {
+    match value.get("@type").and_then(Value::as_str) {
+        Some(t) if t == want => Ok(()),
+        Some(t) => Err(format!("{path} is a {t}, not a {want}")),
+        None => Err(format!("{path} has no @type (expected {want})")),
+    }
+}
+
+enum Replaced {
+    Yes,
+    ChangedMeanwhile,
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it over `path`, unless the
+/// file no longer holds `expected`.
+fn replace(path: &Path, expected: &[u8], bytes: &[u8]) -> Result<Replaced, FileError> {
+    let write_error = |source| FileError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{file_name}.canaryctl-{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut out = fs::File::create(&temp)?;
+        out.write_all(bytes)?;
+        if let Ok(metadata) = fs::metadata(path) {
+            out.set_permissions(metadata.permissions())?;
+        }
+        out.sync_all()?;
+        if fs::read(path)? != expected {
+            return Ok(Replaced::ChangedMeanwhile);
+        }
+        fs::rename(&temp, path)?;
+        // Make the rename durable; not every platform can open a directory, which is fine.
+        if let Ok(dir) = fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(Replaced::Yes)
+    })();
+    if !matches!(result, Ok(Replaced::Yes)) {
+        let _ = fs::remove_file(&temp);
+    }
+    result.map_err(write_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ecds::{document, ModuleSource};
+    use serde_json::json;
+
+    fn plugin_config() -> String {
+        json!({"routes": [{"name": "reviews", "variants": [
+            {"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}]}]})
+        .to_string()
+    }
+
+    fn set_canary(weight: u32) -> impl Fn(&mut Value) -> Result<(), crate::weights::WeightError> {
+        move |config: &mut Value| {
+            crate::weights::Change::Set(vec![(
+                "canary".to_owned(),
+                canary_filter::Weight(weight * 1000),
+            )])
+            .apply(config, "reviews")
+        }
+    }
+
+    #[test]
+    fn rejects_files_that_are_not_one_wasm_typed_extension_config() {
+        let good = document("canary", &ModuleSource::Local("/m.wasm".into()), "{}");
+        assert!(plugin_config_text(&good).is_ok());
+        let mut two = good.clone();
+        two["resources"] = json!([good["resources"][0], good["resources"][0]]);
+        let mut lua = good.clone();
+        lua["resources"][0]["typed_config"]["@type"] =
+            json!("type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua");
+        let mut no_config = good.clone();
+        no_config["resources"][0]["typed_config"]["config"]
+            .as_object_mut()
+            .unwrap()
+            .remove("configuration");
+        for (label, doc, fragment) in [
+            ("two resources", two, "holds 2 entries"),
+            ("not wasm", lua, "lua.v3.Lua, not a"),
+            ("no configuration", no_config, "no config.configuration"),
+            ("not a document", json!([1]), "no `resources`"),
+        ] {
+            let error = plugin_config_text(&doc).unwrap_err();
+            assert!(error.contains(fragment), "{label}: {error}");
+        }
+    }
+
+    #[test]
+    fn update_keeps_json_shape_and_every_other_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ecds.json");
+        let mut doc = document(
+            "canary",
+            &ModuleSource::Local("/m.wasm".into()),
+            &plugin_config(),
+        );
+        doc["version_info"] = json!("7");
+        fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+
+        let update = update(&path, &set_canary(30)).unwrap();
+        assert!(update.written);
+        let after: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let mut want = doc.clone();
+        want["resources"][0]["typed_config"]["config"]["configuration"]["value"] = json!(
+            r#"{"routes":[{"name":"reviews","variants":[{"name":"stable","weight":70},{"name":"canary","weight":30}]}]}"#
+        );
+        assert_eq!(after, want);
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn update_writes_yaml_back_as_yaml() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ecds.yaml");
+        let doc = document(
+            "canary",
+            &ModuleSource::Local("/m.wasm".into()),
+            &plugin_config(),
+        );
+        fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+
+        update(&path, &set_canary(25)).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("resources:"), "still YAML: {text}");
+        let config = read(&path).unwrap();
+        assert_eq!(config["routes"][0]["variants"][1]["weight"], json!(25));
+    }
+
+    #[test]
+    fn a_refused_change_leaves_the_file_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ecds.json");
+        let doc = document(
+            "canary",
+            &ModuleSource::Local("/m.wasm".into()),
+            &plugin_config(),
+        );
+        let before = serde_json::to_vec_pretty(&doc).unwrap();
+        fs::write(&path, &before).unwrap();
+
+        let error = update(&path, &set_canary(101)).unwrap_err();
+        assert!(error.to_string().contains("below 0"), "{error}");
+        let invalid_name = |config: &mut Value| {
+            config["routes"][0]["variants"][1]["weight"] = json!(10.0001);
+            Ok(())
+        };
+        let error = update(&path, &invalid_name).unwrap_err();
+        assert!(matches!(error, Error::Invalid(_)), "{error}");
+        assert_eq!(fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn an_unchanged_configuration_is_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ecds.json");
+        let doc = document(
+            "canary",
+            &ModuleSource::Local("/m.wasm".into()),
+            &plugin_config(),
+        );
+        let before = serde_json::to_vec(&doc).unwrap();
+        fs::write(&path, &before).unwrap();
+        let update = update(&path, &set_canary(10)).unwrap();
+        assert!(!update.written);
+        assert_eq!(fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn replace_refuses_to_overwrite_a_concurrent_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        fs::write(&path, b"theirs").unwrap();
+        assert!(matches!(
+            replace(&path, b"ours", b"new").unwrap(),
+            Replaced::ChangedMeanwhile
+        ));
+        assert_eq!(fs::read(&path).unwrap(), b"theirs");
+        assert!(matches!(
+            replace(&path, b"theirs", b"new").unwrap(),
+            Replaced::Yes
+        ));
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

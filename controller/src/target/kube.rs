@@ -1,0 +1,299 @@
+//! `kube://NAMESPACE/NAME`: the WasmPlugin (or, failing that, the TrafficExtension) of that
+//! name, through the Kubernetes API. The client comes from the ambient configuration:
+//! `KUBECONFIG` or `~/.kube/config`, else the in-cluster service account.
+//!
+//! A change is a JSON merge patch of `spec.pluginConfig` (`spec.wasm.pluginConfig` for a
+//! TrafficExtension) that carries the `metadata.resourceVersion` it was computed from, so the
+//! API server refuses it with 409 Conflict if anyone wrote the object in between; the change
+//! is then recomputed on a fresh read, at most [`MAX_ATTEMPTS`] times.
+
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::Client;
+use serde_json::{json, Value};
+use tracing::{debug, info, warn};
+
+use super::{edited, Edit, Error, Update, MAX_ATTEMPTS};
+
+pub const GROUP: &str = "extensions.istio.io";
+pub const VERSION: &str = "v1alpha1";
+const FIELD_MANAGER: &str = "canaryctl";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("cannot start the Kubernetes client runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster): {0}")]
+    Client(#[source] kube::Error),
+    #[error("no WasmPlugin or TrafficExtension named {name:?} in namespace {namespace:?}")]
+    NotFound { namespace: String, name: String },
+    #[error("{kind} {namespace}/{name} has no {field}")]
+    NoPluginConfig {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        field: &'static str,
+    },
+    #[error("the Kubernetes API refused to {action} {kind} {namespace}/{name}: {source}")]
+    Api {
+        action: &'static str,
+        kind: Kind,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "{kind} {namespace}/{name} kept changing while it was being updated: gave up after {attempts} conflicting writes"
+    )]
+    Conflict {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        attempts: u32,
+    },
+}
+
+/// The Istio kinds that carry a Wasm plugin configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    WasmPlugin,
+    TrafficExtension,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Kind {
+    /// In the order a `kube://` target is looked up.
+    const ALL: [Kind; 2] = [Kind::WasmPlugin, Kind::TrafficExtension];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::WasmPlugin => "WasmPlugin",
+            Kind::TrafficExtension => "TrafficExtension",
+        }
+    }
+
+    fn api_resource(self) -> ApiResource {
+        let plural = match self {
+            Kind::WasmPlugin => "wasmplugins",
+            Kind::TrafficExtension => "trafficextensions",
+        };
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(GROUP, VERSION, self.name()),
+            plural,
+        )
+    }
+
+    /// Where the plugin configuration sits in the object's `spec`.
+    fn config_path(self) -> &'static [&'static str] {
+        match self {
+            Kind::WasmPlugin => &["pluginConfig"],
+            Kind::TrafficExtension => &["wasm", "pluginConfig"],
+        }
+    }
+
+    fn config_field(self) -> &'static str {
+        match self {
+            Kind::WasmPlugin => "spec.pluginConfig",
+            Kind::TrafficExtension => "spec.wasm.pluginConfig",
+        }
+    }
+
+    fn config(self, object: &DynamicObject) -> Option<&Value> {
+        let spec = object.data.get("spec")?;
+        self.config_path()
+            .iter()
+            .try_fold(spec, |value, key| value.get(key))
+    }
+
+    /// The merge patch that sets the plugin configuration, valid only against
+    /// `resource_version`.
+    fn patch(self, resource_version: Option<&str>, config: Value) -> Value {
+        let spec = self
+            .config_path()
+            .iter()
+            .rev()
+            .fold(config, |inner, key| json!({ *key: inner }));
+        json!({
+            "metadata": { "resourceVersion": resource_version },
+            "spec": spec,
+        })
+    }
+}
+
+/// One WasmPlugin or TrafficExtension, by namespace and name.
+struct Resource<'a> {
+    client: Client,
+    namespace: &'a str,
+    name: &'a str,
+}
+
+pub fn read(namespace: &str, name: &str) -> Result<Value, KubeError> {
+    block_on(async {
+        let resource = Resource::connect(namespace, name).await?;
+        let (kind, object) = resource.get().await?;
+        resource.config(kind, &object).cloned()
+    })?
+}
+
+pub fn update(namespace: &str, name: &str, edit: &Edit<'_>) -> Result<Update, Error> {
+    block_on(async {
+        let resource = Resource::connect(namespace, name).await?;
+        resource.update(edit).await
+    })?
+}
+
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, KubeError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(KubeError::Runtime)?;
+    Ok(runtime.block_on(future))
+}
+
+impl<'a> Resource<'a> {
+    async fn connect(namespace: &'a str, name: &'a str) -> Result<Self, KubeError> {
+        let client = Client::try_default().await.map_err(KubeError::Client)?;
+        Ok(Self {
+            client,
+            namespace,
+            name,
+        })
+    }
+
+    fn api(&self, kind: Kind) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), self.namespace, &kind.api_resource())
+    }
+
+    /// The WasmPlugin of this name, or else the TrafficExtension.
+    async fn get(&self) -> Result<(Kind, DynamicObject), KubeError> {
+        for kind in Kind::ALL {
+            match self.api(kind).get(self.name).await {
+                Ok(object) => {
+                    debug!(%kind, namespace = self.namespace, name = self.name,
+                        resource_version = ?object.metadata.resource_version, "read");
+                    return Ok((kind, object));
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    debug!(%kind, namespace = self.namespace, name = self.name, "not found");
+                }
+                Err(source) => return Err(self.api_error("read", kind, source)),
+            }
+        }
+        Err(KubeError::NotFound {
+            namespace: self.namespace.to_owned(),
+            name: self.name.to_owned(),
+        })
+    }
+
+    fn config<'o>(&self, kind: Kind, object: &'o DynamicObject) -> Result<&'o Value, KubeError> {
+        kind.config(object)
+            .ok_or_else(|| KubeError::NoPluginConfig {
+                kind,
+                namespace: self.namespace.to_owned(),
+                name: self.name.to_owned(),
+                field: kind.config_field(),
+            })
+    }
+
+    async fn update(&self, edit: &Edit<'_>) -> Result<Update, Error> {
+        let mut last_kind = Kind::WasmPlugin;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let (kind, object) = self.get().await?;
+            last_kind = kind;
+            let live = self.config(kind, &object)?;
+            let config = edited(live, edit)?;
+            if &config == live {
+                info!(%kind, namespace = self.namespace, name = self.name,
+                    "configuration unchanged; nothing written");
+                return Ok(Update {
+                    config,
+                    written: false,
+                });
+            }
+            let resource_version = object.metadata.resource_version.as_deref();
+            let patch = kind.patch(resource_version, config.clone());
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            };
+            match self
+                .api(kind)
+                .patch(self.name, &params, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(written) => {
+                    info!(%kind, namespace = self.namespace, name = self.name, attempt,
+                        resource_version = ?written.metadata.resource_version,
+                        "configuration written");
+                    return Ok(Update {
+                        config,
+                        written: true,
+                    });
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    warn!(%kind, namespace = self.namespace, name = self.name, attempt,
+                        message = %status.message, "conflict: written by someone else meanwhile; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Err(source) => return Err(self.api_error("update", kind, source).into()),
+            }
+        }
+        Err(KubeError::Conflict {
+            kind: last_kind,
+            namespace: self.namespace.to_owned(),
+            name: self.name.to_owned(),
+            attempts: MAX_ATTEMPTS,
+        }
+        .into())
+    }
+
+    fn api_error(&self, action: &'static str, kind: Kind, source: kube::Error) -> KubeError {
+        KubeError::Api {
+            action,
+            kind,
+            namespace: self.namespace.to_owned(),
+            name: self.name.to_owned(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patches_carry_the_resource_version_and_the_whole_plugin_config() {
+        let config = json!({"routes": []});
+        assert_eq!(
+            Kind::WasmPlugin.patch(Some("42"), config.clone()),
+            json!({"metadata": {"resourceVersion": "42"}, "spec": {"pluginConfig": {"routes": []}}})
+        );
+        assert_eq!(
+            Kind::TrafficExtension.patch(Some("7"), config),
+            json!({"metadata": {"resourceVersion": "7"},
+                   "spec": {"wasm": {"pluginConfig": {"routes": []}}}})
+        );
+    }
+
+    #[test]
+    fn api_resources_match_the_istio_crds() {
+        let wasm = Kind::WasmPlugin.api_resource();
+        assert_eq!(
+            (wasm.api_version.as_str(), wasm.plural.as_str()),
+            ("extensions.istio.io/v1alpha1", "wasmplugins")
+        );
+        let te = Kind::TrafficExtension.api_resource();
+        assert_eq!(
+            (te.kind.as_str(), te.plural.as_str()),
+            ("TrafficExtension", "trafficextensions")
+        );
+    }
+}
