@@ -1,1 +1,140 @@
-//! (to be written)
+//! Reading an input file: JSON or YAML into a [`serde_json::Value`], and telling a plugin
+//! configuration from a canary spec.
+//!
+//! A file named `*.json` is read as JSON; anything else as YAML (which also reads JSON).
+//! A top-level mapping with a `pluginConfig` key is a canary spec; one with a `routes` key is a
+//! plugin configuration; otherwise it is a canary spec if it has any other key a spec has, and
+//! a plugin configuration if not (so that its errors are reported against the right format).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::spec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("$: invalid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("$: invalid YAML: {0}")]
+    Yaml(#[source] serde_yaml::Error),
+}
+
+impl DocumentError {
+    /// Whether the file was read but its content is malformed (the user's input is invalid), as
+    /// opposed to unreadable.
+    pub fn is_malformed(&self) -> bool {
+        !matches!(self, DocumentError::Read { .. })
+    }
+}
+
+/// What a document holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The filter's plugin configuration (the WasmPlugin `pluginConfig`).
+    PluginConfig,
+    /// A canary spec: the plugin configuration plus what rendering needs.
+    CanarySpec,
+}
+
+/// Reads `path` as JSON (`*.json`) or YAML (anything else).
+pub fn load(path: &Path) -> Result<Value, DocumentError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DocumentError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let is_json = path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
+    if is_json {
+        parse_json(&text)
+    } else {
+        parse_yaml(&text)
+    }
+}
+
+pub fn parse_json(text: &str) -> Result<Value, DocumentError> {
+    serde_json::from_str(text).map_err(DocumentError::Json)
+}
+
+pub fn parse_yaml(text: &str) -> Result<Value, DocumentError> {
+    serde_yaml::from_str(text).map_err(DocumentError::Yaml)
+}
+
+/// Tells a canary spec from a plugin configuration (see the module documentation).
+pub fn kind(value: &Value) -> Kind {
+    let Some(map) = value.as_object() else {
+        return Kind::PluginConfig;
+    };
+    if map.contains_key("pluginConfig") {
+        Kind::CanarySpec
+    } else if map.contains_key("routes") {
+        Kind::PluginConfig
+    } else if map.keys().any(|k| spec::FIELDS.contains(&k.as_str())) {
+        Kind::CanarySpec
+    } else {
+        Kind::PluginConfig
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kinds() {
+        let cases = [
+            (json!({"routes": []}), Kind::PluginConfig, "routes only"),
+            (
+                json!({"pluginConfig": {}}),
+                Kind::CanarySpec,
+                "pluginConfig",
+            ),
+            (
+                json!({"pluginConfig": {}, "routes": []}),
+                Kind::CanarySpec,
+                "pluginConfig wins",
+            ),
+            (
+                json!({"name": "x", "module": {}}),
+                Kind::CanarySpec,
+                "spec without pluginConfig",
+            ),
+            (
+                json!({"decisionHeader": "x"}),
+                Kind::PluginConfig,
+                "no routes",
+            ),
+            (json!([1]), Kind::PluginConfig, "not a mapping"),
+        ];
+        for (value, want, label) in cases {
+            assert_eq!(kind(&value), want, "{label}");
+        }
+    }
+
+    #[test]
+    fn yaml_and_json_read_the_same() {
+        let yaml = parse_yaml("routes:\n- name: a\n  variants: [{name: s, weight: 100}]\n");
+        let json =
+            parse_json(r#"{"routes":[{"name":"a","variants":[{"name":"s","weight":100}]}]}"#);
+        assert_eq!(yaml.ok(), json.ok());
+    }
+
+    #[test]
+    fn malformed_input_is_reported_at_the_root() {
+        let error = parse_yaml("routes: [").err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("$: invalid YAML")),
+            "{error:?}"
+        );
+    }
+}

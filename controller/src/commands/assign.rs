@@ -1,11 +1,71 @@
+//! `canaryctl assign FILE --route R --user ID`: the variant the filter gives an identity.
+//!
+//! The filter's own hash decision (reason `hash`): the route's salt (default: the route name),
+//! the identity and the variants' weights. Targeting rules read request headers and cookies,
+//! which an offline question does not have, so they are not applied.
+
+use std::path::Path;
 use std::process::ExitCode;
 
-#[allow(unused_variables)]
-pub fn run(
-    file: &std::path::Path,
-    route: &str,
-    user: &str,
-    output: crate::args::Output,
-) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("assign is not implemented yet")
+use canary_filter::{ConfigError, RoutingTable};
+use serde_json::json;
+
+use super::validate::{malformed, report};
+use crate::args::Output;
+use crate::document::{self, Kind};
+use crate::spec::Spec;
+
+pub fn run(file: &Path, route: &str, user: &str, output: Output) -> anyhow::Result<ExitCode> {
+    let value = match document::load(file) {
+        Ok(value) => value,
+        Err(error) => return malformed(error),
+    };
+    let table = match document::kind(&value) {
+        Kind::PluginConfig => canary_filter::config::from_value(value),
+        Kind::CanarySpec => {
+            Spec::from_value(value).and_then(|spec| RoutingTable::try_from(&spec.config))
+        }
+    };
+    let table = match table {
+        Ok(table) => table,
+        Err(errors) => return Ok(report(&errors)),
+    };
+    let Some(found) = table.route(route) else {
+        let known: Vec<&str> = table.routes.iter().map(|r| r.name.as_str()).collect();
+        return Ok(report(
+            &ConfigError::new(
+                "--route",
+                format!("no route {route:?}; the routes are {}", known.join(", ")),
+            )
+            .into(),
+        ));
+    };
+    if user.is_empty() {
+        return Ok(report(
+            &ConfigError::new(
+                "--user",
+                "must not be empty (the filter never hashes an empty identity)",
+            )
+            .into(),
+        ));
+    }
+    let index = canary_filter::assign(
+        found.stickiness.salt.as_bytes(),
+        user.as_bytes(),
+        found.variants.iter().map(|v| (v.name.as_bytes(), v.weight)),
+    );
+    let variant = found
+        .variants
+        .get(index)
+        .map(|v| v.name.as_str())
+        .unwrap_or_default();
+    let reason = canary_filter::Reason::Hash.label();
+    match output {
+        Output::Text => println!("{variant} ({reason})"),
+        Output::Json => println!(
+            "{}",
+            json!({ "route": route, "variant": variant, "reason": reason })
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,36 @@
+//! `canaryctl render FILE [--api ...]`: the Istio resources of a canary spec, as YAML.
+
+use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
-#[allow(unused_variables)]
-pub fn run(file: &std::path::Path, api: crate::args::Api) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("render is not implemented yet")
+use canary_filter::ConfigError;
+
+use super::validate::{malformed, report};
+use crate::args::Api;
+use crate::document::{self, Kind};
+use crate::render;
+use crate::spec::Spec;
+
+pub fn run(file: &Path, api: Api) -> anyhow::Result<ExitCode> {
+    let value = match document::load(file) {
+        Ok(value) => value,
+        Err(error) => return malformed(error),
+    };
+    if document::kind(&value) == Kind::PluginConfig {
+        return Ok(report(
+            &ConfigError::new(
+                "$",
+                "this is a plugin configuration; render needs a canary spec (see the README)",
+            )
+            .into(),
+        ));
+    }
+    let spec = match Spec::from_value(value) {
+        Ok(spec) => spec,
+        Err(errors) => return Ok(report(&errors)),
+    };
+    let yaml = render::to_yaml(&render::resources(&spec, api)?)?;
+    std::io::stdout().lock().write_all(yaml.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }

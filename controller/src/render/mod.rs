@@ -1,0 +1,67 @@
+//! Renders the Istio resources of a canary spec: the filter resource (WasmPlugin,
+//! TrafficExtension or EnvoyFilter), then per route its DestinationRule and VirtualService, in
+//! the order they should be applied (subsets exist before a VirtualService names them).
+//!
+//! Output is deterministic: the same spec renders the same bytes.
+
+mod extension;
+mod routing;
+
+use serde_json::Value;
+
+use crate::args::Api;
+use crate::spec::Spec;
+
+/// Root id of the filter in Envoy (`pluginName` in Istio).
+pub const PLUGIN_NAME: &str = "canary";
+
+/// Where the filter is inserted in Istio's chain: after authentication and authorization, before
+/// Istio's stats filter, CORS, fault injection and the router. See the README.
+pub const PHASE: &str = "STATS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot write YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("cannot write JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub type Result<T, E = RenderError> = std::result::Result<T, E>;
+
+/// Every resource of the spec, in apply order.
+pub fn resources(spec: &Spec, api: Api) -> Result<Vec<Value>> {
+    let mut docs = vec![match api {
+        Api::Wasmplugin => extension::wasm_plugin(spec),
+        Api::Trafficextension => extension::traffic_extension(spec),
+        Api::Envoyfilter => extension::envoy_filter(spec)?,
+    }];
+    for route in &spec.config.routes {
+        if let Some(service) = spec.services.get(&route.name) {
+            docs.push(routing::destination_rule(spec, route, service));
+            docs.push(routing::virtual_service(spec, route, service));
+        }
+    }
+    Ok(docs)
+}
+
+/// The resources as one multi-document YAML stream, `---` between documents.
+pub fn to_yaml(docs: &[Value]) -> Result<String> {
+    let mut out = String::new();
+    for (i, doc) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_yaml::to_string(doc)?);
+    }
+    Ok(out)
+}
+
+/// `metadata` of a resource named `name` in the spec's namespace.
+fn metadata(spec: &Spec, name: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "namespace": spec.namespace,
+        "labels": { "app.kubernetes.io/managed-by": "canaryctl" },
+    })
+}
