@@ -296,7 +296,8 @@ mod tests {
     #[test]
     fn set_weight_table() {
         let three = route(&[("stable", 80), ("canary", 10), ("blue", 10)]);
-        let cases: &[(&str, &[&str], Result<&[&str], &str>)] = &[
+        type Case<'a> = (&'a str, &'a [&'a str], Result<&'a [&'a str], &'a str>);
+        let cases: &[Case] = &[
             (
                 "baseline takes the remainder",
                 &["canary=30"],

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
-#[allow(unused_variables)]
+use crate::weights::Change;
+
 pub fn run(target: &str, route: &str, variant: &str) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("promote is not implemented yet")
+    super::set_weight::apply(target, route, &Change::Promote(variant.to_owned()))
 }

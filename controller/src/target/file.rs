@@ -22,10 +22,10 @@ use crate::ecds::{STRING_VALUE, TYPED_EXTENSION_CONFIG, WASM};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: io::Error },
+    #[error("cannot write {path}: {error}")]
+    Write { path: PathBuf, error: io::Error },
     #[error("{path} is not valid {format}: {reason}")]
     Syntax {
         path: PathBuf,
@@ -92,7 +92,7 @@ pub fn update(path: &Path, edit: &Edit<'_>) -> Result<Update, Error> {
         }
         let bytes = file.render(&config).map_err(|reason| FileError::Write {
             path: path.to_owned(),
-            source: io::Error::other(reason),
+            error: io::Error::other(reason),
         })?;
         match replace(path, &file.bytes, &bytes)? {
             Replaced::Yes => {
@@ -116,9 +116,9 @@ pub fn update(path: &Path, edit: &Edit<'_>) -> Result<Update, Error> {
 }
 
 fn load(path: &Path) -> Result<EcdsFile, FileError> {
-    let bytes = fs::read(path).map_err(|source| FileError::Read {
+    let bytes = fs::read(path).map_err(|error| FileError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     let format = Format::of(path);
     let syntax = |reason: String| FileError::Syntax {
@@ -239,9 +239,9 @@ enum Replaced {
 /// Writes `bytes` to a temporary file beside `path` and renames it over `path`, unless the
 /// file no longer holds `expected`.
 fn replace(path: &Path, expected: &[u8], bytes: &[u8]) -> Result<Replaced, FileError> {
-    let write_error = |source| FileError::Write {
+    let write_error = |error| FileError::Write {
         path: path.to_owned(),
-        source,
+        error,
     };
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,

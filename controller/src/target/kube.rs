@@ -23,9 +23,9 @@ const FIELD_MANAGER: &str = "canaryctl";
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
     #[error("cannot start the Kubernetes client runtime: {0}")]
-    Runtime(#[source] std::io::Error),
-    #[error("no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster): {0}")]
-    Client(#[source] kube::Error),
+    Runtime(std::io::Error),
+    #[error("no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster): {}", describe(.0))]
+    Client(Box<kube::Error>),
     #[error("no WasmPlugin or TrafficExtension named {name:?} in namespace {namespace:?}")]
     NotFound { namespace: String, name: String },
     #[error("{kind} {namespace}/{name} has no {field}")]
@@ -35,14 +35,16 @@ pub enum KubeError {
         name: String,
         field: &'static str,
     },
-    #[error("the Kubernetes API refused to {action} {kind} {namespace}/{name}: {source}")]
+    #[error(
+        "the Kubernetes API refused to {action} {kind} {namespace}/{name}: {}",
+        describe(error)
+    )]
     Api {
         action: &'static str,
         kind: Kind,
         namespace: String,
         name: String,
-        #[source]
-        source: kube::Error,
+        error: Box<kube::Error>,
     },
     #[error(
         "{kind} {namespace}/{name} kept changing while it was being updated: gave up after {attempts} conflicting writes"
@@ -53,6 +55,16 @@ pub enum KubeError {
         name: String,
         attempts: u32,
     },
+}
+
+/// An API error as the server put it (`message (Reason, code)`), any other as it is.
+fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            format!("{} ({}, {})", status.message, status.reason, status.code)
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The Istio kinds that carry a Wasm plugin configuration.
@@ -159,7 +171,9 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, KubeError> {
 
 impl<'a> Resource<'a> {
     async fn connect(namespace: &'a str, name: &'a str) -> Result<Self, KubeError> {
-        let client = Client::try_default().await.map_err(KubeError::Client)?;
+        let client = Client::try_default()
+            .await
+            .map_err(|e| KubeError::Client(Box::new(e)))?;
         Ok(Self {
             client,
             namespace,
@@ -260,7 +274,7 @@ impl<'a> Resource<'a> {
             kind,
             namespace: self.namespace.to_owned(),
             name: self.name.to_owned(),
-            source,
+            error: Box::new(source),
         }
     }
 }

@@ -1,0 +1,555 @@
+//! A stand-in Kubernetes API server for the Istio extension resources, keeping the semantics
+//! `canaryctl` relies on:
+//!
+//! - `GET`, `PATCH` (`application/merge-patch+json`; other patch types get 415 as a custom
+//!   resource does for strategic merge, which this stand-in extends to JSON patch and apply),
+//!   `PUT` and `POST` on `/apis/extensions.istio.io/v1alpha1/namespaces/NS/PLURAL[/NAME]`;
+//! - `metadata.resourceVersion` bumped on every write; a write carrying a stale one gets
+//!   409 Conflict, a `PUT` without one 422, a missing object 404, each with a `metav1.Status`;
+//! - every written object pruned and validated against the CRD's `openAPIV3Schema`
+//!   (422 Invalid listing the causes); `generation` bumped when `spec` changes;
+//! - test hooks: a concurrent writer that changes the object just before the next writes,
+//!   and a log of the requests served.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::schema;
+
+pub const GROUP: &str = "extensions.istio.io";
+pub const VERSION: &str = "v1alpha1";
+
+/// A change another client makes to the object, just before one of ours is served.
+pub type ConcurrentWrite = Box<dyn FnOnce(&mut Value) + Send>;
+
+/// One request as served: method, path and query, content type, response status.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub method: String,
+    pub uri: String,
+    pub content_type: String,
+    pub status: u16,
+}
+
+struct Crd {
+    kind: String,
+    schema: Value,
+}
+
+#[derive(Default)]
+struct Store {
+    crds: BTreeMap<String, Crd>,
+    /// (plural, namespace, name) → object.
+    objects: BTreeMap<(String, String, String), Value>,
+    last_resource_version: u64,
+    concurrent_writes: VecDeque<ConcurrentWrite>,
+    served: Vec<Served>,
+}
+
+type Shared = Arc<Mutex<Store>>;
+
+pub struct KubeApi {
+    addr: SocketAddr,
+    store: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KubeApi {
+    /// Serves the WasmPlugin and TrafficExtension CRDs from `../shared/istio-crds/`.
+    pub fn start() -> Self {
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/istio-crds");
+        let mut store = Store::default();
+        for file in ["wasmplugin.crd.yaml", "trafficextension.crd.yaml"] {
+            let path = crds.join(file);
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            let crd: Value = serde_yaml::from_str(&text).expect("CRD YAML");
+            let plural = crd["spec"]["names"]["plural"].as_str().expect("plural");
+            let version = crd["spec"]["versions"]
+                .as_array()
+                .and_then(|v| v.iter().find(|v| v["name"] == VERSION))
+                .expect("v1alpha1 in the CRD");
+            store.crds.insert(
+                plural.to_owned(),
+                Crd {
+                    kind: crd["spec"]["names"]["kind"]
+                        .as_str()
+                        .expect("kind")
+                        .to_owned(),
+                    schema: version["schema"]["openAPIV3Schema"].clone(),
+                },
+            );
+        }
+        let store = Arc::new(Mutex::new(store));
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = Router::new()
+            .route(
+                "/apis/{group}/{version}/namespaces/{ns}/{plural}",
+                any(collection),
+            )
+            .route(
+                "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}",
+                any(item),
+            )
+            .fallback(|| async {
+                let (code, body) = not_served();
+                (code, Json(body))
+            })
+            .with_state(store.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .expect("serve");
+            });
+        });
+        KubeApi {
+            addr,
+            store,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig file in `dir` whose current context is this server.
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: {}\n\
+             users:\n- name: tester\n  user:\n    token: stand-in-token\n\
+             contexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: tester\n    namespace: default\n\
+             current-context: stand-in\n",
+            self.url()
+        );
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
+    /// Creates an object as `POST` would; panics if the server refuses it.
+    pub fn create(&self, object: Value) -> Value {
+        let plural = plural_of(&object);
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .expect("namespace")
+            .to_owned();
+        let mut store = self.lock();
+        let (code, body) = store.create(&plural, &ns, object);
+        assert_eq!(code, StatusCode::CREATED, "create refused: {body}");
+        body
+    }
+
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.lock()
+            .objects
+            .get(&(plural.to_owned(), namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Before each of the next writes, another client changes the object first (so the
+    /// write's resourceVersion is stale and it gets 409).
+    pub fn concurrent_write(&self, change: ConcurrentWrite) {
+        self.lock().concurrent_writes.push_back(change);
+    }
+
+    /// `count` concurrent writers that each touch an annotation.
+    pub fn force_conflicts(&self, count: usize) {
+        for i in 0..count {
+            self.concurrent_write(Box::new(move |object| {
+                object["metadata"]["annotations"]["stand-in/concurrent-write"] =
+                    json!(i.to_string());
+            }));
+        }
+    }
+
+    pub fn served(&self) -> Vec<Served> {
+        self.lock().served.clone()
+    }
+
+    /// The requests served with this method.
+    pub fn served_with(&self, method: &str) -> Vec<Served> {
+        self.served()
+            .into_iter()
+            .filter(|s| s.method == method)
+            .collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for KubeApi {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn plural_of(object: &Value) -> String {
+    match object["kind"].as_str() {
+        Some("WasmPlugin") => "wasmplugins".to_owned(),
+        Some("TrafficExtension") => "trafficextensions".to_owned(),
+        other => panic!("the stand-in serves no kind {other:?}"),
+    }
+}
+
+async fn collection(
+    State(store): State<Shared>,
+    UrlPath((group, version, ns, plural)): UrlPath<(String, String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
+    let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+    let (code, body) = if group != GROUP || version != VERSION || !store.crds.contains_key(&plural)
+    {
+        not_served()
+    } else if method != Method::POST {
+        method_not_allowed(&method)
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(object) => store.create(&plural, &ns, object),
+            Err(e) => bad_request(&e.to_string()),
+        }
+    };
+    store.log(&method, &uri, &headers, code);
+    (code, Json(body)).into_response()
+}
+
+async fn item(
+    State(store): State<Shared>,
+    UrlPath((group, version, ns, plural, name)): UrlPath<(String, String, String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
+    let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+    let content_type = content_type(&headers);
+    let (code, body) = if group != GROUP || version != VERSION || !store.crds.contains_key(&plural)
+    {
+        not_served()
+    } else {
+        let key = (plural.clone(), ns.clone(), name.clone());
+        match method {
+            Method::GET => match store.objects.get(&key) {
+                Some(object) => (StatusCode::OK, object.clone()),
+                None => store.not_found(&plural, &name),
+            },
+            Method::PATCH => {
+                if content_type != "application/merge-patch+json" {
+                    unsupported_media_type(&content_type)
+                } else {
+                    match serde_json::from_slice::<Value>(&body) {
+                        Ok(patch) => store.patch(key, patch),
+                        Err(e) => bad_request(&e.to_string()),
+                    }
+                }
+            }
+            Method::PUT => match serde_json::from_slice::<Value>(&body) {
+                Ok(object) => store.replace(key, object),
+                Err(e) => bad_request(&e.to_string()),
+            },
+            _ => method_not_allowed(&method),
+        }
+    };
+    store.log(&method, &uri, &headers, code);
+    (code, Json(body)).into_response()
+}
+
+impl Store {
+    fn log(
+        &mut self,
+        method: &Method,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+        code: StatusCode,
+    ) {
+        self.served.push(Served {
+            method: method.to_string(),
+            uri: uri.to_string(),
+            content_type: content_type(headers),
+            status: code.as_u16(),
+        });
+    }
+
+    fn create(&mut self, plural: &str, ns: &str, mut object: Value) -> (StatusCode, Value) {
+        let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
+            return invalid(
+                self.kind(plural),
+                "",
+                vec![(
+                    "metadata.name".into(),
+                    "Required value: name is required".into(),
+                )],
+            );
+        };
+        let key = (plural.to_owned(), ns.to_owned(), name.clone());
+        if self.objects.contains_key(&key) {
+            return status(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                &format!("{plural}.{GROUP} \"{name}\" already exists"),
+                json!({"name": name, "group": GROUP, "kind": plural}),
+            );
+        }
+        if object["metadata"]
+            .get("resourceVersion")
+            .is_some_and(|rv| !rv.is_null())
+        {
+            return invalid(
+                self.kind(plural),
+                &name,
+                vec![(
+                    "metadata.resourceVersion".into(),
+                    "Invalid value: must be unspecified for create".into(),
+                )],
+            );
+        }
+        object["metadata"]["namespace"] = json!(ns);
+        object["metadata"]["uid"] = json!(format!("stand-in-{}", self.last_resource_version + 1));
+        object["metadata"]["generation"] = json!(1);
+        object["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+        self.store(key, object, StatusCode::CREATED)
+    }
+
+    fn patch(&mut self, key: (String, String, String), patch: Value) -> (StatusCode, Value) {
+        let Some(current) = self.current(&key) else {
+            return self.not_found(&key.0, &key.2);
+        };
+        let mut object = current.clone();
+        merge_patch(&mut object, &patch);
+        self.write(key, &current, object)
+    }
+
+    fn replace(&mut self, key: (String, String, String), object: Value) -> (StatusCode, Value) {
+        let Some(current) = self.current(&key) else {
+            return self.not_found(&key.0, &key.2);
+        };
+        if object["metadata"]
+            .get("resourceVersion")
+            .is_none_or(Value::is_null)
+        {
+            return invalid(
+                self.kind(&key.0),
+                &key.2,
+                vec![(
+                    "metadata.resourceVersion".into(),
+                    "Invalid value: 0x0: must be specified for an update".into(),
+                )],
+            );
+        }
+        self.write(key, &current, object)
+    }
+
+    /// The object after any concurrent write queued for this moment.
+    fn current(&mut self, key: &(String, String, String)) -> Option<Value> {
+        let mut object = self.objects.get(key)?.clone();
+        if let Some(change) = self.concurrent_writes.pop_front() {
+            change(&mut object);
+            let (code, body) = self.store(key.clone(), object, StatusCode::OK);
+            assert_eq!(
+                code,
+                StatusCode::OK,
+                "the concurrent write was refused: {body}"
+            );
+            object = body;
+        }
+        Some(object)
+    }
+
+    /// Checks the new object's resourceVersion, identity and schema, then stores it.
+    fn write(
+        &mut self,
+        key: (String, String, String),
+        current: &Value,
+        mut object: Value,
+    ) -> (StatusCode, Value) {
+        let (plural, _, name) = &key;
+        let sent = &object["metadata"]["resourceVersion"];
+        if !sent.is_null() && sent != &current["metadata"]["resourceVersion"] {
+            return status(
+                StatusCode::CONFLICT,
+                "Conflict",
+                &format!("Operation cannot be fulfilled on {plural}.{GROUP} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+                json!({"name": name, "group": GROUP, "kind": plural}),
+            );
+        }
+        if object["metadata"]["name"] != current["metadata"]["name"]
+            || object["metadata"]["namespace"]
+                .as_str()
+                .is_some_and(|ns| ns != key.1)
+        {
+            return bad_request("the name or namespace of the object does not match the request");
+        }
+        for field in ["uid", "creationTimestamp", "generation", "namespace"] {
+            object["metadata"][field] = current["metadata"][field].clone();
+        }
+        if object.get("spec") != current.get("spec") {
+            let generation = current["metadata"]["generation"].as_u64().unwrap_or(0);
+            object["metadata"]["generation"] = json!(generation + 1);
+        }
+        self.store(key, object, StatusCode::OK)
+    }
+
+    /// Prunes and validates `object`, gives it a new resourceVersion and keeps it.
+    fn store(
+        &mut self,
+        key: (String, String, String),
+        mut object: Value,
+        code: StatusCode,
+    ) -> (StatusCode, Value) {
+        let crd = &self.crds[&key.0];
+        let kind = crd.kind.clone();
+        if object["apiVersion"] != json!(format!("{GROUP}/{VERSION}"))
+            || object["kind"] != json!(kind)
+        {
+            return bad_request("apiVersion or kind does not match the request");
+        }
+        let causes = schema::validate(&crd.schema, &mut object);
+        if !causes.is_empty() {
+            return invalid(&kind, &key.2, causes);
+        }
+        self.last_resource_version += 1;
+        object["metadata"]["resourceVersion"] = json!(self.last_resource_version.to_string());
+        self.objects.insert(key, object.clone());
+        (code, object)
+    }
+
+    fn kind(&self, plural: &str) -> &str {
+        self.crds.get(plural).map_or("", |c| c.kind.as_str())
+    }
+
+    fn not_found(&self, plural: &str, name: &str) -> (StatusCode, Value) {
+        status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("{plural}.{GROUP} \"{name}\" not found"),
+            json!({"name": name, "group": GROUP, "kind": plural}),
+        )
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Value::Object(fields) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                fields.remove(key);
+            } else {
+                merge_patch(fields.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn status(code: StatusCode, reason: &str, message: &str, details: Value) -> (StatusCode, Value) {
+    (
+        code,
+        json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "details": details,
+            "code": code.as_u16(),
+        }),
+    )
+}
+
+fn invalid(kind: &str, name: &str, causes: Vec<(String, String)>) -> (StatusCode, Value) {
+    let summary: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+    let causes: Vec<Value> = causes
+        .iter()
+        .map(|(field, message)| json!({"reason": "FieldValueInvalid", "message": message, "field": field}))
+        .collect();
+    status(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        &format!(
+            "{kind}.{GROUP} \"{name}\" is invalid: {}",
+            summary.join(", ")
+        ),
+        json!({"name": name, "group": GROUP, "kind": kind, "causes": causes}),
+    )
+}
+
+fn not_served() -> (StatusCode, Value) {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the server could not find the requested resource",
+        json!({}),
+    )
+}
+
+fn bad_request(message: &str) -> (StatusCode, Value) {
+    status(StatusCode::BAD_REQUEST, "BadRequest", message, json!({}))
+}
+
+fn method_not_allowed(method: &Method) -> (StatusCode, Value) {
+    status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        &format!("the server does not allow this method on the requested resource: {method}"),
+        json!({}),
+    )
+}
+
+fn unsupported_media_type(content_type: &str) -> (StatusCode, Value) {
+    status(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedMediaType",
+        &format!("the body of the request was in an unknown format - accepted media types include: application/merge-patch+json (got {content_type:?})"),
+        json!({}),
+    )
+}
