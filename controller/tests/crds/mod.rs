@@ -1,0 +1,215 @@
+//! The Istio CRDs of `../shared/istio-crds/`, and a strict check of a resource against them:
+//! the API server's structural validation (`support/schema.rs`), plus what a closed schema
+//! adds: no field the server would prune (schemas are closed except where they say
+//! `x-kubernetes-preserve-unknown-fields`), a served `apiVersion`, the CRD's `kind`, a sound
+//! `metadata`, and the CEL rules (`x-kubernetes-validations`) on every value present.
+//! A CEL rule this check does not know fails the check rather than passing silently.
+
+use std::path::PathBuf;
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::schema;
+
+pub struct Crds(Vec<Value>);
+
+impl Crds {
+    /// Every `*.yaml` in `../shared/istio-crds/` (beside the repository).
+    pub fn load() -> Crds {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/istio-crds");
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("the Istio CRDs in {}: {e}", dir.display()));
+        let crds: Vec<Value> = entries
+            .map(|entry| entry.expect("directory entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+            .map(|path| {
+                let text = std::fs::read_to_string(&path).expect("read a CRD");
+                serde_yaml::from_str(&text).expect("parse a CRD")
+            })
+            .collect();
+        assert!(
+            crds.len() >= 5,
+            "found {} CRDs in {}",
+            crds.len(),
+            dir.display()
+        );
+        Crds(crds)
+    }
+
+    /// Every problem with `doc`, as `path: message`.
+    pub fn check(&self, doc: &Value) -> Vec<String> {
+        let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let Some(schema) = self.schema(group, version, kind) else {
+            return vec![format!(
+                "<root>: no served CRD version for apiVersion {api_version:?} kind {kind:?}"
+            )];
+        };
+        let mut errors = check_metadata(&doc["metadata"]);
+        let mut pruned = doc.clone();
+        for (path, message) in schema::validate(schema, &mut pruned) {
+            errors.push(format!("{path}: {message}"));
+        }
+        unknown_fields(doc, &pruned, "", &mut errors);
+        cel(schema, doc, "", &mut errors);
+        errors
+    }
+
+    fn schema(&self, group: &str, version: &str, kind: &str) -> Option<&Value> {
+        let crd = self
+            .0
+            .iter()
+            .find(|c| c["spec"]["group"] == group && c["spec"]["names"]["kind"] == kind)?;
+        let v = crd["spec"]["versions"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == version && v["served"] == true)?;
+        Some(&v["schema"]["openAPIV3Schema"])
+    }
+}
+
+fn check_metadata(metadata: &Value) -> Vec<String> {
+    let mut errors = Vec::new();
+    let Some(fields) = metadata.as_object() else {
+        return vec!["metadata: must be an object".to_owned()];
+    };
+    for key in fields.keys() {
+        if !matches!(
+            key.as_str(),
+            "name" | "namespace" | "labels" | "annotations"
+        ) {
+            errors.push(format!("metadata.{key}: unknown field"));
+        }
+    }
+    let dns = Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        .expect("regex");
+    for key in ["name", "namespace"] {
+        match fields.get(key).and_then(Value::as_str) {
+            Some(s) if dns.is_match(s) && s.len() <= 253 => {}
+            other => errors.push(format!("metadata.{key}: invalid {other:?}")),
+        }
+    }
+    for key in ["labels", "annotations"] {
+        if let Some(map) = fields.get(key) {
+            let strings = map
+                .as_object()
+                .is_some_and(|m| m.values().all(Value::is_string));
+            if !strings {
+                errors.push(format!("metadata.{key}: must map strings to strings"));
+            }
+        }
+    }
+    errors
+}
+
+/// Fields of `original` that pruning removed: the schema does not know them.
+fn unknown_fields(original: &Value, pruned: &Value, path: &str, errors: &mut Vec<String>) {
+    match (original, pruned) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                let p = join(path, key);
+                match b.get(key) {
+                    Some(kept) => unknown_fields(value, kept, &p, errors),
+                    None => errors.push(format!("{p}: unknown field")),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                unknown_fields(x, y, &format!("{path}[{i}]"), errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Evaluates the `x-kubernetes-validations` on every value present.
+fn cel(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
+    if let Some(rules) = schema["x-kubernetes-validations"].as_array() {
+        for rule in rules {
+            let text = rule["rule"].as_str().unwrap_or_default();
+            match evaluate(text, value) {
+                Ok(true) => {}
+                Ok(false) => errors.push(format!(
+                    "{}: {}",
+                    display(path),
+                    rule["message"].as_str().unwrap_or(text)
+                )),
+                Err(reason) => errors.push(format!("{}: {reason}", display(path))),
+            }
+        }
+    }
+    match value {
+        Value::Object(fields) => {
+            for (key, field) in fields {
+                let sub = schema["properties"]
+                    .get(key)
+                    .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
+                if let Some(sub) = sub {
+                    cel(sub, field, &join(path, key), errors);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(sub) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    cel(sub, item, &format!("{path}[{i}]"), errors);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The CEL rules of the Istio CRDs that the rendered resources can reach.
+fn evaluate(rule: &str, value: &Value) -> Result<bool, String> {
+    let rule = rule.split_whitespace().collect::<Vec<_>>().join(" ");
+    let string = || value.as_str().ok_or("expected a string");
+    let keys = || {
+        value
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .ok_or("expected an object")
+    };
+    let has = |field: &str| value.get(field).is_some();
+    Ok(match rule.as_str() {
+        r#"!self.contains("*")"# => !string()?.contains('*'),
+        r#"self.all(key, !key.contains("*"))"# => keys()?.iter().all(|k| !k.contains('*')),
+        r#"self.all(key, key.size() != 0)"# => keys()?.iter().all(|k| !k.is_empty()),
+        "self.size() == 0" => string()?.is_empty(),
+        "0 < self && self <= 65535" => value.as_u64().is_some_and(|n| (1..=65535).contains(&n)),
+        "has(self.wasm) != has(self.lua)" => has("wasm") != has("lua"),
+        r#"has(self.context) ? ((self.context == "WAYPOINT") ? has(self.waypoint) : !has(self.waypoint)) : !has(self.waypoint)"# => {
+            (value["context"] == "WAYPOINT") == has("waypoint")
+        }
+        r if r.starts_with("isURL(self)") => {
+            let url = string()?;
+            url.split_once("://")
+                .is_none_or(|(scheme, _)| ["http", "https", "oci", "file"].contains(&scheme))
+        }
+        r if r.ends_with("<= 1") && r.starts_with("(has(self.") => {
+            let fields = Regex::new(r"has\(self\.(\w+)\)").expect("regex");
+            let present = fields.captures_iter(r).filter(|c| has(&c[1])).count();
+            present <= 1
+        }
+        other => return Err(format!("CEL rule not understood by this check: {other}")),
+    })
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn display(path: &str) -> &str {
+    if path.is_empty() {
+        "<root>"
+    } else {
+        path
+    }
+}

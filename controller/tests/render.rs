@@ -1,0 +1,665 @@
+//! `canaryctl render`: every document validates against the Istio CRDs with no unknown field,
+//! the routing it sets up sends each decision to the right subset, the filter resource carries
+//! the spec's plugin configuration unchanged, and `envoyfilter/istio/` is what render produces.
+
+#[path = "support/schema.rs"]
+mod schema;
+
+mod crds;
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use canary_filter::{RequestView, RoutingTable};
+use canaryctl::args::Api;
+use canaryctl::render;
+use canaryctl::spec::Spec;
+use serde_json::{json, Value};
+
+use crds::Crds;
+
+const EXAMPLES: [&str; 2] = ["bookinfo-reviews", "web-gateway"];
+const APIS: [(Api, &str); 3] = [
+    (Api::Wasmplugin, "wasmplugin"),
+    (Api::Trafficextension, "trafficextension"),
+    (Api::Envoyfilter, "envoyfilter"),
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn example_value(name: &str) -> Value {
+    let path = repo().join(format!("examples/{name}.yaml"));
+    canaryctl::document::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn example(name: &str) -> Spec {
+    Spec::from_value(example_value(name)).unwrap_or_else(|e| panic!("{name}:\n{e}"))
+}
+
+fn rendered(spec: &Spec, api: Api) -> Vec<Value> {
+    render::resources(spec, api).expect("render")
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(docs, kind);
+    assert_eq!(found.len(), 1, "one {kind} in {docs:#?}");
+    found[0]
+}
+
+#[test]
+fn every_document_validates_against_the_istio_crds() {
+    let crds = Crds::load();
+    for name in EXAMPLES {
+        let spec = example(name);
+        for (api, label) in APIS {
+            let docs = rendered(&spec, api);
+            assert_eq!(docs.len(), 3, "{name} --api {label}: extension, DR, VS");
+            for doc in &docs {
+                let errors = crds.check(doc);
+                assert!(
+                    errors.is_empty(),
+                    "{name} --api {label}, {}:\n{}",
+                    doc["kind"],
+                    errors.join("\n")
+                );
+            }
+        }
+    }
+}
+
+/// The CRD check itself must catch what the API server would reject or prune.
+#[test]
+fn the_crd_check_rejects_unknown_fields_bad_values_and_broken_rules() {
+    let crds = Crds::load();
+    let spec = example("bookinfo-reviews");
+    let docs = rendered(&spec, Api::Wasmplugin);
+    let plugin = one(&docs, "WasmPlugin");
+    let vs = one(&docs, "VirtualService");
+    let te = one(&rendered(&spec, Api::Trafficextension), "TrafficExtension").clone();
+    let ef = one(&rendered(&spec, Api::Envoyfilter), "EnvoyFilter").clone();
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "unknown spec field",
+            with(plugin, "/spec/failOpen", json!(true)),
+            "spec.failOpen: unknown field",
+        ),
+        (
+            "unknown nested field",
+            with(vs, "/spec/http/0/route/0/destination/weight", json!(1)),
+            "spec.http[0].route[0].destination.weight: unknown field",
+        ),
+        (
+            "bad enum",
+            with(plugin, "/spec/phase", json!("ROUTING")),
+            "spec.phase: Unsupported value",
+        ),
+        (
+            "bad pattern",
+            with(plugin, "/spec/sha256", json!("ABC")),
+            "spec.sha256: Invalid value",
+        ),
+        (
+            "wrong type",
+            with(vs, "/spec/hosts", json!("reviews")),
+            "spec.hosts: Invalid value",
+        ),
+        (
+            "two string matches",
+            with(
+                vs,
+                "/spec/http/0/match/0/headers/x-canary-variant/prefix",
+                json!("v"),
+            ),
+            "spec.http[0].match[0].headers.x-canary-variant: Invalid value",
+        ),
+        (
+            "selector and targetRefs",
+            with(
+                plugin,
+                "/spec/targetRefs",
+                json!([{"kind": "Gateway", "name": "gw"}]),
+            ),
+            "spec: only one of targetRefs or selector can be set",
+        ),
+        (
+            "wildcard label",
+            with(plugin, "/spec/selector/matchLabels/app", json!("*")),
+            "spec.selector.matchLabels.app: wildcard not allowed",
+        ),
+        (
+            "bad url scheme",
+            with(&te, "/spec/wasm/url", json!("ftp://x/y.wasm")),
+            "spec.wasm.url: url must have schema",
+        ),
+        (
+            "missing required",
+            without(&te, "/spec/wasm/url"),
+            "spec.wasm.url: Required value",
+        ),
+        (
+            "unknown apply target",
+            with(&ef, "/spec/configPatches/0/applyTo", json!("WASM")),
+            "spec.configPatches[0].applyTo: Unsupported value",
+        ),
+        (
+            "unknown kind",
+            with(plugin, "/kind", json!("WasmFilter")),
+            "<root>: no served CRD version",
+        ),
+        (
+            "unserved version",
+            with(plugin, "/apiVersion", json!("extensions.istio.io/v1")),
+            "<root>: no served CRD version",
+        ),
+        (
+            "unknown metadata field",
+            with(plugin, "/metadata/uid", json!("x")),
+            "metadata.uid: unknown field",
+        ),
+    ];
+    for (label, doc, want) in cases {
+        let errors = crds.check(&doc);
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "{label}: want {want:?} in {errors:#?}"
+        );
+    }
+}
+
+fn with(doc: &Value, pointer: &str, value: Value) -> Value {
+    let mut doc = doc.clone();
+    let (parent, key) = pointer.rsplit_once('/').expect("pointer");
+    let target = doc.pointer_mut(parent).expect("parent exists");
+    match target {
+        Value::Object(map) => {
+            map.insert(key.to_owned(), value);
+        }
+        other => panic!("{parent} is not an object: {other}"),
+    }
+    doc
+}
+
+fn without(doc: &Value, pointer: &str) -> Value {
+    let mut doc = doc.clone();
+    let (parent, key) = pointer.rsplit_once('/').expect("pointer");
+    doc.pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .and_then(|m| m.remove(key))
+        .expect("field exists");
+    doc
+}
+
+#[test]
+fn virtual_service_sends_each_decision_to_its_subset_and_the_rest_to_the_baseline() {
+    for name in EXAMPLES {
+        let spec = example(name);
+        let docs = rendered(&spec, Api::Wasmplugin);
+        for route in &spec.config.routes {
+            let service = &spec.services[&route.name];
+            let vs = of_kind(&docs, "VirtualService")
+                .into_iter()
+                .find(|d| d["metadata"]["name"] == spec.resource_name(&route.name))
+                .unwrap_or_else(|| panic!("{name}: VirtualService of {}", route.name));
+            assert_eq!(
+                vs["spec"]["gateways"],
+                json!(spec.gateways),
+                "{name}: gateways"
+            );
+            assert_eq!(
+                vs["spec"]["hosts"],
+                json!(service.virtual_hosts()),
+                "{name}: hosts"
+            );
+            let http = vs["spec"]["http"].as_array().expect("http routes");
+            assert_eq!(
+                http.len(),
+                route.variants.len() + 1,
+                "{name}: one per variant + default"
+            );
+            let destination = |subset: &str| {
+                json!([{ "destination": {
+                    "host": service.host, "subset": subset, "port": { "number": service.port },
+                } }])
+            };
+            for (entry, variant) in http.iter().zip(&route.variants) {
+                assert_eq!(
+                    entry["match"],
+                    json!([{ "headers": { "x-canary-variant": { "exact": variant.name } } }]),
+                    "{name}: match of {}",
+                    variant.name
+                );
+                assert_eq!(
+                    entry["route"],
+                    destination(&variant.name),
+                    "{name}: {}",
+                    variant.name
+                );
+            }
+            let default = http.last().expect("default route");
+            assert!(
+                default.get("match").is_none(),
+                "{name}: default matches everything"
+            );
+            assert_eq!(
+                default["route"],
+                destination(&route.variants[0].name),
+                "{name}: default"
+            );
+        }
+    }
+}
+
+#[test]
+fn destination_rule_subsets_carry_the_spec_labels() {
+    let cases = [
+        (
+            "bookinfo-reviews",
+            "reviews",
+            "v2",
+            json!({ "version": "v2" }),
+        ),
+        (
+            "web-gateway",
+            "web",
+            "canary",
+            json!({ "app": "web", "track": "canary" }),
+        ),
+    ];
+    for (name, route, variant, labels) in cases {
+        let spec = example(name);
+        let docs = rendered(&spec, Api::Wasmplugin);
+        let dr = one(&docs, "DestinationRule");
+        assert_eq!(
+            dr["spec"]["host"], spec.services[route].host,
+            "{name}: host"
+        );
+        let subsets = dr["spec"]["subsets"].as_array().expect("subsets");
+        let names: Vec<&str> = subsets.iter().filter_map(|s| s["name"].as_str()).collect();
+        let variants: Vec<&str> = spec.config.routes[0]
+            .variants
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(names, variants, "{name}: a subset per variant, in order");
+        let subset = subsets
+            .iter()
+            .find(|s| s["name"] == variant)
+            .expect("subset");
+        assert_eq!(subset["labels"], labels, "{name}: labels of {variant}");
+    }
+}
+
+#[test]
+fn the_filter_resource_carries_the_plugin_configuration_unchanged() {
+    for name in EXAMPLES {
+        let spec = example(name);
+        let written = example_value(name)["pluginConfig"].clone();
+        let carried = [
+            (
+                Api::Wasmplugin,
+                one(&rendered(&spec, Api::Wasmplugin), "WasmPlugin")["spec"]["pluginConfig"]
+                    .clone(),
+            ),
+            (
+                Api::Trafficextension,
+                one(&rendered(&spec, Api::Trafficextension), "TrafficExtension")["spec"]["wasm"]
+                    ["pluginConfig"]
+                    .clone(),
+            ),
+            (
+                Api::Envoyfilter,
+                envoy_filter_configuration(one(&rendered(&spec, Api::Envoyfilter), "EnvoyFilter")),
+            ),
+        ];
+        for (api, config) in carried {
+            assert_eq!(config, written, "{name} {api:?}: pluginConfig as written");
+            let parsed = canary_filter::config::parse(config.to_string().as_bytes());
+            assert!(
+                parsed.is_ok(),
+                "{name} {api:?}: the filter's parser: {:?}",
+                parsed.err()
+            );
+        }
+    }
+}
+
+/// The plugin configuration inside the EnvoyFilter's ECDS patch, parsed from its StringValue.
+fn envoy_filter_configuration(ef: &Value) -> Value {
+    let value = ef
+        .pointer("/spec/configPatches/0/patch/value/typed_config/config/configuration/value")
+        .and_then(Value::as_str)
+        .expect("configuration StringValue");
+    serde_json::from_str(value).expect("configuration is JSON")
+}
+
+#[test]
+fn the_filter_runs_client_side_before_routing_and_fails_open() {
+    for (name, context) in [
+        ("bookinfo-reviews", "SIDECAR_OUTBOUND"),
+        ("web-gateway", "GATEWAY"),
+    ] {
+        let spec = example(name);
+        let wp = one(&rendered(&spec, Api::Wasmplugin), "WasmPlugin").clone();
+        let te = one(&rendered(&spec, Api::Trafficextension), "TrafficExtension").clone();
+        for (doc, fail) in [
+            (&wp, "/spec/failStrategy"),
+            (&te, "/spec/wasm/failStrategy"),
+        ] {
+            assert_eq!(doc["spec"]["phase"], "STATS", "{name}: phase");
+            assert_eq!(
+                doc["spec"]["match"],
+                json!([{ "mode": "CLIENT" }]),
+                "{name}: mode"
+            );
+            assert_eq!(
+                doc.pointer(fail),
+                Some(&json!("FAIL_OPEN")),
+                "{name}: fail open"
+            );
+            assert_eq!(
+                doc["spec"]["selector"]["matchLabels"],
+                json!(
+                    spec.attachment
+                        .selector
+                        .as_ref()
+                        .expect("selector")
+                        .match_labels
+                ),
+                "{name}: selector"
+            );
+        }
+        assert_eq!(wp["spec"]["url"], spec.module.url, "{name}: url");
+        assert_eq!(
+            te["spec"]["wasm"]["sha256"], spec.module.sha256,
+            "{name}: sha256"
+        );
+
+        let ef = one(&rendered(&spec, Api::Envoyfilter), "EnvoyFilter").clone();
+        let patches = ef["spec"]["configPatches"].as_array().expect("patches");
+        assert_eq!(patches.len(), 2, "{name}: extension config + one filter");
+        let extension = &patches[0];
+        assert_eq!(extension["applyTo"], "EXTENSION_CONFIG", "{name}");
+        let filter = &patches[1];
+        assert_eq!(filter["applyTo"], "HTTP_FILTER", "{name}");
+        assert_eq!(filter["match"]["context"], context, "{name}: context");
+        assert_eq!(
+            filter["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
+            "envoy.filters.http.router",
+            "{name}"
+        );
+        assert_eq!(filter["patch"]["operation"], "INSERT_BEFORE", "{name}");
+        assert_eq!(
+            filter["patch"]["value"]["name"], extension["patch"]["value"]["name"],
+            "{name}: the filter takes the extension config by name"
+        );
+        let code =
+            &extension["patch"]["value"]["typed_config"]["config"]["vm_config"]["code"]["remote"];
+        assert_eq!(
+            code["http_uri"]["uri"], spec.module.url,
+            "{name}: module url"
+        );
+        assert_eq!(code["sha256"], spec.module.sha256, "{name}: module sha256");
+        assert_eq!(
+            extension["patch"]["value"]["typed_config"]["config"]["fail_open"], true,
+            "{name}: fail open"
+        );
+    }
+}
+
+/// The whole chain without Envoy: the filter's own decision, written into the decision header,
+/// matched by the VirtualService as Istio matches (first HTTP route whose match holds), lands
+/// on the DestinationRule subset of the variant the filter chose.
+#[test]
+fn each_filter_decision_reaches_the_pods_of_its_variant() {
+    struct Request(Vec<(String, String)>);
+    impl RequestView for Request {
+        fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+            self.0
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| Cow::Borrowed(v.as_bytes()))
+        }
+        fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+            let headers = self
+                .0
+                .iter()
+                .filter(|(n, _)| n == "cookie")
+                .map(|(_, v)| v.as_bytes());
+            canary_filter::cookie::find(headers, name.as_bytes()).map(Cow::Borrowed)
+        }
+    }
+    let header = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+    let cases: Vec<(&str, Vec<(String, String)>, Option<&str>)> = vec![
+        (
+            "bookinfo-reviews",
+            vec![
+                header(":authority", "reviews:9080"),
+                header("end-user", "jason"),
+            ],
+            Some("v3"),
+        ),
+        (
+            "bookinfo-reviews",
+            vec![
+                header(":authority", "reviews:9080"),
+                header("x-canary", "v2"),
+            ],
+            Some("v2"),
+        ),
+        (
+            "web-gateway",
+            vec![
+                header(":authority", "shop.example.com"),
+                header("cookie", "canary=always"),
+            ],
+            Some("canary"),
+        ),
+        (
+            "web-gateway",
+            vec![
+                header(":authority", "shop.example.com"),
+                header("cookie", "canary=never"),
+            ],
+            Some("stable"),
+        ),
+    ];
+    let mut hashed = vec![];
+    for i in 0..200 {
+        hashed.push((
+            "bookinfo-reviews",
+            vec![
+                header(":authority", "reviews:9080"),
+                header("end-user", &format!("user-{i}")),
+            ],
+            None,
+        ));
+        hashed.push((
+            "web-gateway",
+            vec![
+                header(":authority", "shop.example.com"),
+                header("cookie", &format!("canary_id=visitor-{i}")),
+            ],
+            None,
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, headers, want) in cases.into_iter().chain(hashed) {
+        let spec = example(name);
+        let table = RoutingTable::try_from(&spec.config).expect("compiles");
+        let request = Request(headers.clone());
+        let decision = table.decide(&request, |_| false).expect("a route matches");
+        let route = &table.routes[decision.route];
+        let variant = &route.variants[decision.variant].name;
+        if let Some(want) = want {
+            assert_eq!(variant, want, "{name} {headers:?}: the filter's decision");
+        }
+        let docs = rendered(&spec, Api::Wasmplugin);
+        let mut routed = headers.clone();
+        routed.push(header(&table.decision_header, variant));
+        let subset = route_subset(one(&docs, "VirtualService"), &routed);
+        assert_eq!(
+            subset.as_deref(),
+            Some(variant.as_str()),
+            "{name} {headers:?}: VirtualService"
+        );
+        let dr = one(&docs, "DestinationRule");
+        let labels = dr["spec"]["subsets"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == *variant))
+            .map(|s| s["labels"].clone());
+        assert_eq!(
+            labels,
+            Some(json!(spec.services[&route.name].subsets[variant])),
+            "{name}: {variant} pods"
+        );
+        seen.insert((name, variant.clone()));
+    }
+    assert_eq!(
+        seen.len(),
+        5,
+        "every variant of both examples reached: {seen:?}"
+    );
+}
+
+/// The subset Istio routes a request with `headers` to: the first HTTP route with no match or
+/// with a match whose every header condition holds (`exact` only, as rendered).
+fn route_subset(vs: &Value, headers: &[(String, String)]) -> Option<String> {
+    let holds = |m: &Value| {
+        m["headers"].as_object().is_some_and(|conditions| {
+            conditions.iter().all(|(name, condition)| {
+                headers
+                    .iter()
+                    .any(|(n, v)| n == name && condition["exact"].as_str() == Some(v))
+            })
+        })
+    };
+    vs["spec"]["http"].as_array()?.iter().find_map(|entry| {
+        let matches = entry["match"].as_array();
+        let applies = matches.is_none_or(|ms| ms.iter().any(holds));
+        applies.then(|| {
+            entry["route"][0]["destination"]["subset"]
+                .as_str()
+                .map(str::to_owned)
+        })?
+    })
+}
+
+/// `envoyfilter/istio/<example>.<api>.yaml` is exactly what `canaryctl render` prints.
+#[test]
+fn envoyfilter_manifests_are_what_render_prints() {
+    let mut stale = Vec::new();
+    for name in EXAMPLES {
+        let spec = example(name);
+        for (api, label) in APIS {
+            let want = render::to_yaml(&rendered(&spec, api)).expect("yaml");
+            let path = repo().join(format!("envoyfilter/istio/{name}.{label}.yaml"));
+            let have = std::fs::read_to_string(&path).unwrap_or_default();
+            if have != want {
+                stale.push(format!(
+                    "{}\n{}",
+                    path.display(),
+                    first_difference(&have, &want)
+                ));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "stale manifests:\n{}\nregenerate with:\n  {REGENERATE}",
+        stale.join("\n")
+    );
+}
+
+const REGENERATE: &str = "cargo build -p canaryctl && for ex in bookinfo-reviews web-gateway; do \
+for api in wasmplugin trafficextension envoyfilter; do target/debug/canaryctl render \
+examples/$ex.yaml --api $api > envoyfilter/istio/$ex.$api.yaml; done; done";
+
+fn first_difference(have: &str, want: &str) -> String {
+    let (mut h, mut w) = (have.lines(), want.lines());
+    for n in 1.. {
+        match (h.next(), w.next()) {
+            (None, None) => break,
+            (a, b) if a == b => continue,
+            (a, b) => return format!("  line {n}: file {a:?}, render {b:?}"),
+        }
+    }
+    "  (differ only in line endings)".to_owned()
+}
+
+#[test]
+fn the_command_prints_the_resources_as_yaml_documents() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_canaryctl"))
+            .args(args)
+            .current_dir(repo())
+            .output()
+            .expect("run canaryctl")
+    };
+    let out = run(&["render", "examples/web-gateway.yaml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let want = render::to_yaml(&rendered(&example("web-gateway"), Api::Wasmplugin)).expect("yaml");
+    assert_eq!(stdout, want, "default --api is wasmplugin");
+    let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&stdout)
+        .map(|doc| {
+            let v = <Value as serde::Deserialize>::deserialize(doc).expect("a YAML document");
+            v["kind"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, ["WasmPlugin", "DestinationRule", "VirtualService"]);
+
+    let out = run(&["render", "examples/plugin-config.json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a plugin configuration is not a spec"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("$: this is a plugin configuration"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = run(&["render", "examples/web-gateway.yaml", "--api", "gateway"]);
+    assert_eq!(out.status.code(), Some(2), "unknown --api is a usage error");
+}
+
+#[test]
+fn an_invalid_spec_renders_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path: &Path = &dir.path().join("spec.yaml");
+    let mut value = example_value("web-gateway");
+    value["services"]["web"]["subsets"]
+        .as_object_mut()
+        .expect("subsets")
+        .remove("canary");
+    std::fs::write(path, serde_yaml::to_string(&value).expect("yaml")).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryctl"))
+        .args([
+            "render",
+            path.to_str().expect("utf-8 path"),
+            "--api",
+            "envoyfilter",
+        ])
+        .output()
+        .expect("run canaryctl");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "nothing rendered");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "services.web.subsets: missing the labels of variant \"canary\"\n"
+    );
+}
