@@ -158,11 +158,22 @@ pub fn from_value(value: Value) -> Result<RoutingTable, ConfigErrors> {
 
 /// Decodes the JSON types only, collecting one error per malformed route.
 pub fn decode(value: Value) -> Result<PluginConfig, ConfigErrors> {
+    // serde would read a struct from an array too, and say so obscurely.
+    if !value.is_object() {
+        return Err(ConfigError::new("$", "must be a JSON object").into());
+    }
     let envelope: Envelope = serde_path_to_error::deserialize(value)
         .map_err(|e| ConfigErrors::from(decode_error("", &e)))?;
     let mut errors = Vec::new();
     let mut routes = Vec::with_capacity(envelope.routes.len());
     for (i, raw) in envelope.routes.into_iter().enumerate() {
+        if !raw.is_object() {
+            errors.push(ConfigError::new(
+                format!("routes[{i}]"),
+                "must be an object",
+            ));
+            continue;
+        }
         match serde_path_to_error::deserialize::<_, RouteConfig>(raw) {
             Ok(route) => routes.push(route),
             Err(e) => errors.push(decode_error(&format!("routes[{i}]"), &e)),

