@@ -148,16 +148,19 @@ impl Spec {
             Some(v) => errors.decode("gateways", v),
             None => Some(vec![MESH.to_owned()]),
         };
-        let services = errors
-            .take::<Map<String, Value>>(&mut map, "services")
-            .map(|raw| {
-                raw.into_iter()
-                    .filter_map(|(route, v)| {
-                        let service = errors.decode(&format!("services.{route}"), v)?;
-                        Some((route, service))
-                    })
-                    .collect::<BTreeMap<String, Service>>()
-            });
+        let raw_services = errors.take::<Map<String, Value>>(&mut map, "services");
+        let declared: Vec<String> = raw_services
+            .iter()
+            .flat_map(|raw| raw.keys().cloned())
+            .collect();
+        let services = raw_services.map(|raw| {
+            raw.into_iter()
+                .filter_map(|(route, v)| {
+                    let service = errors.decode(&format!("services.{route}"), v)?;
+                    Some((route, service))
+                })
+                .collect::<BTreeMap<String, Service>>()
+        });
         let plugin_config = map.remove("pluginConfig");
         let config = match &plugin_config {
             None => {
@@ -183,7 +186,10 @@ impl Spec {
             check_gateways(&mut errors, gateways);
         }
         if let Some(services) = &services {
-            check_services(&mut errors, services, config.as_ref(), name.as_deref());
+            check_services(&mut errors, services, name.as_deref());
+            if let Some(config) = &config {
+                check_routes(&mut errors, services, &declared, config);
+            }
         }
         errors.into_result()?;
         match (
@@ -342,12 +348,7 @@ fn check_gateways(errors: &mut Errors, gateways: &[String]) {
     }
 }
 
-fn check_services(
-    errors: &mut Errors,
-    services: &BTreeMap<String, Service>,
-    config: Option<&PluginConfig>,
-    name: Option<&str>,
-) {
+fn check_services(errors: &mut Errors, services: &BTreeMap<String, Service>, name: Option<&str>) {
     let mut hosts: HashMap<&str, &str> = HashMap::new();
     for (route, service) in services {
         let path = format!("services.{route}");
@@ -408,9 +409,16 @@ fn check_services(
             }
         }
     }
-    let Some(config) = config else {
-        return;
-    };
+}
+
+/// Every service entry names a route and labels each of its variants; every route has an entry
+/// (`declared`: the entries present, even those that did not decode).
+fn check_routes(
+    errors: &mut Errors,
+    services: &BTreeMap<String, Service>,
+    declared: &[String],
+    config: &PluginConfig,
+) {
     let routes: HashMap<&str, _> = config
         .routes
         .iter()
@@ -443,7 +451,7 @@ fn check_services(
         }
     }
     for (i, r) in config.routes.iter().enumerate() {
-        if !services.contains_key(&r.name) {
+        if !declared.contains(&r.name) {
             errors.push(
                 "services",
                 format!(

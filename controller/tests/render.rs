@@ -437,7 +437,8 @@ fn each_filter_decision_reaches_the_pods_of_its_variant() {
         }
     }
     let header = |n: &str, v: &str| (n.to_owned(), v.to_owned());
-    let cases: Vec<(&str, Vec<(String, String)>, Option<&str>)> = vec![
+    type Headers = Vec<(String, String)>;
+    let cases: Vec<(&str, Headers, Option<&str>)> = vec![
         (
             "bookinfo-reviews",
             vec![

@@ -1,0 +1,172 @@
+//! `canaryctl assign`: the filter's hash decision, offline, for a plugin configuration or a
+//! canary spec.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn canaryctl(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_canaryctl"))
+        .args(args)
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .expect("run canaryctl");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn assign_json(file: &Path, route: &str, user: &str) -> Value {
+    let run = canaryctl(&[
+        "assign",
+        file.to_str().expect("utf-8 path"),
+        "--route",
+        route,
+        "--user",
+        user,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code, Some(0), "{user}: {}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object: {}", run.stdout);
+    serde_json::from_str(lines[0]).expect("JSON")
+}
+
+/// The filter's golden vectors (`filter/src/assign.rs`): the salt defaults to the route name.
+#[test]
+fn matches_the_filters_golden_assignments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "routes:\n\
+         - name: reviews\n  variants: [{name: stable, weight: 90}, {name: canary, weight: 10}]\n\
+         - name: bookinfo\n  variants: [{name: v1, weight: 33.333}, {name: v2, weight: 33.333}, \
+         {name: v3, weight: 33.334}]\n",
+    )
+    .expect("write");
+    let reviews: Vec<usize> = (0..32)
+        .map(|i| {
+            let out = assign_json(&config, "reviews", &format!("user-{i}"));
+            usize::from(out["variant"] == "canary")
+        })
+        .collect();
+    let mut want = vec![0; 32];
+    want[0] = 1;
+    want[13] = 1;
+    assert_eq!(reviews, want, "users 0..32 at 90/10, salt reviews");
+
+    let bookinfo: Vec<String> = (0..24)
+        .map(|i| {
+            let out = assign_json(&config, "bookinfo", &i.to_string());
+            out["variant"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    let want = [
+        0, 0, 2, 0, 0, 0, 0, 2, 1, 1, 1, 2, 1, 1, 1, 2, 2, 1, 0, 2, 1, 2, 2, 1,
+    ]
+    .map(|i| format!("v{}", i + 1));
+    assert_eq!(
+        bookinfo, want,
+        "ids 0..24 at 33.333/33.333/33.334, salt bookinfo"
+    );
+}
+
+#[test]
+fn reads_a_canary_spec_with_its_salt_and_prints_route_variant_and_reason() {
+    let spec = Path::new("examples/bookinfo-reviews.yaml");
+    for user in ["alice", "bob", "carol", "dave", "jason"] {
+        let variants: [(&[u8], canary_filter::Weight); 3] = [
+            (b"v1", canary_filter::Weight(80_000)),
+            (b"v2", canary_filter::Weight(10_000)),
+            (b"v3", canary_filter::Weight(10_000)),
+        ];
+        let index = canary_filter::assign(b"reviews-2026-11", user.as_bytes(), variants);
+        let want = format!("v{}", index + 1);
+        assert_eq!(
+            assign_json(spec, "reviews", user),
+            json!({ "route": "reviews", "variant": want, "reason": "hash" }),
+            "{user}"
+        );
+    }
+    let run = canaryctl(&[
+        "assign",
+        "examples/web-gateway.yaml",
+        "--route",
+        "web",
+        "--user",
+        "v-1",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let text = run.stdout.trim_end();
+    assert!(
+        text == "stable (hash)" || text == "canary (hash)",
+        "text output: {text:?}"
+    );
+}
+
+#[test]
+fn rejects_unknown_routes_invalid_files_and_missing_arguments() {
+    let run = canaryctl(&[
+        "assign",
+        "examples/plugin-config.json",
+        "--route",
+        "ratings",
+        "--user",
+        "u",
+    ]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "--route: no route \"ratings\"; the routes are reviews\n"
+    );
+
+    let run = canaryctl(&[
+        "assign",
+        "controller/tests/invalid/01-weight-out-of-range.yaml",
+        "--route",
+        "reviews",
+        "--user",
+        "u",
+    ]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr
+            .starts_with("routes[0].variants[1].weight: must be between 0 and 100"),
+        "{}",
+        run.stderr
+    );
+
+    let run = canaryctl(&[
+        "assign",
+        "examples/plugin-config.json",
+        "--route",
+        "reviews",
+        "--user",
+        "",
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("--user: must not be empty"),
+        "{}",
+        run.stderr
+    );
+
+    let run = canaryctl(&[
+        "assign",
+        "examples/plugin-config.json",
+        "--route",
+        "reviews",
+    ]);
+    assert_eq!(run.code, Some(2), "missing --user: {}", run.stderr);
+}
