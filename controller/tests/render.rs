@@ -560,7 +560,7 @@ fn envoyfilter_manifests_are_what_render_prints() {
     for name in EXAMPLES {
         let spec = example(name);
         for (api, label) in APIS {
-            let want = render::to_yaml(&rendered(&spec, api)).expect("yaml");
+            let want = render::to_yaml(&rendered(&spec, api));
             let path = repo().join(format!("envoyfilter/istio/{name}.{label}.yaml"));
             let have = std::fs::read_to_string(&path).unwrap_or_default();
             if have != want {
@@ -612,7 +612,7 @@ fn the_command_prints_the_resources_as_yaml_documents() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let want = render::to_yaml(&rendered(&example("web-gateway"), Api::Wasmplugin)).expect("yaml");
+    let want = render::to_yaml(&rendered(&example("web-gateway"), Api::Wasmplugin));
     assert_eq!(stdout, want, "default --api is wasmplugin");
     let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&stdout)
         .map(|doc| {
@@ -663,4 +663,39 @@ fn an_invalid_spec_renders_nothing() {
         String::from_utf8_lossy(&out.stderr),
         "services.web.subsets: missing the labels of variant \"canary\"\n"
     );
+}
+
+/// The YAML stream reads back as exactly the rendered resources, label values that YAML 1.1
+/// reads as booleans or numbers included.
+#[test]
+fn the_yaml_reads_back_as_the_resources() {
+    let mut tricky = example_value("web-gateway");
+    tricky["services"]["web"]["subsets"] =
+        json!({ "stable": { "track": "on" }, "canary": { "track": "1.0" } });
+    tricky["attachment"]["selector"]["matchLabels"] = json!({ "gateway": "yes" });
+    let specs = [
+        example("bookinfo-reviews"),
+        example("web-gateway"),
+        Spec::from_value(tricky).expect("valid"),
+    ];
+    for spec in &specs {
+        for (api, label) in APIS {
+            let docs = rendered(spec, api);
+            let text = render::to_yaml(&docs);
+            let back: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+                .map(|doc| {
+                    <Value as serde::Deserialize>::deserialize(doc).expect("a YAML document")
+                })
+                .collect();
+            assert_eq!(back, docs, "{} --api {label}:\n{text}", spec.name);
+        }
+        let text = render::to_yaml(&rendered(spec, Api::Wasmplugin));
+        for plain_boolean in ["track: on", "gateway: yes"] {
+            assert!(
+                !text.contains(plain_boolean),
+                "{} is quoted:\n{text}",
+                plain_boolean
+            );
+        }
+    }
 }

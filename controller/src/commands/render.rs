@@ -30,7 +30,7 @@ pub fn run(file: &Path, api: Api) -> anyhow::Result<ExitCode> {
         Ok(spec) => spec,
         Err(errors) => return Ok(report(&errors)),
     };
-    let yaml = render::to_yaml(&render::resources(&spec, api)?)?;
+    let yaml = render::to_yaml(&render::resources(&spec, api)?);
     std::io::stdout().lock().write_all(yaml.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 
 mod extension;
 mod routing;
+mod yaml;
 
 use serde_json::Value;
 
@@ -21,8 +22,6 @@ pub const PHASE: &str = "STATS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("cannot write YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
     #[error("cannot write JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -46,15 +45,9 @@ pub fn resources(spec: &Spec, api: Api) -> Result<Vec<Value>> {
 }
 
 /// The resources as one multi-document YAML stream, `---` between documents.
-pub fn to_yaml(docs: &[Value]) -> Result<String> {
-    let mut out = String::new();
-    for (i, doc) in docs.iter().enumerate() {
-        if i > 0 {
-            out.push_str("---\n");
-        }
-        out.push_str(&serde_yaml::to_string(doc)?);
-    }
-    Ok(out)
+pub fn to_yaml(docs: &[Value]) -> String {
+    let documents: Vec<String> = docs.iter().map(yaml::document).collect();
+    documents.join("---\n")
 }
 
 /// `metadata` of a resource named `name` in the spec's namespace.
