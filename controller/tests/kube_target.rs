@@ -114,6 +114,14 @@ fn set_weight_patches_only_the_weights() {
     let patches = cluster.api.served_with("PATCH");
     assert_eq!(patches.len(), 1, "{patches:?}");
     assert_eq!(patches[0].content_type, "application/merge-patch+json");
+    assert_eq!(
+        patches[0].body,
+        json!({
+            "metadata": {"resourceVersion": before["metadata"]["resourceVersion"]},
+            "spec": {"pluginConfig": {"routes": want["spec"]["pluginConfig"]["routes"]}}
+        }),
+        "the patch holds the resourceVersion read and only the routes"
+    );
     assert_eq!(patches[0].status, 200);
     assert!(patches[0].uri.starts_with(
         "/apis/extensions.istio.io/v1alpha1/namespaces/shop/wasmplugins/reviews-canary"

@@ -3,9 +3,10 @@
 //! `KUBECONFIG` or `~/.kube/config`, else the in-cluster service account.
 //!
 //! A change is a JSON merge patch of `spec.pluginConfig` (`spec.wasm.pluginConfig` for a
-//! TrafficExtension) that carries the `metadata.resourceVersion` it was computed from, so the
-//! API server refuses it with 409 Conflict if anyone wrote the object in between; the change
-//! is then recomputed on a fresh read, at most [`MAX_ATTEMPTS`] times.
+//! TrafficExtension) holding only what changed (for a weight change, the `routes` list) and
+//! the `metadata.resourceVersion` it was computed from, so the API server refuses it with
+//! 409 Conflict if anyone wrote the object in between; the change is then recomputed on a
+//! fresh read, at most [`MAX_ATTEMPTS`] times.
 
 use std::time::Duration;
 
@@ -124,18 +125,44 @@ impl Kind {
             .try_fold(spec, |value, key| value.get(key))
     }
 
-    /// The merge patch that sets the plugin configuration, valid only against
-    /// `resource_version`.
-    fn patch(self, resource_version: Option<&str>, config: Value) -> Value {
+    /// The merge patch that applies `config_patch` to the plugin configuration, valid only
+    /// against `resource_version`.
+    fn patch(self, resource_version: Option<&str>, config_patch: Value) -> Value {
         let spec = self
             .config_path()
             .iter()
             .rev()
-            .fold(config, |inner, key| json!({ *key: inner }));
+            .fold(config_patch, |inner, key| json!({ *key: inner }));
         json!({
             "metadata": { "resourceVersion": resource_version },
             "spec": spec,
         })
+    }
+}
+
+/// The JSON merge patch (RFC 7386) that turns `from` into `to`: only the members that
+/// differ, arrays whole, removed members as `null`.
+fn merge_diff(from: &Value, to: &Value) -> Value {
+    match (from, to) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, value) in new {
+                match old.get(key) {
+                    Some(before) if before == value => {}
+                    Some(before) => {
+                        patch.insert(key.clone(), merge_diff(before, value));
+                    }
+                    None => {
+                        patch.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            for key in old.keys().filter(|k| !new.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => to.clone(),
     }
 }
 
@@ -232,7 +259,7 @@ impl<'a> Resource<'a> {
                 });
             }
             let resource_version = object.metadata.resource_version.as_deref();
-            let patch = kind.patch(resource_version, config.clone());
+            let patch = kind.patch(resource_version, merge_diff(live, &config));
             let params = PatchParams {
                 field_manager: Some(FIELD_MANAGER.to_owned()),
                 ..PatchParams::default()
@@ -295,6 +322,36 @@ mod tests {
             json!({"metadata": {"resourceVersion": "7"},
                    "spec": {"wasm": {"pluginConfig": {"routes": []}}}})
         );
+    }
+
+    #[test]
+    fn merge_diffs_hold_only_what_changed() {
+        let from = json!({"a": 1, "keep": {"x": [1, 2], "y": null}, "routes": [{"w": 90}, {"w": 10}], "gone": 1});
+        let to = json!({"a": 1, "keep": {"x": [1, 2], "y": null}, "routes": [{"w": 70}, {"w": 30}], "new": true});
+        let diff = merge_diff(&from, &to);
+        assert_eq!(
+            diff,
+            json!({"routes": [{"w": 70}, {"w": 30}], "new": true, "gone": null})
+        );
+        let mut applied = from.clone();
+        merge(&mut applied, &diff);
+        assert_eq!(applied, to, "applying the diff gives the target");
+    }
+
+    /// RFC 7386, to check `merge_diff` against.
+    fn merge(target: &mut Value, patch: &Value) {
+        match (target.as_object_mut(), patch.as_object()) {
+            (Some(fields), Some(patch)) => {
+                for (key, value) in patch {
+                    if value.is_null() {
+                        fields.remove(key);
+                    } else {
+                        merge(fields.entry(key.clone()).or_insert(Value::Null), value);
+                    }
+                }
+            }
+            _ => *target = patch.clone(),
+        }
     }
 
     #[test]

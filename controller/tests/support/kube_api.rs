@@ -32,12 +32,13 @@ pub const VERSION: &str = "v1alpha1";
 /// A change another client makes to the object, just before one of ours is served.
 pub type ConcurrentWrite = Box<dyn FnOnce(&mut Value) + Send>;
 
-/// One request as served: method, path and query, content type, response status.
+/// One request as served: method, path and query, content type, body, response status.
 #[derive(Debug, Clone)]
 pub struct Served {
     pub method: String,
     pub uri: String,
     pub content_type: String,
+    pub body: Value,
     pub status: u16,
 }
 
@@ -230,7 +231,7 @@ async fn collection(
     method: Method,
     headers: HeaderMap,
     uri: axum::http::Uri,
-    body: Bytes,
+    request: Bytes,
 ) -> Response {
     let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
     let (code, body) = if group != GROUP || version != VERSION || !store.crds.contains_key(&plural)
@@ -239,12 +240,12 @@ async fn collection(
     } else if method != Method::POST {
         method_not_allowed(&method)
     } else {
-        match serde_json::from_slice::<Value>(&body) {
+        match serde_json::from_slice::<Value>(&request) {
             Ok(object) => store.create(&plural, &ns, object),
             Err(e) => bad_request(&e.to_string()),
         }
     };
-    store.log(&method, &uri, &headers, code);
+    store.log(&method, &uri, &headers, &request, code);
     (code, Json(body)).into_response()
 }
 
@@ -254,7 +255,7 @@ async fn item(
     method: Method,
     headers: HeaderMap,
     uri: axum::http::Uri,
-    body: Bytes,
+    request: Bytes,
 ) -> Response {
     let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
     let content_type = content_type(&headers);
@@ -272,20 +273,20 @@ async fn item(
                 if content_type != "application/merge-patch+json" {
                     unsupported_media_type(&content_type)
                 } else {
-                    match serde_json::from_slice::<Value>(&body) {
+                    match serde_json::from_slice::<Value>(&request) {
                         Ok(patch) => store.patch(key, patch),
                         Err(e) => bad_request(&e.to_string()),
                     }
                 }
             }
-            Method::PUT => match serde_json::from_slice::<Value>(&body) {
+            Method::PUT => match serde_json::from_slice::<Value>(&request) {
                 Ok(object) => store.replace(key, object),
                 Err(e) => bad_request(&e.to_string()),
             },
             _ => method_not_allowed(&method),
         }
     };
-    store.log(&method, &uri, &headers, code);
+    store.log(&method, &uri, &headers, &request, code);
     (code, Json(body)).into_response()
 }
 
@@ -295,12 +296,14 @@ impl Store {
         method: &Method,
         uri: &axum::http::Uri,
         headers: &HeaderMap,
+        request: &[u8],
         code: StatusCode,
     ) {
         self.served.push(Served {
             method: method.to_string(),
             uri: uri.to_string(),
             content_type: content_type(headers),
+            body: serde_json::from_slice(request).unwrap_or(Value::Null),
             status: code.as_u16(),
         });
     }
