@@ -60,6 +60,7 @@ pub fn run(file: &Path, route: &str, user: &str, output: Output) -> anyhow::Resu
         .map(|v| v.name.as_str())
         .unwrap_or_default();
     let reason = canary_filter::Reason::Hash.label();
+    tracing::debug!(route, salt = %found.stickiness.salt, variant, "assigned");
     match output {
         Output::Text => println!("{variant} ({reason})"),
         Output::Json => println!(

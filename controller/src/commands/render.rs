@@ -30,7 +30,9 @@ pub fn run(file: &Path, api: Api) -> anyhow::Result<ExitCode> {
         Ok(spec) => spec,
         Err(errors) => return Ok(report(&errors)),
     };
-    let yaml = render::to_yaml(&render::resources(&spec, api)?);
+    let resources = render::resources(&spec, api)?;
+    tracing::debug!(file = %file.display(), ?api, resources = resources.len(), "rendered");
+    let yaml = render::to_yaml(&resources);
     std::io::stdout().lock().write_all(yaml.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

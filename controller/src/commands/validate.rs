@@ -14,6 +14,7 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
         Err(error) => return malformed(error),
     };
     let kind = document::kind(&value);
+    tracing::debug!(file = %file.display(), ?kind, "validating");
     let result = match kind {
         Kind::PluginConfig => canary_filter::config::from_value(value).map(|table| {
             format!(
