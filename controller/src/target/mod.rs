@@ -33,8 +33,6 @@ pub enum Error {
     Kube(#[from] KubeError),
     #[error(transparent)]
     Edit(#[from] WeightError),
-    #[error("the live configuration is not JSON: {0}")]
-    NotJson(String),
     #[error(
         "the changed configuration would be rejected by the filter, so nothing was written:\n{0}"
     )]
