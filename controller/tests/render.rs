@@ -56,8 +56,15 @@ fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 #[test]
 fn every_document_validates_against_the_istio_crds() {
     let crds = Crds::load();
-    for name in EXAMPLES {
-        let spec = example(name);
+    // Also a Gateway API attachment, bound to the gateway and the mesh.
+    let mut by_ref = example_value("web-gateway");
+    by_ref["attachment"] = json!({ "targetRefs": [
+        { "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "web" },
+    ] });
+    by_ref["gateways"] = json!(["istio-system/web", "mesh"]);
+    let by_ref = Spec::from_value(by_ref).expect("valid");
+    let specs = EXAMPLES.map(|name| (name, example(name)));
+    for (name, spec) in specs.iter().chain([("targetRefs", by_ref.clone())].iter()) {
         for (api, label) in APIS {
             let docs = rendered(&spec, api);
             assert_eq!(docs.len(), 3, "{name} --api {label}: extension, DR, VS");
@@ -72,6 +79,19 @@ fn every_document_validates_against_the_istio_crds() {
             }
         }
     }
+    let ef = one(&rendered(&by_ref, Api::Envoyfilter), "EnvoyFilter").clone();
+    let contexts: Vec<&Value> = ef["spec"]["configPatches"]
+        .as_array()
+        .expect("patches")
+        .iter()
+        .filter_map(|p| p.pointer("/match/context"))
+        .collect();
+    assert_eq!(
+        contexts,
+        [&json!("GATEWAY"), &json!("SIDECAR_OUTBOUND")],
+        "both contexts"
+    );
+    assert_eq!(ef["spec"]["targetRefs"][0]["kind"], "Gateway");
 }
 
 /// The CRD check itself must catch what the API server would reject or prune.
