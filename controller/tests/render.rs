@@ -66,7 +66,7 @@ fn every_document_validates_against_the_istio_crds() {
     let specs = EXAMPLES.map(|name| (name, example(name)));
     for (name, spec) in specs.iter().chain([("targetRefs", by_ref.clone())].iter()) {
         for (api, label) in APIS {
-            let docs = rendered(&spec, api);
+            let docs = rendered(spec, api);
             assert_eq!(docs.len(), 3, "{name} --api {label}: extension, DR, VS");
             for doc in &docs {
                 let errors = crds.check(doc);
