@@ -219,6 +219,7 @@ async fn set_weight_moves_the_observed_split_within_two_seconds() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (sent, failed) = load.stop().await;
 
+    eprintln!("set-weight canary=30: the observed split moved after {took:?}");
     assert!(
         took < Duration::from_secs(2),
         "the split moved only after {took:?}"
