@@ -318,12 +318,16 @@ fn promote_abort_and_status_on_a_traffic_extension() {
 #[test]
 fn a_resource_without_plugin_config_is_reported() {
     let mut plugin = wasm_plugin("bare", json!({}));
-    plugin["spec"].as_object_mut().unwrap().remove("pluginConfig");
+    plugin["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("pluginConfig");
     let cluster = Cluster::with(vec![plugin]);
     let run = cluster.run(&["status", "--target", "kube://shop/bare"]);
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(
-        run.stderr.contains("WasmPlugin shop/bare has no spec.pluginConfig"),
+        run.stderr
+            .contains("WasmPlugin shop/bare has no spec.pluginConfig"),
         "{run:?}"
     );
 }
