@@ -69,6 +69,19 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Step a variant's weight up, checking its health at every step; promote or roll back.
+    Rollout(crate::rollout::RolloutArgs),
+    /// Continue a rollout paused at a manual gate.
+    Resume {
+        #[command(flatten)]
+        target: TargetArg,
+        #[arg(long)]
+        route: String,
+    },
+    /// Run the control sidecar: HTTP API, ECDS over gRPC, module serving.
+    Serve(crate::serve::ServeArgs),
+    /// Write the filter module as an OCI image layout for a registry.
+    Package(crate::package::PackageArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
