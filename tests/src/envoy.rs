@@ -36,6 +36,26 @@ pub struct EnvoyBuilder {
     variants: Vec<(String, std::net::SocketAddr)>,
     plugin_config: String,
     concurrency: u32,
+    routing: Routing,
+    log_level: Option<String>,
+    cpus: Option<String>,
+    module: Option<PathBuf>,
+}
+
+/// How the listener routes: through the filter (the default), or without it for comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routing {
+    /// The canary filter from ECDS, then a route per variant matching the decision header.
+    Filter,
+    /// No filter: every request goes to the first variant.
+    Plain,
+    /// No filter: Envoy's own sticky split, `weighted_clusters` over the variants with
+    /// `use_hash_policy`, hashing request header `header`. Weights are in percent, in the order
+    /// the variants were added.
+    NativeSticky { header: String, weights: Vec<u32> },
+    /// No filter and no upstream: Envoy answers every request itself with a 200 and the decision
+    /// header it received in `x-seen-variant`. A light upstream for load tests.
+    DirectResponse,
 }
 
 impl EnvoyBuilder {
@@ -43,6 +63,18 @@ impl EnvoyBuilder {
     /// variant added also takes every request without a decision.
     pub fn variant(mut self, name: &str, upstream: &Upstream) -> Self {
         self.variants.push((name.to_owned(), upstream.addr));
+        self
+    }
+
+    /// Adds a variant served by whatever listens at `addr`, such as another Envoy.
+    pub fn variant_at(mut self, name: &str, addr: std::net::SocketAddr) -> Self {
+        self.variants.push((name.to_owned(), addr));
+        self
+    }
+
+    /// The filter module to load (default: [`wasm_path`]).
+    pub fn module(mut self, path: &Path) -> Self {
+        self.module = Some(path.to_owned());
         self
     }
 
@@ -57,6 +89,25 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Routes without the filter, or through it (the default); see [`Routing`].
+    pub fn routing(mut self, routing: Routing) -> Self {
+        self.routing = routing;
+        self
+    }
+
+    /// Envoy's log level, for every component (default: `info`, with `wasm` at `debug`).
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = Some(level.to_owned());
+        self
+    }
+
+    /// Runs Envoy on these CPUs only (a `taskset` CPU list such as `0` or `0,2`), where
+    /// `taskset` is installed.
+    pub fn cpus(mut self, list: &str) -> Self {
+        self.cpus = Some(list.to_owned());
+        self
+    }
+
     /// Starts Envoy and waits until it serves with the filter configured.
     pub async fn start(self) -> Envoy {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -67,6 +118,7 @@ impl EnvoyBuilder {
             &format!("e2e-{}-{n}", std::process::id()),
             &self.variants,
             &ecds_dir,
+            &self.routing,
         );
         let bootstrap_path = dir.path().join("envoy.json");
         std::fs::write(&bootstrap_path, bootstrap.to_string()).expect("write bootstrap");
@@ -77,24 +129,36 @@ impl EnvoyBuilder {
             admin: String::new(),
             listener: String::new(),
             client: crate::client(),
+            filtered: self.routing == Routing::Filter,
+            module: self.module.unwrap_or_else(wasm_path),
         };
-        envoy.write_ecds(&self.plugin_config);
+        if envoy.filtered {
+            envoy.write_ecds(&self.plugin_config);
+        }
 
         let admin_path = envoy.dir.path().join("admin-address");
         let log = std::fs::File::create(envoy.log_path()).expect("log file");
-        let child = Command::new(envoy_bin())
+        let mut command = match self.cpus.as_deref().filter(|_| taskset_installed()) {
+            Some(cpus) => {
+                // taskset execs Envoy, so the child's pid is Envoy's.
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(envoy_bin());
+                c
+            }
+            None => Command::new(envoy_bin()),
+        };
+        let log_args = match &self.log_level {
+            Some(level) => vec!["-l", level.as_str()],
+            None => vec!["-l", "info", "--component-log-level", "wasm:debug"],
+        };
+        let child = command
             .arg("-c")
             .arg(&bootstrap_path)
             .args(["--concurrency", &self.concurrency.to_string()])
             .arg("--admin-address-path")
             .arg(&admin_path)
-            .args([
-                "--disable-hot-restart",
-                "-l",
-                "info",
-                "--component-log-level",
-                "wasm:debug",
-            ])
+            .arg("--disable-hot-restart")
+            .args(log_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -106,21 +170,75 @@ impl EnvoyBuilder {
     }
 }
 
-fn bootstrap(node: &str, variants: &[(String, std::net::SocketAddr)], ecds_dir: &Path) -> Value {
-    let mut routes: Vec<Value> = variants
-        .iter()
-        .map(|(name, _)| {
+fn taskset_installed() -> bool {
+    Command::new("taskset")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn bootstrap(
+    node: &str,
+    variants: &[(String, std::net::SocketAddr)],
+    ecds_dir: &Path,
+    routing: &Routing,
+) -> Value {
+    let first = variants.first().map(|(name, _)| format!("variant-{name}"));
+    let mut routes: Vec<Value> = Vec::new();
+    if *routing == Routing::Filter {
+        routes.extend(variants.iter().map(|(name, _)| {
             json!({
                 "match": { "prefix": "/", "headers": [
                     { "name": DECISION_HEADER, "string_match": { "exact": name } }
                 ] },
                 "route": { "cluster": format!("variant-{name}") },
             })
-        })
-        .collect();
-    if let Some((first, _)) = variants.first() {
-        routes.push(json!({ "match": { "prefix": "/" }, "route": { "cluster": format!("variant-{first}") } }));
+        }));
     }
+    if let Routing::NativeSticky { header, weights } = routing {
+        let clusters: Vec<Value> = variants
+            .iter()
+            .zip(weights)
+            .map(|((name, _), weight)| json!({ "name": format!("variant-{name}"), "weight": weight }))
+            .collect();
+        routes.push(json!({
+            "match": { "prefix": "/" },
+            "route": {
+                "weighted_clusters": { "clusters": clusters, "use_hash_policy": true },
+                "hash_policy": [{ "header": { "header_name": header } }],
+            },
+        }));
+    } else if *routing == Routing::DirectResponse {
+        routes.push(json!({
+            "match": { "prefix": "/" },
+            "direct_response": { "status": 200, "body": { "inline_string": "ok" } },
+            "response_headers_to_add": [{
+                "header": { "key": crate::upstream::SEEN_VARIANT_HEADER,
+                            "value": format!("%REQ({DECISION_HEADER})%") },
+            }],
+        }));
+    } else if let Some(first) = first {
+        routes.push(json!({ "match": { "prefix": "/" }, "route": { "cluster": first } }));
+    }
+    let canary_filter = json!({
+        "name": FILTER_NAME,
+        "config_discovery": {
+            "config_source": { "path_config_source": {
+                "path": ecds_dir.join(ECDS_FILE),
+                "watched_directory": { "path": ecds_dir },
+            } },
+            "type_urls": [ecds::WASM],
+        },
+    });
+    let router = json!({ "name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+    } });
+    let http_filters = match routing {
+        Routing::Filter => vec![canary_filter, router],
+        Routing::Plain | Routing::NativeSticky { .. } | Routing::DirectResponse => vec![router],
+    };
     let clusters: Vec<Value> = variants
         .iter()
         .map(|(name, addr)| {
@@ -151,21 +269,7 @@ fn bootstrap(node: &str, variants: &[(String, std::net::SocketAddr)], ecds_dir: 
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "ingress",
                         "route_config": { "virtual_hosts": [{ "name": "all", "domains": ["*"], "routes": routes }] },
-                        "http_filters": [
-                            {
-                                "name": FILTER_NAME,
-                                "config_discovery": {
-                                    "config_source": { "path_config_source": {
-                                        "path": ecds_dir.join(ECDS_FILE),
-                                        "watched_directory": { "path": ecds_dir },
-                                    } },
-                                    "type_urls": [ecds::WASM],
-                                },
-                            },
-                            { "name": "envoy.filters.http.router", "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                            } },
-                        ],
+                        "http_filters": http_filters,
                     },
                 }] }],
             }],
@@ -182,6 +286,10 @@ pub struct Envoy {
     admin: String,
     listener: String,
     client: reqwest::Client,
+    /// Whether the canary filter is in the chain (and so ECDS in use).
+    filtered: bool,
+    /// The filter module the ECDS resource names.
+    module: PathBuf,
 }
 
 impl Envoy {
@@ -190,7 +298,21 @@ impl Envoy {
             variants: Vec::new(),
             plugin_config: String::new(),
             concurrency: 2,
+            routing: Routing::Filter,
+            log_level: None,
+            cpus: None,
+            module: None,
         }
+    }
+
+    /// The Envoy process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Child::id)
+    }
+
+    /// The listener's `host:port`.
+    pub fn listener(&self) -> &str {
+        &self.listener
     }
 
     /// URL of `path` on the listener.
@@ -219,7 +341,7 @@ impl Envoy {
 
     /// Writes a plugin configuration to the ECDS file, as an atomic rename.
     pub fn write_ecds(&self, plugin_config: &str) {
-        let module = ModuleSource::Local(wasm_path().display().to_string());
+        let module = ModuleSource::Local(self.module.display().to_string());
         let document = ecds::document(FILTER_NAME, &module, plugin_config);
         let tmp = self.ecds_dir.join(".filter.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&document).expect("json"))
@@ -317,7 +439,9 @@ impl Envoy {
                 }
             } else if self.listener.is_empty() {
                 self.listener = self.listener_address().await.unwrap_or_default();
-            } else if self.stat(&ecds_stat("update_attempt")).await.unwrap_or(0) >= 1 {
+            } else if !self.filtered
+                || self.stat(&ecds_stat("update_attempt")).await.unwrap_or(0) >= 1
+            {
                 let ready = self.client.get(self.admin_url("/ready")).send().await;
                 if ready.is_ok_and(|r| r.status().is_success()) {
                     return;

@@ -1,6 +1,7 @@
 //! End-to-end harness: a real Envoy running the built filter, real upstream HTTP servers and a
 //! real HTTP client. Used by the tests in `tests/tests/` and by the demo.
 
+pub mod bench;
 pub mod envoy;
 pub mod upstream;
 
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 
 use futures::stream::{self, StreamExt};
 
-pub use envoy::{Envoy, Update};
+pub use envoy::{Envoy, Routing, Update};
 pub use upstream::Upstream;
 
 /// The workspace root.

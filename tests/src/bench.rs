@@ -1,0 +1,1102 @@
+//! Cost per request of the filter in a real Envoy, side by side with Envoy alone and with
+//! Envoy's native sticky split, plus configuration time and propagation. `make bench` runs it
+//! through `src/bin/bench.rs`; `tests/bench_smoke.rs` runs a seconds-long version.
+//!
+//! Every configuration is its own Envoy with one worker, all started up front and measured in
+//! turns (round-robin, several rounds) so that changes in the machine's load spread over all
+//! of them. The load generator is `wrk`; its upstream is another Envoy answering directly. With
+//! pinning on, the Envoys under test run on CPU 0, and `wrk`, the upstream and this process on
+//! CPU 1. CPU per request is the Envoy process's `utime + stime` from `/proc/<pid>/stat` over a
+//! run, divided by the requests `wrk` completed.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use serde_json::{json, Value};
+
+use crate::envoy::{ecds_stat, Envoy, Routing};
+use crate::upstream::SEEN_VARIANT_HEADER;
+
+/// The header carrying the user's identity in every configuration.
+pub const USER_HEADER: &str = "x-user-id";
+/// Routes in the large configuration.
+pub const MANY_ROUTES: usize = 1000;
+/// Targeting rules on the matched route of the large configuration.
+pub const MANY_RULES: usize = 10;
+/// The route the large configuration's load is sent to.
+const MATCHED_ROUTE: usize = MANY_ROUTES / 2;
+/// CPU the Envoys under test run on when pinned; everything else runs on the other.
+const ENVOY_CPU: usize = 0;
+const LOAD_CPU: usize = 1;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Length of one measured `wrk` run.
+    pub duration: Duration,
+    /// Length of the unmeasured run each Envoy gets first (zero: none).
+    pub warmup: Duration,
+    /// Measured runs per configuration, taken in turns.
+    pub rounds: usize,
+    /// `wrk` connections (one thread).
+    pub connections: u32,
+    /// ECDS writes timed for propagation.
+    pub propagation_trials: usize,
+    /// ECDS updates of each size timed for configuration.
+    pub configure_trials: usize,
+    /// Pin the Envoys under test to one CPU and the load to another (needs `taskset`).
+    pub pin: bool,
+    /// Other builds of the filter, compared on the two-variant configuration: (label, module).
+    pub modules: Vec<(String, PathBuf)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(3),
+            rounds: 3,
+            connections: 16,
+            propagation_trials: 20,
+            configure_trials: 10,
+            pin: true,
+            modules: Vec::new(),
+        }
+    }
+}
+
+/// What was measured for one configuration, over all its rounds.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub name: String,
+    /// The filter module, for configurations running the filter.
+    pub module: Option<PathBuf>,
+    pub runs: Vec<Run>,
+    /// Envoy's resident memory after the runs, KiB.
+    pub rss_kib: u64,
+}
+
+/// One `wrk` run against one Envoy.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub requests: u64,
+    pub seconds: f64,
+    /// Errors `wrk` counted: connect, read, write, timeouts and non-2xx/3xx statuses.
+    pub errors: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Envoy's CPU time (user + system) during the run.
+    pub envoy_cpu_seconds: f64,
+    /// CPU time other processes used on Envoy's CPU during the run, as a share of the run.
+    pub other_load: Option<f64>,
+}
+
+impl Run {
+    pub fn requests_per_second(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    pub fn cpu_us_per_request(&self) -> f64 {
+        self.envoy_cpu_seconds * 1e6 / self.requests.max(1) as f64
+    }
+}
+
+impl Measured {
+    /// Median over the rounds.
+    fn median(&self, f: impl Fn(&Run) -> f64) -> f64 {
+        median(self.runs.iter().map(f).collect())
+    }
+
+    pub fn requests_per_second(&self) -> f64 {
+        self.median(Run::requests_per_second)
+    }
+
+    pub fn cpu_us_per_request(&self) -> f64 {
+        self.median(Run::cpu_us_per_request)
+    }
+
+    pub fn p50_us(&self) -> f64 {
+        self.median(|r| r.p50_us)
+    }
+
+    pub fn p99_us(&self) -> f64 {
+        self.median(|r| r.p99_us)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.runs.iter().map(|r| r.errors).sum()
+    }
+
+    fn cpu_range(&self) -> (f64, f64) {
+        let cpu = self.runs.iter().map(Run::cpu_us_per_request);
+        let min = cpu.clone().fold(f64::INFINITY, f64::min);
+        (min, cpu.fold(0.0, f64::max))
+    }
+}
+
+/// Configuration time: ECDS file write until Envoy counts the update, and the filter's own
+/// `on_configure` time as it logs it, for a small and the large configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Configure {
+    pub small_apply: Vec<Duration>,
+    pub large_apply: Vec<Duration>,
+    pub small_on_configure: Vec<Duration>,
+    pub large_on_configure: Vec<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub options: Options,
+    pub machine: Machine,
+    pub scenarios: Vec<Measured>,
+    pub configure: Configure,
+    /// ECDS file write until the first response reflecting the new weights.
+    pub propagation: Vec<Duration>,
+}
+
+/// A configuration under load: an Envoy and the request `wrk` sends it.
+struct Scenario {
+    name: String,
+    module: Option<PathBuf>,
+    envoy: Envoy,
+    headers: Vec<(String, String)>,
+    runs: Vec<Run>,
+}
+
+/// The two-variant configuration: 90/10, identity from `x-user-id`, identity cookie for
+/// clients without one.
+pub fn two_variants(canary: u32) -> Value {
+    json!({
+        "routes": [{
+            "name": "web",
+            "variants": [
+                { "name": "stable", "weight": 100 - canary },
+                { "name": "canary", "weight": canary },
+            ],
+            "stickiness": {
+                "keys": [{ "header": USER_HEADER }],
+                "cookie": { "name": "canary_id", "maxAge": 2_592_000 },
+                "salt": "web-2026-11",
+            },
+        }]
+    })
+}
+
+/// The large configuration: [`MANY_ROUTES`] routes, each on its own host with two targeting
+/// rules, the matched one (`svc-500`) with [`MANY_RULES`] rules that the benchmark's requests
+/// do not meet, so that all are evaluated before hashing.
+pub fn many_routes() -> Value {
+    let routes: Vec<Value> = (0..MANY_ROUTES)
+        .map(|i| {
+            let targeting = if i == MATCHED_ROUTE {
+                many_rules()
+            } else {
+                vec![
+                    json!({ "name": "qa", "header": "x-canary", "equals": "always", "variant": "canary" }),
+                    json!({ "name": "optout", "cookie": "canary", "equals": "never", "variant": "stable" }),
+                ]
+            };
+            json!({
+                "name": format!("svc-{i}"),
+                "match": { "hosts": [many_routes_host(i)], "pathPrefixes": ["/"] },
+                "variants": [
+                    { "name": "stable", "weight": 90 },
+                    { "name": "canary", "weight": 10 },
+                ],
+                "targeting": targeting,
+                "stickiness": {
+                    "keys": [{ "header": USER_HEADER }, { "cookie": "session_id" }],
+                    "cookie": { "name": "canary_id" },
+                },
+            })
+        })
+        .collect();
+    json!({ "routes": routes })
+}
+
+fn many_routes_host(i: usize) -> String {
+    format!("svc-{i}.bench.svc.cluster.local")
+}
+
+/// Ten rules of every kind, none of which a benchmark request meets.
+fn many_rules() -> Vec<Value> {
+    vec![
+        json!({ "name": "optout", "cookie": "canary", "equals": "never", "variant": "stable" }),
+        json!({ "name": "qa", "header": "x-canary", "equals": "always", "variant": "canary" }),
+        json!({ "name": "rings", "header": "x-user-group", "in": ["beta", "staff", "dogfood"], "variant": "canary" }),
+        json!({ "name": "builds", "header": "x-build", "prefix": "rc-", "variant": "canary" }),
+        json!({ "name": "tenants", "header": "x-tenant", "matches": "t-[0-9]{1,6}", "variant": "canary" }),
+        json!({ "name": "debug", "header": "x-debug-canary", "present": true, "variant": "canary" }),
+        json!({ "name": "optin", "cookie": "canary", "equals": "always", "variant": "canary" }),
+        json!({ "name": "region", "header": "x-region", "equals": "eu-west-9", "variant": "canary" }),
+        json!({ "name": "devices", "header": "x-device", "in": ["test-rig", "lab"], "variant": "canary" }),
+        json!({ "name": "beta-cookie", "cookie": "beta", "present": true, "variant": "canary" }),
+    ]
+}
+
+/// Runs every measurement.
+pub async fn run(options: Options) -> Result<Report> {
+    ensure!(
+        command_works("wrk", &["-v"]),
+        "wrk is not installed (`make bench` installs it)"
+    );
+    let pin = options.pin && command_works("taskset", &["-V"]);
+    let envoy_cpus = pin.then(|| ENVOY_CPU.to_string());
+    let load_cpus = pin.then(|| LOAD_CPU.to_string());
+    if let Some(cpus) = &load_cpus {
+        pin_process(std::process::id(), cpus)?;
+    }
+    let machine_before = Machine::now();
+
+    let upstream = start(
+        Envoy::builder().routing(Routing::DirectResponse),
+        load_cpus.as_deref(),
+    )
+    .await;
+    let upstream_addr: SocketAddr = upstream.listener().parse()?;
+    let builder = || {
+        Envoy::builder()
+            .variant_at("stable", upstream_addr)
+            .variant_at("canary", upstream_addr)
+    };
+    let identity = vec![(USER_HEADER.to_owned(), "user-42".to_owned())];
+    let small = two_variants(10).to_string();
+    let large = many_routes().to_string();
+
+    let mut scenarios = Vec::new();
+    let mut add = |name: &str, module: Option<PathBuf>, envoy, headers: &[(String, String)]| {
+        scenarios.push(Scenario {
+            name: name.to_owned(),
+            module,
+            envoy,
+            headers: headers.to_vec(),
+            runs: Vec::new(),
+        });
+    };
+    let cpus = envoy_cpus.as_deref();
+    let default_module = crate::wasm_path();
+    add(
+        "(1) Envoy, no filter",
+        None,
+        start(builder().routing(Routing::Plain), cpus).await,
+        &identity,
+    );
+    add(
+        "(2) Envoy native sticky split (weighted_clusters, use_hash_policy)",
+        None,
+        start(
+            builder().routing(Routing::NativeSticky {
+                header: USER_HEADER.to_owned(),
+                weights: vec![90, 10],
+            }),
+            cpus,
+        )
+        .await,
+        &identity,
+    );
+    add(
+        "(3) filter, 2 variants, identity header",
+        Some(default_module.clone()),
+        start(builder().plugin_config(&small), cpus).await,
+        &identity,
+    );
+    let mut many_headers = identity.clone();
+    many_headers.push(("host".to_owned(), many_routes_host(MATCHED_ROUTE)));
+    add(
+        "(4) filter, 1,000 routes, 10 rules on the matched route",
+        Some(default_module.clone()),
+        start(builder().plugin_config(&large), cpus).await,
+        &many_headers,
+    );
+    add(
+        "(5) filter, anonymous clients, identity cookie issued",
+        Some(default_module),
+        start(builder().plugin_config(&small), cpus).await,
+        &[],
+    );
+    for (label, module) in &options.modules {
+        add(
+            &format!("(3) with {label}"),
+            Some(module.clone()),
+            start(builder().plugin_config(&small).module(module), cpus).await,
+            &identity,
+        );
+    }
+
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("report.lua");
+    std::fs::write(&script, WRK_SCRIPT)?;
+    let wrk = Wrk {
+        script,
+        connections: options.connections,
+        cpus: load_cpus.clone(),
+    };
+    for scenario in &scenarios {
+        check_serving(scenario).await?;
+        if !options.warmup.is_zero() {
+            wrk.run(&scenario.envoy, &scenario.headers, options.warmup)
+                .await?;
+        }
+    }
+    for round in 0..options.rounds {
+        // Rotate the order so that no configuration always runs first or last.
+        let n = scenarios.len();
+        for k in 0..n {
+            let scenario = &mut scenarios[(round + k) % n];
+            let run = wrk
+                .run(&scenario.envoy, &scenario.headers, options.duration)
+                .await
+                .with_context(|| format!("{} (round {round})", scenario.name))?;
+            scenario.runs.push(run);
+        }
+    }
+    let measured = scenarios
+        .iter()
+        .map(|s| Measured {
+            name: s.name.clone(),
+            module: s.module.clone(),
+            runs: s.runs.clone(),
+            rss_kib: s.envoy.pid().and_then(rss_kib).unwrap_or(0),
+        })
+        .collect();
+    drop(scenarios);
+
+    let configure = configure_time(&options, builder(), cpus, &small, &large).await?;
+    let propagation = propagation(
+        options.propagation_trials,
+        builder().log_level("warn"),
+        cpus,
+    )
+    .await?;
+    Ok(Report {
+        machine: machine_before.finish(pin),
+        options,
+        scenarios: measured,
+        configure,
+        propagation,
+    })
+}
+
+async fn start(builder: crate::envoy::EnvoyBuilder, cpus: Option<&str>) -> Envoy {
+    let builder = builder.concurrency(1).log_level("warn");
+    match cpus {
+        Some(cpus) => builder.cpus(cpus).start().await,
+        None => builder.start().await,
+    }
+}
+
+/// One request through the scenario's Envoy, to fail early on a broken setup.
+async fn check_serving(scenario: &Scenario) -> Result<()> {
+    let client = crate::client();
+    let mut request = client.get(scenario.envoy.url("/"));
+    for (name, value) in &scenario.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let response = request.send().await?;
+    ensure!(
+        response.status().is_success(),
+        "{}: status {}",
+        scenario.name,
+        response.status()
+    );
+    Ok(())
+}
+
+/// Times ECDS updates alternating between the small and the large configuration.
+async fn configure_time(
+    options: &Options,
+    builder: crate::envoy::EnvoyBuilder,
+    cpus: Option<&str>,
+    small: &str,
+    large: &str,
+) -> Result<Configure> {
+    // Info logging with `wasm` at debug, where the filter logs its `on_configure` time.
+    let builder = builder.concurrency(1).plugin_config(small);
+    let envoy = match cpus {
+        Some(cpus) => builder.cpus(cpus).start().await,
+        None => builder.start().await,
+    };
+    let mut result = Configure::default();
+    for _ in 0..options.configure_trials {
+        for (config, apply, on_configure) in [
+            (
+                large,
+                &mut result.large_apply,
+                &mut result.large_on_configure,
+            ),
+            (
+                small,
+                &mut result.small_apply,
+                &mut result.small_on_configure,
+            ),
+        ] {
+            let log_before = envoy.log().len();
+            let success = envoy.stat(&ecds_stat("update_success")).await.unwrap_or(0);
+            let started = Instant::now();
+            envoy.write_ecds(config);
+            loop {
+                if envoy.stat(&ecds_stat("update_success")).await.unwrap_or(0) > success {
+                    break;
+                }
+                ensure!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "ECDS update not applied in 20 s; log:\n{}",
+                    envoy.log()
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            apply.push(started.elapsed());
+            // The worker's VM configures after the main thread's; let it log.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let log = envoy.log();
+            on_configure.extend(
+                log.get(log_before..)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(on_configure_micros)
+                    .map(Duration::from_micros),
+            );
+        }
+    }
+    ensure!(
+        !result.large_on_configure.is_empty(),
+        "the filter logged no on_configure time; log:\n{}",
+        envoy.log()
+    );
+    Ok(result)
+}
+
+/// The time in an `on_configure took N us` log line.
+fn on_configure_micros(line: &str) -> Option<u64> {
+    let (_, rest) = line.split_once("on_configure took ")?;
+    rest.strip_suffix(" us")?.trim().parse().ok()
+}
+
+/// Times, over `trials` ECDS writes, how long until a user's requests see the new weights.
+async fn propagation(
+    trials: usize,
+    builder: crate::envoy::EnvoyBuilder,
+    cpus: Option<&str>,
+) -> Result<Vec<Duration>> {
+    let (low, high) = (two_variants(10).to_string(), two_variants(90).to_string());
+    let builder = builder.concurrency(1).plugin_config(&low);
+    let envoy = match cpus {
+        Some(cpus) => builder.cpus(cpus).start().await,
+        None => builder.start().await,
+    };
+    let client = crate::client();
+    let variant_of = |user: String| {
+        let (client, url) = (client.clone(), envoy.url("/"));
+        async move {
+            let response = client.get(url).header(USER_HEADER, user).send().await?;
+            let seen = response
+                .headers()
+                .get(SEEN_VARIANT_HEADER)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            anyhow::Ok(seen.unwrap_or_default())
+        }
+    };
+    // A user on stable at 10 % canary and on canary at 90 %.
+    let users: Vec<String> = (0..50).map(|i| format!("user-{i}")).collect();
+    let mut at_low = Vec::new();
+    for user in &users {
+        at_low.push(variant_of(user.clone()).await?);
+    }
+    envoy.push_config(&high).await;
+    let mut user = None;
+    for (u, low_variant) in users.iter().zip(&at_low) {
+        if low_variant == "stable" && variant_of(u.clone()).await? == "canary" {
+            user = Some(u.clone());
+            break;
+        }
+    }
+    let Some(user) = user else {
+        bail!("no user among {} moves from stable to canary", users.len());
+    };
+    let mut times = Vec::new();
+    for trial in 0..trials {
+        // Each trial flips the weights; the user's variant flips with them.
+        let (config, want) = if trial % 2 == 0 {
+            (&low, "stable")
+        } else {
+            (&high, "canary")
+        };
+        let started = Instant::now();
+        envoy.write_ecds(config);
+        loop {
+            if variant_of(user.clone()).await? == want {
+                times.push(started.elapsed());
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(20),
+                "trial {trial}: new weights not served in 20 s"
+            );
+        }
+        // Let the update settle before the next one.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(envoy);
+    Ok(times)
+}
+
+const WRK_SCRIPT: &str = r#"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH requests=%d duration_us=%d p50_us=%d p99_us=%d errors=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"#;
+
+struct Wrk {
+    script: PathBuf,
+    connections: u32,
+    cpus: Option<String>,
+}
+
+impl Wrk {
+    async fn run(
+        &self,
+        envoy: &Envoy,
+        headers: &[(String, String)],
+        length: Duration,
+    ) -> Result<Run> {
+        let pid = envoy.pid().context("Envoy is not running")?;
+        let mut command = match &self.cpus {
+            Some(cpus) => {
+                let mut c = tokio::process::Command::new("taskset");
+                c.args(["-c", cpus, "wrk"]);
+                c
+            }
+            None => tokio::process::Command::new("wrk"),
+        };
+        command
+            .args(["-t1", &format!("-c{}", self.connections)])
+            .arg(format!("-d{}s", length.as_secs().max(1)))
+            .arg("-s")
+            .arg(&self.script);
+        for (name, value) in headers {
+            command.arg("-H").arg(format!("{name}: {value}"));
+        }
+        command.arg(envoy.url("/"));
+        let cpu_before = process_cpu_ticks(pid)?;
+        let core_before = cpu_busy_ticks(ENVOY_CPU);
+        let output = command.output().await.context("run wrk")?;
+        let cpu = process_cpu_ticks(pid)? - cpu_before;
+        let core = cpu_busy_ticks(ENVOY_CPU)
+            .zip(core_before)
+            .map(|(after, before)| after - before);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        ensure!(
+            output.status.success(),
+            "wrk failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("BENCH "))
+            .with_context(|| format!("no report from wrk: {stdout}"))?;
+        let field = |name: &str| -> Result<f64> {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .with_context(|| format!("{name} missing in {line:?}"))?
+                .parse()
+                .with_context(|| format!("{name} in {line:?}"))
+        };
+        let seconds = field("duration_us")? / 1e6;
+        let hz = clock_ticks_per_second();
+        Ok(Run {
+            requests: field("requests")? as u64,
+            seconds,
+            errors: field("errors")? as u64,
+            p50_us: field("p50_us")?,
+            p99_us: field("p99_us")?,
+            envoy_cpu_seconds: cpu as f64 / hz,
+            other_load: core.map(|busy| ((busy - cpu) as f64 / hz / seconds).max(0.0)),
+        })
+    }
+}
+
+fn command_works(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Moves every thread of process `pid` to `cpus`; threads it starts later inherit it.
+fn pin_process(pid: u32, cpus: &str) -> Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    ensure!(status.success(), "taskset -a -p -c {cpus} {pid} failed");
+    Ok(())
+}
+
+/// `utime + stime` of a process, in clock ticks.
+fn process_cpu_ticks(pid: u32) -> Result<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let tick =
+        |i: usize| -> Result<i64> { Ok(fields.get(i).context("short /proc/<pid>/stat")?.parse()?) };
+    Ok(tick(11)? + tick(12)?)
+}
+
+/// Busy (non-idle) ticks of one CPU, from `/proc/stat`.
+fn cpu_busy_ticks(cpu: usize) -> Option<i64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with(&format!("cpu{cpu} ")))?;
+    let ticks: Vec<i64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: i64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some(total - idle)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The `q` quantile (0..=1) by nearest rank.
+pub fn quantile(values: &[Duration], q: f64) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or_default()
+}
+
+/// The machine the benchmark ran on, and how busy it was.
+#[derive(Debug, Clone, Default)]
+pub struct Machine {
+    pub cpu: String,
+    pub cpus: usize,
+    pub kernel: String,
+    pub envoy: String,
+    pub wrk: String,
+    pub load_before: String,
+    pub load_after: String,
+    pub pinned: bool,
+    started: Option<Instant>,
+    pub minutes: f64,
+}
+
+impl Machine {
+    fn now() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+            .map(|(_, m)| m.trim().to_owned())
+            .unwrap_or_default();
+        let output = |program: &str, arg: &str| {
+            std::process::Command::new(program)
+                .arg(arg)
+                .output()
+                .map(|o| {
+                    let text = [o.stdout, o.stderr].concat();
+                    String::from_utf8_lossy(&text)
+                        .lines()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned()
+                })
+                .unwrap_or_default()
+        };
+        Machine {
+            cpu,
+            // Counted from /proc/cpuinfo: this process may be pinned to one CPU already.
+            cpus: cpuinfo
+                .lines()
+                .filter(|l| l.starts_with("processor"))
+                .count(),
+            kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+            envoy: output(&crate::envoy_bin().display().to_string(), "--version"),
+            wrk: output("wrk", "-v"),
+            load_before: read_trimmed("/proc/loadavg"),
+            started: Some(Instant::now()),
+            ..Machine::default()
+        }
+    }
+
+    fn finish(mut self, pinned: bool) -> Machine {
+        self.load_after = read_trimmed("/proc/loadavg");
+        self.pinned = pinned;
+        self.minutes = self
+            .started
+            .map_or(0.0, |s| s.elapsed().as_secs_f64() / 60.0);
+        self
+    }
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Native criterion results: (benchmark id, mean ns), read from criterion's output directory.
+pub fn criterion_results(dir: &Path) -> Vec<(String, f64)> {
+    let mut results = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && path.file_name().is_some_and(|n| n != "report") {
+                stack.push(path);
+            }
+        }
+        let (Some(benchmark), Some(estimates)) = (
+            read_json(&dir.join("new/benchmark.json")),
+            read_json(&dir.join("new/estimates.json")),
+        ) else {
+            continue;
+        };
+        if let (Some(id), Some(mean)) = (
+            benchmark.get("full_id").and_then(Value::as_str),
+            estimates
+                .pointer("/mean/point_estimate")
+                .and_then(Value::as_f64),
+        ) {
+            results.push((id.to_owned(), mean));
+        }
+    }
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    results
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The targets the README promises, as (what, limit, measured, met).
+pub fn targets(
+    report: &Report,
+    criterion: &[(String, f64)],
+) -> Vec<(String, String, String, bool)> {
+    let mut rows = Vec::new();
+    let cpu = |prefix: &str| {
+        report
+            .scenarios
+            .iter()
+            .find(|s| s.name.starts_with(prefix))
+            .map(Measured::cpu_us_per_request)
+    };
+    let ratio_row =
+        |rows: &mut Vec<_>, what: &str, num: Option<f64>, den: Option<f64>, limit: f64| {
+            if let (Some(n), Some(d)) = (num, den) {
+                let ratio = n / d;
+                rows.push((
+                    what.to_owned(),
+                    format!("≤ {limit:.2}×"),
+                    format!("{ratio:.2}×"),
+                    ratio <= limit,
+                ));
+            }
+        };
+    ratio_row(
+        &mut rows,
+        "CPU/request (3) vs (1)",
+        cpu("(3)"),
+        cpu("(1)"),
+        1.10,
+    );
+    ratio_row(
+        &mut rows,
+        "CPU/request (3) vs (2)",
+        cpu("(3)"),
+        cpu("(2)"),
+        1.10,
+    );
+    ratio_row(
+        &mut rows,
+        "CPU/request (4) vs (3)",
+        cpu("(4)"),
+        cpu("(3)"),
+        1.05,
+    );
+    if let Some(module) = report.scenarios.iter().find_map(|s| s.module.as_ref()) {
+        let size = std::fs::metadata(module).map_or(0, |m| m.len());
+        rows.push((
+            ".wasm size".to_owned(),
+            "≤ 256 KiB".to_owned(),
+            format!("{} KiB", size / 1024),
+            size <= 256 * 1024,
+        ));
+    }
+    let c = &report.configure;
+    if !c.large_on_configure.is_empty() {
+        let p50 = quantile(&c.large_on_configure, 0.5);
+        rows.push((
+            format!("on_configure, {MANY_ROUTES} routes, in Envoy (p50)"),
+            "≤ 20 ms".to_owned(),
+            format!("{:.1} ms", p50.as_secs_f64() * 1e3),
+            p50 <= Duration::from_millis(20),
+        ));
+    }
+    if let Some((_, ns)) = criterion
+        .iter()
+        .find(|(id, _)| id.starts_with("configure/1000"))
+    {
+        rows.push((
+            format!("on_configure, {MANY_ROUTES} routes, native"),
+            "≤ 20 ms".to_owned(),
+            format!("{:.1} ms", ns / 1e6),
+            *ns <= 20e6,
+        ));
+    }
+    if !report.propagation.is_empty() {
+        let p95 = quantile(&report.propagation, 0.95);
+        rows.push((
+            "propagation, ECDS write → new weights served (p95)".to_owned(),
+            "≤ 1 s".to_owned(),
+            format!("{:.0} ms", p95.as_secs_f64() * 1e3),
+            p95 <= Duration::from_secs(1),
+        ));
+    }
+    for (id, ns) in criterion.iter().filter(|(id, _)| id.starts_with("decide/")) {
+        rows.push((
+            format!("decision core, native: {id}"),
+            "≤ 200 ns".to_owned(),
+            format!("{ns:.0} ns"),
+            *ns <= 200.0,
+        ));
+    }
+    rows
+}
+
+impl Report {
+    /// The results as Markdown: machine, the table, the targets, configuration and propagation.
+    pub fn markdown(&self, command: &str, criterion: &[(String, f64)]) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        let o = &self.options;
+        let _ = writeln!(out, "# Benchmarks\n");
+        let _ = writeln!(out, "Produced by `{command}`; regenerate with the same command. Numbers are from one run on one machine: compare rows with each other, not with another machine.\n");
+        let _ = writeln!(out, "## Machine and method\n");
+        let _ = writeln!(
+            out,
+            "- CPU: {} × {} ({}), Linux {}",
+            m.cpus,
+            m.cpu,
+            if m.pinned {
+                "pinned: the Envoys under test on CPU 0; wrk, the upstream Envoy and the driver on CPU 1"
+            } else {
+                "not pinned"
+            },
+            m.kernel
+        );
+        let _ = writeln!(out, "- Envoy: {}", m.envoy);
+        let _ = writeln!(out, "- Load generator: {}, 1 thread, {} connections, HTTP/1.1 keep-alive, closed loop (as fast as Envoy answers)", m.wrk, o.connections);
+        let _ = writeln!(out, "- Each configuration is its own Envoy (`--concurrency 1`), upstream an Envoy answering directly; {} measured runs of {} s each, taken in turns (round-robin, order rotated each round) after a {} s warm-up; the table shows the median run", o.rounds, o.duration.as_secs(), o.warmup.as_secs());
+        let _ = writeln!(out, "- CPU/request: the Envoy process's utime + stime (`/proc/<pid>/stat`) over a run ÷ requests completed; memory: `VmRSS` after the runs");
+        let other: Vec<f64> = self
+            .scenarios
+            .iter()
+            .flat_map(|s| s.runs.iter().filter_map(|r| r.other_load))
+            .collect();
+        if !other.is_empty() {
+            let max = other.iter().copied().fold(0.0, f64::max);
+            let _ = writeln!(out, "- Machine load: load average {} before and {} after ({:.1} min); other processes used {:.0} % (median) and up to {:.0} % of the Envoys' CPU during runs", first3(&m.load_before), first3(&m.load_after), m.minutes, median(other.clone()) * 100.0, max * 100.0);
+        }
+        let _ = writeln!(out, "\n## Cost per request\n");
+        let _ = writeln!(out, "| configuration | req/s | ÷ (1) | Envoy CPU µs/req (min–max) | ÷ (1) | p50 | p99 | RSS | errors |");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let base = self.scenarios.first();
+        for s in &self.scenarios {
+            let (rps, cpu) = (s.requests_per_second(), s.cpu_us_per_request());
+            let (lo, hi) = s.cpu_range();
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.2} | {:.1} ({:.1}–{:.1}) | {:.2} | {:.0} µs | {:.0} µs | {:.1} MiB | {} |",
+                s.name,
+                rps,
+                base.map_or(0.0, |b| rps / b.requests_per_second()),
+                cpu, lo, hi,
+                base.map_or(0.0, |b| cpu / b.cpu_us_per_request()),
+                s.p50_us(),
+                s.p99_us(),
+                s.rss_kib as f64 / 1024.0,
+                s.errors(),
+            );
+        }
+        let modules: Vec<&PathBuf> = {
+            let mut seen: Vec<&PathBuf> = Vec::new();
+            for p in self.scenarios.iter().filter_map(|s| s.module.as_ref()) {
+                if !seen.contains(&p) {
+                    seen.push(p);
+                }
+            }
+            seen
+        };
+        let _ = writeln!(out, "\n## Filter module\n");
+        let _ = writeln!(out, "| module | size | CPU µs/req on (3) |");
+        let _ = writeln!(out, "|---|---:|---:|");
+        for module in modules {
+            let size = std::fs::metadata(module).map_or(0, |m| m.len());
+            let cpu = self
+                .scenarios
+                .iter()
+                .find(|s| s.module.as_ref() == Some(module) && s.name.starts_with("(3)"))
+                .map_or(String::from("–"), |s| {
+                    format!("{:.1}", s.cpu_us_per_request())
+                });
+            let name = module
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let label = self
+                .scenarios
+                .iter()
+                .find(|s| s.module.as_ref() == Some(module) && s.name.starts_with("(3) with "))
+                .map_or("the build under test (`make build`)".to_owned(), |s| {
+                    s.name.trim_start_matches("(3) with ").to_owned()
+                });
+            let _ = writeln!(
+                out,
+                "| {label} (`{name}`) | {:.0} KiB ({size} bytes) | {cpu} |",
+                size as f64 / 1024.0
+            );
+        }
+        let c = &self.configure;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let _ = writeln!(out, "\n## Configuration\n");
+        let _ = writeln!(out, "In Envoy, {} updates of each size through the ECDS file (one worker, so the filter configures twice per update: main thread and worker):\n", o.configure_trials);
+        let _ = writeln!(out, "| configuration | ECDS write → `update_success` p50 | filter `on_configure` p50 | max |");
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        for (name, apply, conf) in [
+            ("1 route, 2 variants", &c.small_apply, &c.small_on_configure),
+            (
+                "1,000 routes (2 rules each, 10 on one)",
+                &c.large_apply,
+                &c.large_on_configure,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "| {name} | {:.1} ms | {:.2} ms | {:.2} ms |",
+                ms(quantile(apply, 0.5)),
+                ms(quantile(conf, 0.5)),
+                ms(quantile(conf, 1.0))
+            );
+        }
+        let p = &self.propagation;
+        let _ = writeln!(out, "\nPropagation: ECDS file written (atomic rename) → first response carrying the new weights, polled by one client, {} trials: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms.", p.len(), ms(quantile(p, 0.5)), ms(quantile(p, 0.95)), ms(quantile(p, 1.0)));
+        if !criterion.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n## Native (criterion, `cargo bench -p canary-filter`)\n"
+            );
+            let _ = writeln!(out, "| benchmark | mean |");
+            let _ = writeln!(out, "|---|---:|");
+            for (id, ns) in criterion {
+                let value = if *ns >= 1e6 {
+                    format!("{:.2} ms", ns / 1e6)
+                } else if *ns >= 1e3 {
+                    format!("{:.2} µs", ns / 1e3)
+                } else {
+                    format!("{ns:.0} ns")
+                };
+                let _ = writeln!(out, "| {id} | {value} |");
+            }
+        }
+        let _ = writeln!(out, "\n## Targets\n");
+        let _ = writeln!(out, "| target | limit | measured | met |");
+        let _ = writeln!(out, "|---|---:|---:|:---:|");
+        for (what, limit, measured, met) in targets(self, criterion) {
+            let _ = writeln!(
+                out,
+                "| {what} | {limit} | {measured} | {} |",
+                if met { "yes" } else { "**no**" }
+            );
+        }
+        out
+    }
+}
+
+fn first3(loadavg: &str) -> String {
+    loadavg
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let ms: Vec<Duration> = (1..=20).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&ms, 0.5), Duration::from_millis(10));
+        assert_eq!(quantile(&ms, 0.95), Duration::from_millis(19));
+        assert_eq!(quantile(&ms, 1.0), Duration::from_millis(20));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn on_configure_lines() {
+        let line = "[2026-11-22 04:00:00.000][12][debug][wasm] wasm log canary: [canary 1] on_configure took 1234 us";
+        assert_eq!(on_configure_micros(line), Some(1234));
+        assert_eq!(on_configure_micros("configuration accepted"), None);
+    }
+
+    #[test]
+    fn large_configuration_is_valid() {
+        let config = many_routes();
+        assert_eq!(config["routes"].as_array().map(Vec::len), Some(MANY_ROUTES));
+        assert_eq!(
+            config["routes"][MATCHED_ROUTE]["targeting"]
+                .as_array()
+                .map(Vec::len),
+            Some(MANY_RULES)
+        );
+    }
+}
