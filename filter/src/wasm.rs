@@ -46,7 +46,20 @@ impl RootContext for Root {
                 return false;
             }
         };
-        match Plugin::configure(&EnvoyHost, self.context_id, bytes.as_deref()) {
+        let started = hostcalls::get_current_time().ok();
+        let plugin = Plugin::configure(&EnvoyHost, self.context_id, bytes.as_deref());
+        let finished = hostcalls::get_current_time().ok();
+        if let Some(took) = started
+            .zip(finished)
+            .and_then(|(s, f)| f.duration_since(s).ok())
+        {
+            let micros = took.as_micros();
+            EnvoyHost.log(
+                LogLevel::Debug,
+                &format!("[canary {}] on_configure took {micros} us", self.context_id),
+            );
+        }
+        match plugin {
             Some(plugin) => {
                 self.plugin = Some(Rc::new(plugin));
                 true
