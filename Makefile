@@ -12,7 +12,7 @@ CARGO         ?= cargo
 export ENVOY_BIN   := $(abspath $(ENVOY))
 export CANARY_WASM := $(abspath $(WASM))
 
-.PHONY: all build wasm controller test unit e2e lint fmt demo tools wasm-target clean
+.PHONY: all build wasm controller test unit e2e lint fmt demo manifests tools wasm-target clean
 
 all: build
 
@@ -48,6 +48,12 @@ fmt:
 ## demo: two upstreams behind a real Envoy running the filter, thousands of simulated users
 demo: tools build
 	$(CARGO) run -q -p canary-e2e --bin canary-demo
+
+## manifests: regenerate envoyfilter/istio from the examples (a test keeps them in sync)
+manifests: controller
+	for ex in bookinfo-reviews web-gateway; do for api in wasmplugin trafficextension envoyfilter; do \
+		$(TARGET_DIR)/debug/canaryctl render examples/$$ex.yaml --api $$api > envoyfilter/istio/$$ex.$$api.yaml; \
+	done; done
 
 tools: wasm-target $(ENVOY)
 

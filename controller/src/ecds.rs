@@ -32,7 +32,7 @@ pub fn document(name: &str, module: &ModuleSource, plugin_config: &str) -> Value
             sha256,
         } => json!({
             "remote": {
-                "http_uri": { "uri": uri, "cluster": cluster, "timeout": "10s" },
+                "http_uri": { "uri": uri, "cluster": cluster, "timeout": "30s" },
                 "sha256": sha256,
             }
         }),
@@ -52,7 +52,7 @@ pub fn document(name: &str, module: &ModuleSource, plugin_config: &str) -> Value
                         "code": code,
                     },
                     "configuration": { "@type": STRING_VALUE, "value": plugin_config },
-                    "fail_open": true,
+                    "failure_policy": "FAIL_OPEN",
                 },
             },
         }],

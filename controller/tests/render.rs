@@ -428,7 +428,7 @@ fn the_filter_runs_client_side_before_routing_and_fails_open() {
         );
         assert_eq!(code["sha256"], spec.module.sha256, "{name}: module sha256");
         assert_eq!(
-            extension["patch"]["value"]["typed_config"]["config"]["fail_open"], true,
+            extension["patch"]["value"]["typed_config"]["config"]["failure_policy"], "FAIL_OPEN",
             "{name}: fail open"
         );
     }
