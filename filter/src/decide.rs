@@ -6,7 +6,6 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::assign::assign;
 use crate::cookie::IdentityCookie;
 use crate::table::{Route, RoutingTable, Source};
 
@@ -93,17 +92,15 @@ fn decide_route(
             return decision(rule.variant, Reason::Rule(i), None);
         }
     }
-    let salt = route.stickiness.salt.as_bytes();
-    let variants = || route.variants.iter().map(|v| (v.name.as_bytes(), v.weight));
     if let Some(identity) = identity(route, request) {
-        return decision(assign(salt, &identity, variants()), Reason::Hash, None);
+        return decision(route.assign(&identity), Reason::Hash, None);
     }
     let mut bytes = [0u8; IDENTITY_BYTES];
     if !random(&mut bytes) {
         return decision(0, Reason::New, None);
     }
     let identity = hex(&bytes);
-    let variant = assign(salt, identity.as_bytes(), variants());
+    let variant = route.assign(identity.as_bytes());
     let issue = route.stickiness.cookie.as_ref().map(|_| identity);
     decision(variant, Reason::New, issue)
 }
@@ -312,7 +309,7 @@ mod tests {
     fn identity_sources_in_order() {
         let t = config::parse(CONFIG.as_bytes()).unwrap();
         let hashed = |id: &str| {
-            assign(
+            crate::assign::assign(
                 b"reviews-2026-11",
                 id.as_bytes(),
                 t.routes[0]

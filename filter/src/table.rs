@@ -102,6 +102,15 @@ impl Route {
     pub fn variant_index(&self, name: &str) -> Option<usize> {
         self.variants.iter().position(|v| v.name == name)
     }
+
+    /// The variant an identity hashes to on this route (see [`crate::assign`]).
+    pub fn assign(&self, identity: &[u8]) -> usize {
+        crate::assign::assign(
+            self.stickiness.salt.as_bytes(),
+            identity,
+            self.variants.iter().map(|v| (v.name.as_bytes(), v.weight)),
+        )
+    }
 }
 
 impl RoutingTable {

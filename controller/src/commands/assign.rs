@@ -49,14 +49,9 @@ pub fn run(file: &Path, route: &str, user: &str, output: Output) -> anyhow::Resu
             .into(),
         ));
     }
-    let index = canary_filter::assign(
-        found.stickiness.salt.as_bytes(),
-        user.as_bytes(),
-        found.variants.iter().map(|v| (v.name.as_bytes(), v.weight)),
-    );
     let variant = found
         .variants
-        .get(index)
+        .get(found.assign(user.as_bytes()))
         .map(|v| v.name.as_str())
         .unwrap_or_default();
     let reason = canary_filter::Reason::Hash.label();
