@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use regex::bytes::{Regex, RegexBuilder};
+use regex_lite::{Regex, RegexBuilder};
 
 use crate::assign::Weight;
 use crate::config::{
@@ -86,7 +86,10 @@ impl Predicate {
             (Predicate::Equals(want), Some(v)) => v == want.as_slice(),
             (Predicate::In(set), Some(v)) => set.contains(v),
             (Predicate::Prefix(prefix), Some(v)) => v.starts_with(prefix),
-            (Predicate::Matches(regex), Some(v)) => regex.is_match(v),
+            // Header values are bytes; a value that is not UTF-8 matches no regex.
+            (Predicate::Matches(regex), Some(v)) => {
+                std::str::from_utf8(v).is_ok_and(|v| regex.is_match(v))
+            }
         }
     }
 }
@@ -367,9 +370,9 @@ fn compile_rule(
         predicates.push(Predicate::Prefix(v.as_bytes().to_vec()));
     }
     if let Some(pattern) = &rule.matches {
-        // Header values are bytes: classes such as \d and \w are ASCII, `.` is any byte.
+        // Classes such as \d and \w are ASCII; `.` is any character. Matching takes time
+        // linear in the value's length.
         match RegexBuilder::new(&format!("^(?:{pattern})$"))
-            .unicode(false)
             .size_limit(MAX_REGEX_SIZE)
             .build()
         {
