@@ -1,5 +1,13 @@
 //! Every configuration error the filter reports, with its JSON path and reason.
 
+// Test code: indexing and unwrapping are how a table test says what it expects.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
 use canary_filter::parse;
 use serde_json::{json, Value};
 

@@ -196,7 +196,9 @@ async fn targeting_rules_win_over_hashing_in_order() {
     };
     let (stable_user, canary_user) = (on("stable"), on("canary"));
 
-    let cases: &[(&str, &str, &[(&str, &str)], &str, &str)] = &[
+    // (label, user, extra headers, variant wanted, reason wanted)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
         (
             "header into canary",
             &stable_user,
