@@ -5,7 +5,9 @@
 //! built from them by [`parse`] / [`from_value`], which check everything else and report
 //! every error with its JSON path.
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::{ConfigError, ConfigErrors};
@@ -140,14 +142,46 @@ struct Envelope {
     routes: Vec<Value>,
 }
 
+/// [`Envelope`] read straight from the bytes, each route left as its JSON text.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawEnvelope<'a> {
+    #[serde(default = "default_decision_header")]
+    decision_header: String,
+    #[serde(default)]
+    debug_header: bool,
+    #[serde(borrow)]
+    routes: Vec<&'a RawValue>,
+}
+
 /// Parses the plugin configuration bytes (JSON) and compiles it.
+///
+/// Same result as [`from_value`] on the parsed document, without building the document as a
+/// [`Value`] first: each route is decoded from its own JSON text.
 pub fn parse(bytes: &[u8]) -> Result<RoutingTable, ConfigErrors> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::new("$", "configuration is empty").into());
     }
-    let value: Value = serde_json::from_slice(bytes)
+    // Syntax first, so that a malformed document is reported as such.
+    serde_json::from_slice::<IgnoredAny>(bytes)
         .map_err(|e| ConfigErrors::from(ConfigError::new("$", format!("invalid JSON: {e}"))))?;
-    from_value(value)
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ConfigError::new("$", "must be a JSON object").into());
+    }
+    let envelope: RawEnvelope =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
+            .map_err(|e| ConfigErrors::from(decode_error("", &e)))?;
+    let routes = decode_routes(envelope.routes.into_iter().map(|raw| {
+        let text = raw.get();
+        text.starts_with('{').then(|| {
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+        })
+    }))?;
+    RoutingTable::try_from(&PluginConfig {
+        decision_header: envelope.decision_header,
+        debug_header: envelope.debug_header,
+        routes,
+    })
 }
 
 /// Decodes and compiles a configuration already read as JSON (or converted from YAML).
@@ -164,24 +198,10 @@ pub fn decode(value: Value) -> Result<PluginConfig, ConfigErrors> {
     }
     let envelope: Envelope = serde_path_to_error::deserialize(value)
         .map_err(|e| ConfigErrors::from(decode_error("", &e)))?;
-    let mut errors = Vec::new();
-    let mut routes = Vec::with_capacity(envelope.routes.len());
-    for (i, raw) in envelope.routes.into_iter().enumerate() {
-        if !raw.is_object() {
-            errors.push(ConfigError::new(
-                format!("routes[{i}]"),
-                "must be an object",
-            ));
-            continue;
-        }
-        match serde_path_to_error::deserialize::<_, RouteConfig>(raw) {
-            Ok(route) => routes.push(route),
-            Err(e) => errors.push(decode_error(&format!("routes[{i}]"), &e)),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
-    }
+    let routes = decode_routes(envelope.routes.into_iter().map(|raw| {
+        raw.is_object()
+            .then(|| serde_path_to_error::deserialize(raw))
+    }))?;
     Ok(PluginConfig {
         decision_header: envelope.decision_header,
         debug_header: envelope.debug_header,
@@ -189,8 +209,33 @@ pub fn decode(value: Value) -> Result<PluginConfig, ConfigErrors> {
     })
 }
 
+/// Each route decoded, or `None` where it is not a JSON object; one error per bad route.
+fn decode_routes(
+    decoded: impl Iterator<Item = Option<Result<RouteConfig, PathError>>>,
+) -> Result<Vec<RouteConfig>, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut routes = Vec::with_capacity(decoded.size_hint().0);
+    for (i, route) in decoded.enumerate() {
+        match route {
+            Some(Ok(route)) => routes.push(route),
+            Some(Err(e)) => errors.push(decode_error(&format!("routes[{i}]"), &e)),
+            None => errors.push(ConfigError::new(
+                format!("routes[{i}]"),
+                "must be an object",
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(routes)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+type PathError = serde_path_to_error::Error<serde_json::Error>;
+
 /// A decoding error, its path put under `prefix` (the document root when empty).
-fn decode_error(prefix: &str, e: &serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+fn decode_error(prefix: &str, e: &PathError) -> ConfigError {
     let inner = e.path().to_string();
     let path = match (prefix.is_empty(), inner == ".") {
         (true, true) => "$".to_owned(),
@@ -198,5 +243,54 @@ fn decode_error(prefix: &str, e: &serde_path_to_error::Error<serde_json::Error>)
         (false, true) => prefix.to_owned(),
         (false, false) => format!("{prefix}.{inner}"),
     };
-    ConfigError::new(path, e.inner().to_string())
+    // The reason alone: errors read from text end with a position, those from a `Value` do not.
+    let inner = e.inner();
+    let reason = inner.to_string();
+    let position = format!(" at line {} column {}", inner.line(), inner.column());
+    let reason = reason.strip_suffix(&position).unwrap_or(&reason).to_owned();
+    ConfigError::new(path, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `parse` reads routes from their text, `from_value` from a `Value` (the controller's way,
+    /// after YAML): both must accept and reject the same documents with the same errors.
+    #[test]
+    fn parse_agrees_with_from_value() {
+        let documents = [
+            r#"{"routes":[{"name":"r","variants":[{"name":"a","weight":100}]}]}"#,
+            r#"{"routes":[{"name":"r","variants":[{"name":"a","weight":"x"}]}]}"#,
+            r#"{"routes":[{"name":"r","variants":[{"name":"a","weight":100}],"extra":1}]}"#,
+            r#"{"routes":[1,{"name":"r"},{"name":"s","variants":[{"name":"a","weight":60}]}]}"#,
+            r#"{"routes":{}}"#,
+            r#"{"routes":[],"debugHeader":"yes"}"#,
+            r#"{"routs":[]}"#,
+            r#"{"routes":[{"name":"r","variants":[{"name":"a","weight":100}],
+                "targeting":[{"name":"t","header":"x","matches":"(","variant":"a"}]}]}"#,
+            r#"[]"#,
+            r#"  {"routes":[{"name":"r","variants":[{"name":"a","weight":1e2}]}]} "#,
+        ];
+        for document in documents {
+            let value: Value = serde_json::from_str(document).unwrap();
+            let errors = |r: Result<RoutingTable, ConfigErrors>| r.err().map(|e| e.to_string());
+            assert_eq!(
+                errors(parse(document.as_bytes())),
+                errors(from_value(value)),
+                "{document}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_reported_as_such() {
+        for document in ["{", r#"{"routes":[}"#, "{} x"] {
+            let errors = parse(document.as_bytes()).unwrap_err().to_string();
+            assert!(
+                errors.starts_with("$: invalid JSON"),
+                "{document}: {errors}"
+            );
+        }
+    }
 }
