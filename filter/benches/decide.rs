@@ -1,0 +1,145 @@
+//! The decision core and configuration compilation, natively: `cargo bench -p canary-filter`.
+//!
+//! The configurations are the ones the Envoy benchmark (`tests/src/bench.rs`) loads: two
+//! variants with the identity in a header, and 1,000 routes with ten targeting rules on the
+//! matched route, none of which the request meets.
+
+#![allow(clippy::panic)]
+
+use std::borrow::Cow;
+use std::hint::black_box;
+
+use canary_filter::decide::IDENTITY_BYTES;
+use canary_filter::{config, RequestView, RoutingTable};
+use criterion::{criterion_group, criterion_main, Criterion};
+use serde_json::{json, Value};
+
+const MATCHED_ROUTE: usize = 500;
+
+fn two_variants() -> Value {
+    json!({
+        "routes": [{
+            "name": "web",
+            "variants": [ { "name": "stable", "weight": 90 }, { "name": "canary", "weight": 10 } ],
+            "stickiness": {
+                "keys": [{ "header": "x-user-id" }],
+                "cookie": { "name": "canary_id", "maxAge": 2_592_000 },
+                "salt": "web-2026-11",
+            },
+        }]
+    })
+}
+
+fn many_routes() -> Value {
+    let routes: Vec<Value> = (0..1000)
+        .map(|i| {
+            let targeting = if i == MATCHED_ROUTE {
+                json!([
+                    { "name": "optout", "cookie": "canary", "equals": "never", "variant": "stable" },
+                    { "name": "qa", "header": "x-canary", "equals": "always", "variant": "canary" },
+                    { "name": "rings", "header": "x-user-group", "in": ["beta", "staff", "dogfood"], "variant": "canary" },
+                    { "name": "builds", "header": "x-build", "prefix": "rc-", "variant": "canary" },
+                    { "name": "tenants", "header": "x-tenant", "matches": "t-[0-9]{1,6}", "variant": "canary" },
+                    { "name": "debug", "header": "x-debug-canary", "present": true, "variant": "canary" },
+                    { "name": "optin", "cookie": "canary", "equals": "always", "variant": "canary" },
+                    { "name": "region", "header": "x-region", "equals": "eu-west-9", "variant": "canary" },
+                    { "name": "devices", "header": "x-device", "in": ["test-rig", "lab"], "variant": "canary" },
+                    { "name": "beta-cookie", "cookie": "beta", "present": true, "variant": "canary" },
+                ])
+            } else {
+                json!([
+                    { "name": "qa", "header": "x-canary", "equals": "always", "variant": "canary" },
+                    { "name": "optout", "cookie": "canary", "equals": "never", "variant": "stable" },
+                ])
+            };
+            json!({
+                "name": format!("svc-{i}"),
+                "match": { "hosts": [format!("svc-{i}.bench.svc.cluster.local")], "pathPrefixes": ["/"] },
+                "variants": [ { "name": "stable", "weight": 90 }, { "name": "canary", "weight": 10 } ],
+                "targeting": targeting,
+                "stickiness": {
+                    "keys": [{ "header": "x-user-id" }, { "cookie": "session_id" }],
+                    "cookie": { "name": "canary_id" },
+                },
+            })
+        })
+        .collect();
+    json!({ "routes": routes })
+}
+
+/// A request as headers in memory, the way the filter sees them after reading the host.
+struct Request(Vec<(&'static str, &'static [u8])>);
+
+impl RequestView for Request {
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| Cow::Borrowed(*v))
+    }
+
+    fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        let cookies = self
+            .0
+            .iter()
+            .filter(|(n, _)| *n == "cookie")
+            .map(|(_, v)| *v);
+        canary_filter::cookie::find(cookies, name.as_bytes()).map(Cow::Borrowed)
+    }
+}
+
+fn parse(config: &Value) -> RoutingTable {
+    match config::parse(config.to_string().as_bytes()) {
+        Ok(table) => table,
+        Err(errors) => panic!("benchmark configuration rejected: {errors}"),
+    }
+}
+
+fn random(buf: &mut [u8; IDENTITY_BYTES]) -> bool {
+    buf.fill(0x5a);
+    true
+}
+
+fn decide(c: &mut Criterion) {
+    let two = parse(&two_variants());
+    let many = parse(&many_routes());
+    let identified = Request(vec![
+        (":authority", b"web.example.com"),
+        (":path", b"/products/42"),
+        ("x-user-id", b"user-42"),
+    ]);
+    let anonymous = Request(vec![(":authority", b"web.example.com"), (":path", b"/")]);
+    let matched = Request(vec![
+        (":authority", b"svc-500.bench.svc.cluster.local"),
+        (":path", b"/products/42"),
+        ("x-user-id", b"user-42"),
+    ]);
+    let mut group = c.benchmark_group("decide");
+    group.bench_function("2-variants-header", |b| {
+        b.iter(|| two.decide(black_box(&identified), random))
+    });
+    group.bench_function("1000-routes-10-rules", |b| {
+        b.iter(|| many.decide(black_box(&matched), random))
+    });
+    group.bench_function("anonymous-new-identity", |b| {
+        b.iter(|| two.decide(black_box(&anonymous), random))
+    });
+    group.finish();
+}
+
+fn configure(c: &mut Criterion) {
+    let two = two_variants().to_string();
+    let many = many_routes().to_string();
+    let mut group = c.benchmark_group("configure");
+    group.bench_function("1-route", |b| {
+        b.iter(|| config::parse(black_box(two.as_bytes())))
+    });
+    group.sample_size(20);
+    group.bench_function("1000-routes", |b| {
+        b.iter(|| config::parse(black_box(many.as_bytes())))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decide, configure);
+criterion_main!(benches);
