@@ -306,6 +306,96 @@ impl<'a> Resource<'a> {
     }
 }
 
+/// The annotation `key` on the WasmPlugin (or TrafficExtension) `namespace/name`.
+pub fn read_annotation(
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<Option<String>, KubeError> {
+    block_on(async {
+        let resource = Resource::connect(namespace, name).await?;
+        let (_, object) = resource.get().await?;
+        Ok(annotation(&object, key))
+    })?
+}
+
+/// Sets the annotation `key` to what `edit` makes of it, by a merge patch carrying the
+/// `resourceVersion` it was computed from, redone on a fresh read after a conflict.
+pub fn update_annotation(
+    namespace: &str,
+    name: &str,
+    key: &str,
+    edit: &super::RecordEdit<'_>,
+) -> Result<Option<String>, KubeError> {
+    block_on(async {
+        let resource = Resource::connect(namespace, name).await?;
+        resource.update_annotation(key, edit).await
+    })?
+}
+
+fn annotation(object: &DynamicObject, key: &str) -> Option<String> {
+    object
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .cloned()
+}
+
+/// The merge patch setting one annotation, valid only against `resource_version`.
+fn annotation_patch(resource_version: Option<&str>, key: &str, value: &str) -> Value {
+    json!({ "metadata": { "resourceVersion": resource_version, "annotations": { key: value } } })
+}
+
+impl Resource<'_> {
+    async fn update_annotation(
+        &self,
+        key: &str,
+        edit: &super::RecordEdit<'_>,
+    ) -> Result<Option<String>, KubeError> {
+        let mut last_kind = Kind::WasmPlugin;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let (kind, object) = self.get().await?;
+            last_kind = kind;
+            let current = annotation(&object, key);
+            let Some(value) = edit(current.as_deref()) else {
+                return Ok(current);
+            };
+            if current.as_deref() == Some(value.as_str()) {
+                return Ok(current);
+            }
+            let patch = annotation_patch(object.metadata.resource_version.as_deref(), key, &value);
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            };
+            match self
+                .api(kind)
+                .patch(self.name, &params, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    info!(%kind, namespace = self.namespace, name = self.name, key, attempt,
+                        "annotation written");
+                    return Ok(Some(value));
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    warn!(%kind, namespace = self.namespace, name = self.name, key, attempt,
+                        "conflict writing the annotation; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Err(source) => return Err(self.api_error("annotate", kind, source)),
+            }
+        }
+        Err(KubeError::Conflict {
+            kind: last_kind,
+            namespace: self.namespace.to_owned(),
+            name: self.name.to_owned(),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +442,15 @@ mod tests {
             }
             _ => *target = patch.clone(),
         }
+    }
+
+    #[test]
+    fn annotation_patches_carry_the_resource_version() {
+        assert_eq!(
+            annotation_patch(Some("9"), "rollout.canary-router.io/web", "{}"),
+            json!({"metadata": {"resourceVersion": "9",
+                   "annotations": {"rollout.canary-router.io/web": "{}"}}})
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod file;
 mod kube;
+pub mod record;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use serde_json::Value;
 
 pub use self::file::FileError;
 pub use self::kube::KubeError;
+pub use self::record::RecordEdit;
 use crate::weights::WeightError;
 
 /// How many times a change is tried when someone else writes the target at the same time.
@@ -105,6 +107,32 @@ impl Target {
         match self {
             Target::File(path) => file::update(path, edit),
             Target::Kube { namespace, name } => kube::update(namespace, name, edit),
+        }
+    }
+
+    /// The rollout record kept for `route` (see [`record`]), if there is one.
+    pub fn read_record(&self, route: &str) -> Result<Option<String>> {
+        match self {
+            Target::File(path) => Ok(record::read_file(path, route)?),
+            Target::Kube { namespace, name } => Ok(kube::read_annotation(
+                namespace,
+                name,
+                &record::annotation(route),
+            )?),
+        }
+    }
+
+    /// Replaces the rollout record of `route` with what `edit` makes of the current one, redoing
+    /// the edit if someone else wrote it meanwhile. Returns the record now kept.
+    pub fn update_record(&self, route: &str, edit: &RecordEdit<'_>) -> Result<Option<String>> {
+        match self {
+            Target::File(path) => Ok(record::update_file(path, route, edit)?),
+            Target::Kube { namespace, name } => Ok(kube::update_annotation(
+                namespace,
+                name,
+                &record::annotation(route),
+                edit,
+            )?),
         }
     }
 }
