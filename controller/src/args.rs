@@ -70,7 +70,7 @@ pub enum Command {
         output: Output,
     },
     /// Step a variant's weight up, checking its health at every step; promote or roll back.
-    Rollout(crate::rollout::RolloutArgs),
+    Rollout(Box<crate::rollout::RolloutArgs>),
     /// Continue a rollout paused at a manual gate.
     Resume {
         #[command(flatten)]

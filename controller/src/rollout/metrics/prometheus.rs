@@ -1,0 +1,291 @@
+//! Prometheus: instant queries (`/api/v1/query`) at the end of a step, over a range as long as
+//! the step, so each step is judged on its own window.
+//!
+//! Over the filter's metrics (labelled by the `stats_tags` in the README):
+//!
+//! - requests: `sum(increase(canary_response{canary_route="R",canary_variant="V"}[W]))`
+//! - 5xx: the same with `canary_class="5xx"`
+//! - p99: `histogram_quantile(0.99, sum by (le) (increase(canary_upstream_time_bucket{…}[W])))`
+//!
+//! Over Istio's standard metrics (`--istio`), the mapping is: variant ↔ `destination_version`
+//! (the subset's `version` label), route ↔ `destination_service_name` (or
+//! `destination_service`, the FQDN, with `--istio-service`), requests ↔
+//! `istio_requests_total`, 5xx ↔ `response_code=~"5.."`, latency ↔
+//! `istio_request_duration_milliseconds_bucket`, as reported by `reporter` (default
+//! `source`: the proxy running the filter, which also sees failures to connect).
+
+use std::time::SystemTime;
+
+use serde::Deserialize;
+use tracing::debug;
+
+use super::{MetricsError, Result};
+use crate::rollout::analysis::Measured;
+use crate::rollout::http;
+
+/// Which metrics the queries read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Metrics {
+    /// The filter's own metrics, labelled by the README's `stats_tags`.
+    Filter,
+    /// Istio's standard metrics.
+    Istio {
+        /// `destination_service` to match; None matches `destination_service_name` = route.
+        service: Option<String>,
+        /// `reporter` label: `source` or `destination`.
+        reporter: String,
+    },
+}
+
+impl std::fmt::Display for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Metrics::Filter => f.write_str("the filter's metrics"),
+            Metrics::Istio { reporter, .. } => {
+                write!(f, "istio_requests_total, reporter={reporter}")
+            }
+        }
+    }
+}
+
+/// The three queries for one variant over a window of `range_secs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queries {
+    pub requests: String,
+    pub errors: String,
+    pub p99: String,
+}
+
+impl Metrics {
+    pub fn queries(&self, route: &str, variant: &str, range_secs: u64) -> Queries {
+        let range = format!("[{range_secs}s]");
+        let (requests_metric, error_matcher, bucket_metric, selector) = match self {
+            Metrics::Filter => (
+                "canary_response",
+                r#"canary_class="5xx""#.to_owned(),
+                "canary_upstream_time_bucket",
+                format!(
+                    r#"canary_route="{}",canary_variant="{}""#,
+                    escape(route),
+                    escape(variant)
+                ),
+            ),
+            Metrics::Istio { service, reporter } => {
+                let service = match service {
+                    Some(fqdn) => format!(r#"destination_service="{}""#, escape(fqdn)),
+                    None => format!(r#"destination_service_name="{}""#, escape(route)),
+                };
+                (
+                    "istio_requests_total",
+                    r#"response_code=~"5..""#.to_owned(),
+                    "istio_request_duration_milliseconds_bucket",
+                    format!(
+                        r#"reporter="{}",{service},destination_version="{}""#,
+                        escape(reporter),
+                        escape(variant)
+                    ),
+                )
+            }
+        };
+        Queries {
+            requests: format!("sum(increase({requests_metric}{{{selector}}}{range}))"),
+            errors: format!(
+                "sum(increase({requests_metric}{{{selector},{error_matcher}}}{range}))"
+            ),
+            p99: format!(
+                "histogram_quantile(0.99, sum by (le) (increase({bucket_metric}{{{selector}}}{range})))"
+            ),
+        }
+    }
+}
+
+/// A PromQL string literal's content.
+fn escape(value: &str) -> String {
+    value.replace('\\', r"\\").replace('"', r#"\""#)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prometheus {
+    url: String,
+    metrics: Metrics,
+}
+
+impl Prometheus {
+    pub fn new(url: &str, metrics: Metrics) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            metrics,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// What `variant` did from `started` until now.
+    pub fn measure(&self, started: SystemTime, route: &str, variant: &str) -> Result<Measured> {
+        let now = SystemTime::now();
+        let elapsed = now.duration_since(started).unwrap_or_default();
+        let range_secs = elapsed.as_secs() + u64::from(elapsed.subsec_nanos() > 0);
+        let queries = self.metrics.queries(route, variant, range_secs.max(1));
+        let at = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let measured = Measured {
+            requests: self.query(&queries.requests, at)?.unwrap_or(0.0),
+            errors: self.query(&queries.errors, at)?.unwrap_or(0.0),
+            p99_ms: self.query(&queries.p99, at)?,
+        };
+        debug!(
+            route,
+            variant,
+            range_secs,
+            ?measured,
+            "measured from Prometheus"
+        );
+        Ok(measured)
+    }
+
+    /// The single value of an instant query at `at` (Unix seconds); None when the result is
+    /// empty or not a number.
+    fn query(&self, query: &str, at: f64) -> Result<Option<f64>> {
+        let url = format!(
+            "{}/api/v1/query?query={}&time={at:.3}",
+            self.url,
+            http::encode(query)
+        );
+        let body = http::get(&url)?;
+        parse_value(&body).map_err(|reason| MetricsError::Answer {
+            url: format!("{}/api/v1/query ({query})", self.url),
+            reason,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Data {
+    result_type: String,
+    result: Vec<Sample>,
+}
+
+#[derive(Deserialize)]
+struct Sample {
+    value: (f64, String),
+}
+
+/// The value of a one-element vector (or scalar) answer; None for an empty vector or NaN.
+fn parse_value(body: &[u8]) -> Result<Option<f64>, String> {
+    let answer: Answer = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if answer.status != "success" {
+        return Err(answer.error.unwrap_or(answer.status));
+    }
+    let data = answer.data.ok_or("no data in a successful answer")?;
+    if data.result_type != "vector" {
+        return Err(format!("a {} result, expected a vector", data.result_type));
+    }
+    let [sample] = data.result.as_slice() else {
+        return match data.result.len() {
+            0 => Ok(None),
+            n => Err(format!("{n} series, expected one (the queries sum)")),
+        };
+    };
+    let value: f64 = sample
+        .value
+        .1
+        .parse()
+        .map_err(|_| format!("{:?} is not a number", sample.value.1))?;
+    Ok(value.is_finite().then_some(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_queries() {
+        let q = Metrics::Filter.queries("web", "canary", 30);
+        assert_eq!(
+            q.requests,
+            r#"sum(increase(canary_response{canary_route="web",canary_variant="canary"}[30s]))"#
+        );
+        assert_eq!(
+            q.errors,
+            r#"sum(increase(canary_response{canary_route="web",canary_variant="canary",canary_class="5xx"}[30s]))"#
+        );
+        assert_eq!(
+            q.p99,
+            r#"histogram_quantile(0.99, sum by (le) (increase(canary_upstream_time_bucket{canary_route="web",canary_variant="canary"}[30s])))"#
+        );
+    }
+
+    #[test]
+    fn istio_queries_follow_the_documented_mapping() {
+        let by_name = Metrics::Istio {
+            service: None,
+            reporter: "source".into(),
+        };
+        let q = by_name.queries("reviews", "v2", 60);
+        assert_eq!(
+            q.requests,
+            r#"sum(increase(istio_requests_total{reporter="source",destination_service_name="reviews",destination_version="v2"}[60s]))"#
+        );
+        assert_eq!(
+            q.errors,
+            r#"sum(increase(istio_requests_total{reporter="source",destination_service_name="reviews",destination_version="v2",response_code=~"5.."}[60s]))"#
+        );
+        assert_eq!(
+            q.p99,
+            r#"histogram_quantile(0.99, sum by (le) (increase(istio_request_duration_milliseconds_bucket{reporter="source",destination_service_name="reviews",destination_version="v2"}[60s])))"#
+        );
+        let by_fqdn = Metrics::Istio {
+            service: Some("reviews.bookinfo.svc.cluster.local".into()),
+            reporter: "destination".into(),
+        };
+        assert_eq!(
+            by_fqdn.queries("reviews", "v1", 5).requests,
+            r#"sum(increase(istio_requests_total{reporter="destination",destination_service="reviews.bookinfo.svc.cluster.local",destination_version="v1"}[5s]))"#
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let odd = Metrics::Istio {
+            service: Some(r#"a"b\c"#.into()),
+            reporter: "source".into(),
+        };
+        assert!(odd
+            .queries("r", "v", 1)
+            .requests
+            .contains(r#"destination_service="a\"b\\c""#));
+    }
+
+    #[test]
+    fn answers() {
+        let one = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000.5,"42.5"]}]}}"#;
+        assert_eq!(parse_value(one), Ok(Some(42.5)));
+        let empty = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(parse_value(empty), Ok(None));
+        let nan = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#;
+        assert_eq!(parse_value(nan), Ok(None));
+        let error = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
+        assert_eq!(parse_value(error), Err("parse error".into()));
+        let two = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"1"},"value":[1,"1"]},{"metric":{"a":"2"},"value":[1,"2"]}]}}"#;
+        assert!(parse_value(two).is_err());
+        assert!(parse_value(b"<html>").is_err());
+    }
+}

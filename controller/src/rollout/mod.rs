@@ -1,0 +1,180 @@
+//! `canaryctl rollout`: steps a variant's weight up, checks its health over each step's window
+//! from real metrics, and promotes it to 100 % or rolls it back to 0 % by itself.
+//!
+//! - [`analysis`]: the verdict on a step, from numbers only;
+//! - [`metrics`]: where the numbers come from (Prometheus, or an Envoy admin endpoint);
+//! - [`state`]: the progress recorded with the target, so a restarted rollout resumes, `resume`
+//!   lifts a pause and `abort` stops it;
+//! - [`progress`]: a bar on a terminal, plain lines elsewhere, and the report table;
+//! - [`runner`]: the loop tying them together.
+
+pub mod analysis;
+mod http;
+pub mod metrics;
+pub mod progress;
+mod runner;
+pub mod state;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::args::TargetArg;
+use crate::target::Target;
+
+/// Exit code of a rollout rolled back by a failed check or for lack of data.
+pub const EXIT_ROLLED_BACK: u8 = 2;
+/// Exit code of a rollout stopped by `canaryctl abort`.
+pub const EXIT_ABORTED: u8 = 3;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    pub target: TargetArg,
+    #[arg(long)]
+    pub route: String,
+    /// The variant to roll out; the route's first variant is the baseline it is compared with.
+    #[arg(long)]
+    pub variant: String,
+    /// The variant's weight at each step, in percent, increasing. After the last it is promoted
+    /// to 100 %.
+    #[arg(long, value_delimiter = ',', default_value = "1,5,10,25,50,100")]
+    pub steps: Vec<String>,
+    /// How long each step lasts; its analysis covers that window (`30s`, `2m`, `500ms`).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Where the metrics come from: prometheus:URL or envoy:URL (an Envoy admin endpoint).
+    #[arg(long, value_name = "SOURCE")]
+    pub metrics: String,
+    /// Read Istio's standard metrics (istio_requests_total) from Prometheus instead of the
+    /// filter's.
+    #[arg(long)]
+    pub istio: bool,
+    /// With --istio: match destination_service (the FQDN) instead of destination_service_name =
+    /// the route.
+    #[arg(long, value_name = "FQDN", requires = "istio")]
+    pub istio_service: Option<String>,
+    /// With --istio: the reporter label to read.
+    #[arg(long, default_value = "source", requires = "istio")]
+    pub istio_reporter: String,
+    /// Highest 5xx share of the variant's responses in a step (0..=1).
+    #[arg(long, default_value_t = 0.05)]
+    pub max_error_rate: f64,
+    /// Highest 5xx share as a multiple of the baseline's.
+    #[arg(long, value_name = "RATIO")]
+    pub max_error_rate_ratio: Option<f64>,
+    /// Highest p99 of the upstream time, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub max_p99_ms: Option<f64>,
+    /// Highest p99 as a multiple of the baseline's.
+    #[arg(long, value_name = "RATIO")]
+    pub max_p99_ratio: Option<f64>,
+    /// Fewest responses from the variant in a step for its analysis to count.
+    #[arg(long, default_value_t = 50)]
+    pub min_requests: u64,
+    /// How many times in a row a step without enough data is repeated before rolling back.
+    #[arg(long, default_value_t = 2)]
+    pub no_data_retries: u32,
+    /// Weights at which to wait, once the step has passed, for `canaryctl resume`.
+    #[arg(long, value_delimiter = ',', value_name = "PCT")]
+    pub pause_at: Vec<String>,
+    #[arg(long, value_enum, default_value_t = progress::Mode::Auto)]
+    pub progress: progress::Mode,
+}
+
+pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
+    let plan = runner::Plan::from_args(&args)?;
+    let outcome = runner::Runner::new(plan, args.progress).run()?;
+    Ok(match outcome {
+        runner::Outcome::Promoted => ExitCode::SUCCESS,
+        runner::Outcome::RolledBack => ExitCode::from(EXIT_ROLLED_BACK),
+        runner::Outcome::Aborted => ExitCode::from(EXIT_ABORTED),
+    })
+}
+
+/// `canaryctl resume`: lifts the pause of a rollout waiting at a manual gate.
+pub fn resume(target: &str, route: &str) -> anyhow::Result<ExitCode> {
+    let target: Target = target.parse()?;
+    let kept = state::resume(&target, route)
+        .with_context(|| format!("{target}: the rollout of route {route:?} not resumed"))?;
+    match kept {
+        Some(record) if record.state == state::State::Running => {
+            println!(
+                "{target} route {route}: rollout of {} resumed at step {}/{}",
+                record.variant,
+                record.step,
+                record.steps.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            let now = other
+                .or(state::load(&target, route)?)
+                .map_or("no rollout recorded".to_owned(), |r| {
+                    format!("the rollout of {} is {}", r.variant, r.state)
+                });
+            eprintln!("error: {target} route {route}: no paused rollout to resume ({now})");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// For `canaryctl abort`: marks a rollout under way on `route` aborted, so the `rollout`
+/// process stops. The aborted rollout's variant, if there was one.
+pub fn mark_aborted(target: &Target, route: &str) -> anyhow::Result<Option<String>> {
+    let aborted = state::abort(target, route)
+        .with_context(|| format!("{target}: the rollout of route {route:?} not marked aborted"))?;
+    Ok(aborted.map(|record| record.variant))
+}
+
+/// `30s`, `2m`, `1h`, `500ms`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 30s, 2m or 500ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m or h)")),
+    };
+    if !(seconds > 0.0 && seconds < 1e9) {
+        return Err(format!("{text:?} must be more than zero"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let cases = [
+            ("30s", Some(30_000)),
+            ("2m", Some(120_000)),
+            ("500ms", Some(500)),
+            ("1.5s", Some(1_500)),
+            ("1h", Some(3_600_000)),
+            ("7", Some(7_000)),
+            ("0s", None),
+            ("s", None),
+            ("3d", None),
+            ("-1s", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                parse_duration(text).ok().map(|d| d.as_millis() as u64),
+                want,
+                "{text}"
+            );
+        }
+    }
+}

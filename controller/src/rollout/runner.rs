@@ -1,0 +1,553 @@
+//! The rollout loop: for each step, set the weight, wait out the interval (watching for
+//! `abort`), measure the window, judge it; then pause, repeat, roll back or go on. Every change
+//! of weight goes through the target's read → edit → validate → write cycle.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context};
+use canary_filter::table::parse_weight;
+use canary_filter::Weight;
+use tracing::{debug, info, warn};
+
+use super::analysis::{judge, percent, Measured, Thresholds, Verdict};
+use super::metrics::{prometheus::Metrics, Source, Window};
+use super::progress::{self, Progress, Row, Tick};
+use super::state::{self, Record, State};
+use super::RolloutArgs;
+use crate::target::Target;
+use crate::weights::{self, weight_text, Change};
+
+/// What a rollout ended in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Promoted,
+    RolledBack,
+    Aborted,
+}
+
+/// A rollout as asked for, checked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    target: Target,
+    route: String,
+    variant: String,
+    steps: Vec<Weight>,
+    interval: Duration,
+    thresholds: Thresholds,
+    source: Source,
+    pause_at: Vec<Weight>,
+    no_data_retries: u32,
+}
+
+fn parse_percent(text: &str) -> anyhow::Result<Weight> {
+    let trimmed = text.trim().trim_end_matches('%').trim();
+    let value: f64 = trimmed
+        .parse()
+        .with_context(|| format!("{text:?} is not a percentage"))?;
+    parse_weight(value).map_err(|reason| anyhow::anyhow!("{text:?}: the weight {reason}"))
+}
+
+impl Plan {
+    pub fn from_args(args: &RolloutArgs) -> anyhow::Result<Plan> {
+        let target: Target = args.target.target.parse()?;
+        let steps = args
+            .steps
+            .iter()
+            .map(|s| parse_percent(s))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .context("--steps")?;
+        if steps.is_empty() || steps.iter().any(|w| w.0 == 0) {
+            bail!("--steps: give one or more weights above 0, e.g. 1,5,10,25,50,100");
+        }
+        if steps.windows(2).any(|pair| pair[0] >= pair[1]) {
+            bail!("--steps: the weights must increase");
+        }
+        let pause_at = args
+            .pause_at
+            .iter()
+            .map(|s| parse_percent(s))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .context("--pause-at")?;
+        if let Some(w) = pause_at.iter().find(|w| !steps.contains(w)) {
+            bail!("--pause-at {} % is not one of the steps", weight_text(*w));
+        }
+        if !(0.0..=1.0).contains(&args.max_error_rate) {
+            bail!("--max-error-rate is a share between 0 and 1 (0.05 is 5 %)");
+        }
+        for (name, value) in [
+            ("--max-error-rate-ratio", args.max_error_rate_ratio),
+            ("--max-p99-ms", args.max_p99_ms),
+            ("--max-p99-ratio", args.max_p99_ratio),
+        ] {
+            if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                bail!("{name} must be a number above 0");
+            }
+        }
+        let metrics = if args.istio {
+            Metrics::Istio {
+                service: args.istio_service.clone(),
+                reporter: args.istio_reporter.clone(),
+            }
+        } else {
+            Metrics::Filter
+        };
+        let source = Source::parse(&args.metrics, metrics)?;
+        if args.istio && matches!(source, Source::Envoy(_)) {
+            bail!("--istio reads Istio's metrics from Prometheus: give --metrics prometheus:URL");
+        }
+        Ok(Plan {
+            target,
+            route: args.route.clone(),
+            variant: args.variant.clone(),
+            steps,
+            interval: args.interval,
+            thresholds: Thresholds {
+                min_requests: args.min_requests,
+                max_error_rate: Some(args.max_error_rate),
+                max_error_rate_ratio: args.max_error_rate_ratio,
+                max_p99_ms: args.max_p99_ms,
+                max_p99_ratio: args.max_p99_ratio,
+            },
+            source,
+            pause_at,
+            no_data_retries: args.no_data_retries,
+        })
+    }
+
+    /// How often the record is read for `abort` and `resume`.
+    fn poll(&self) -> Duration {
+        match self.target {
+            Target::File(_) => Duration::from_millis(200),
+            Target::Kube { .. } => Duration::from_secs(1),
+        }
+    }
+
+    fn checks(&self) -> String {
+        let t = &self.thresholds;
+        let mut checks = Vec::new();
+        if let Some(max) = t.max_error_rate {
+            checks.push(format!("5xx ≤ {}", percent(max)));
+        }
+        if let Some(ratio) = t.max_error_rate_ratio {
+            checks.push(format!("5xx ≤ {ratio}× baseline"));
+        }
+        if let Some(ms) = t.max_p99_ms {
+            checks.push(format!("p99 ≤ {ms} ms"));
+        }
+        if let Some(ratio) = t.max_p99_ratio {
+            checks.push(format!("p99 ≤ {ratio}× baseline"));
+        }
+        checks.push(format!("≥ {} requests per step", t.min_requests));
+        checks.join(", ")
+    }
+}
+
+pub struct Runner {
+    plan: Plan,
+    progress: Progress,
+    rows: Vec<Row>,
+    baseline: String,
+    record: Record,
+}
+
+impl Runner {
+    pub fn new(plan: Plan, mode: progress::Mode) -> Self {
+        let record = Record {
+            id: String::new(),
+            route: plan.route.clone(),
+            variant: plan.variant.clone(),
+            step: 1,
+            steps: plan.steps.iter().map(|w| weight_text(*w)).collect(),
+            state: State::Running,
+            message: None,
+        };
+        Self {
+            plan,
+            progress: Progress::new(mode),
+            rows: Vec::new(),
+            baseline: String::new(),
+            record,
+        }
+    }
+
+    pub fn run(mut self) -> anyhow::Result<Outcome> {
+        let (plan, steps) = (&self.plan, self.plan.steps.len());
+        let config = plan.target.read()?;
+        let routes = weights::read_routes(&config)?;
+        let route = weights::find_route(&routes, &plan.route)?;
+        let Some(position) = route.variants.iter().position(|v| v.name == plan.variant) else {
+            bail!(
+                "route {:?} has no variant named {:?} (variants: {})",
+                plan.route,
+                plan.variant,
+                route
+                    .variants
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        if position == 0 {
+            bail!(
+                "{:?} is the baseline of route {:?}: roll out another variant",
+                plan.variant,
+                plan.route
+            );
+        }
+        self.baseline = route.variants[0].name.clone();
+        let (mut index, mut paused) = self.start()?;
+        self.progress.line(&format!(
+            "rollout of {} on {} route {}: steps {} % every {:?}; checks: {}; metrics: {}",
+            self.plan.variant,
+            self.plan.target,
+            self.plan.route,
+            self.record.steps.join(", "),
+            self.plan.interval,
+            self.plan.checks(),
+            self.plan.source
+        ));
+
+        let mut no_data = 0;
+        while index < steps {
+            let weight = self.plan.steps[index];
+            self.record.step = index + 1;
+            self.record.state = if paused {
+                State::Paused
+            } else {
+                State::Running
+            };
+            if self.save()? {
+                return self.stop_aborted();
+            }
+            let baseline_weight = self.set_weight(weight)?;
+            if paused {
+                paused = false;
+                if self.pause()? {
+                    return self.stop_aborted();
+                }
+                index += 1;
+                continue;
+            }
+            self.progress.line(&format!(
+                "step {}/{steps}: {} {} %, {} {} %",
+                index + 1,
+                self.plan.variant,
+                weight_text(weight),
+                self.baseline,
+                weight_text(baseline_weight)
+            ));
+            let window = self.plan.source.begin(&self.plan.route);
+            if self.wait_step(window.as_ref().ok(), index, weight)? {
+                return self.stop_aborted();
+            }
+            let measured = window.and_then(|w| {
+                self.plan.source.measure(
+                    &w,
+                    &self.plan.route,
+                    &[&self.plan.variant, &self.baseline],
+                )
+            });
+            let (canary, baseline, verdict) = match measured.as_deref() {
+                Ok([canary, baseline]) => {
+                    let compared = (baseline_weight.0 > 0).then_some(baseline);
+                    (
+                        *canary,
+                        *baseline,
+                        judge(&self.plan.thresholds, canary, compared),
+                    )
+                }
+                Ok(_) => bail!("the metrics source answered for the wrong number of variants"),
+                Err(error) => {
+                    warn!(%error, route = %self.plan.route, "cannot read the metrics");
+                    let reason = format!("no data: cannot read the metrics: {error}");
+                    (
+                        Measured::default(),
+                        Measured::default(),
+                        Verdict::NoData(reason),
+                    )
+                }
+            };
+            info!(
+                step = index + 1,
+                ?canary,
+                ?baseline,
+                ?verdict,
+                "step analysed"
+            );
+            let split = progress::split(&canary, &baseline);
+            let row = |result: String| Row {
+                step: index + 1,
+                steps,
+                weight: weight_text(weight),
+                canary,
+                baseline,
+                result,
+            };
+            match verdict {
+                Verdict::Pass => {
+                    self.rows.push(row("pass".to_owned()));
+                    self.progress
+                        .line(&format!("step {}/{steps} passed: {split}", index + 1));
+                    no_data = 0;
+                    if self.plan.pause_at.contains(&weight) && index + 1 < steps {
+                        self.record.state = State::Paused;
+                        if self.save()? || self.pause()? {
+                            return self.stop_aborted();
+                        }
+                    }
+                    index += 1;
+                }
+                Verdict::NoData(reason) => {
+                    self.rows.push(row("no data".to_owned()));
+                    no_data += 1;
+                    if no_data > self.plan.no_data_retries {
+                        let why = format!(
+                            "step {}/{steps} at {} %: {reason} ({no_data} windows in a row)",
+                            index + 1,
+                            weight_text(weight)
+                        );
+                        return self.roll_back(&why);
+                    }
+                    self.progress.line(&format!(
+                        "step {}/{steps}: {reason}; repeating the step ({no_data} of {} repeats)",
+                        index + 1,
+                        self.plan.no_data_retries
+                    ));
+                }
+                Verdict::Fail(failures) => {
+                    let checks: Vec<&str> = failures.iter().map(|f| f.check()).collect();
+                    self.rows.push(row(format!("FAIL: {}", checks.join(", "))));
+                    let reasons: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
+                    let why = format!(
+                        "step {}/{steps} at {} % failed: {}",
+                        index + 1,
+                        weight_text(weight),
+                        reasons.join("; ")
+                    );
+                    return self.roll_back(&why);
+                }
+            }
+        }
+        self.promote()
+    }
+
+    /// The step to start at, and whether it is paused: where a recorded rollout of the same
+    /// variant left off, or the first.
+    fn start(&mut self) -> anyhow::Result<(usize, bool)> {
+        let recorded = state::load(&self.plan.target, &self.plan.route)?;
+        match recorded {
+            Some(record) if record.state.active() && record.variant == self.plan.variant => {
+                // Resume at the recorded weight: the first step at least that heavy.
+                let weight = record
+                    .step
+                    .checked_sub(1)
+                    .and_then(|i| record.steps.get(i))
+                    .and_then(|w| parse_percent(w).ok())
+                    .unwrap_or(Weight(0));
+                let index = self
+                    .plan
+                    .steps
+                    .iter()
+                    .position(|w| *w >= weight)
+                    .unwrap_or(self.plan.steps.len());
+                self.progress.line(&format!(
+                    "resuming the rollout recorded on {} at step {}/{} ({} %, {})",
+                    self.plan.target,
+                    index + 1,
+                    self.plan.steps.len(),
+                    weight_text(weight),
+                    record.state
+                ));
+                self.record.id = record.id;
+                Ok((index, record.state == State::Paused))
+            }
+            Some(record) if record.state.active() => bail!(
+                "a rollout of variant {:?} is under way on route {:?} (step {}/{}, {}): \
+                 stop it with `canaryctl abort` first",
+                record.variant,
+                record.route,
+                record.step,
+                record.steps.len(),
+                record.state
+            ),
+            _ => {
+                let since_epoch = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.record.id = format!("{}-{}", since_epoch.as_millis(), std::process::id());
+                Ok((0, false))
+            }
+        }
+    }
+
+    /// Records progress; true when this rollout was aborted meanwhile.
+    fn save(&mut self) -> anyhow::Result<bool> {
+        let kept = state::save(&self.plan.target, &self.record)
+            .context("cannot record the rollout's progress")?;
+        Ok(kept.is_some_and(|r| r.id == self.record.id && r.state == State::Aborted))
+    }
+
+    /// Whether this rollout has been aborted.
+    fn aborted(&self) -> anyhow::Result<bool> {
+        let record = state::load(&self.plan.target, &self.plan.route)?;
+        Ok(record.is_some_and(|r| r.id == self.record.id && r.state == State::Aborted))
+    }
+
+    /// Sets the variant's weight, the baseline taking the remainder; the baseline's weight now.
+    fn set_weight(&self, weight: Weight) -> anyhow::Result<Weight> {
+        let change = Change::Set(vec![(self.plan.variant.clone(), weight)]);
+        let update = self
+            .plan
+            .target
+            .update(&|config| change.apply(config, &self.plan.route))
+            .with_context(|| {
+                format!(
+                    "{}: route {:?} not changed to {} {} %",
+                    self.plan.target,
+                    self.plan.route,
+                    self.plan.variant,
+                    weight_text(weight)
+                )
+            })?;
+        debug!(variant = %self.plan.variant, weight = %weight_text(weight), written = update.written, "weight set");
+        let routes = weights::read_routes(&update.config)?;
+        let route = weights::find_route(&routes, &self.plan.route)?;
+        Ok(route
+            .variants
+            .first()
+            .map_or(Weight(0), |baseline| baseline.weight))
+    }
+
+    /// Waits out a step, drawing progress; true when aborted meanwhile.
+    fn wait_step(
+        &mut self,
+        window: Option<&Window>,
+        index: usize,
+        weight: Weight,
+    ) -> anyhow::Result<bool> {
+        let started = Instant::now();
+        let weight = weight_text(weight);
+        let mut live = None;
+        let mut measured_at = Instant::now();
+        loop {
+            let elapsed = started.elapsed();
+            self.progress.tick(&Tick {
+                step: index + 1,
+                steps: self.plan.steps.len(),
+                variant: &self.plan.variant,
+                weight: &weight,
+                elapsed,
+                interval: self.plan.interval,
+                live,
+            });
+            if elapsed >= self.plan.interval {
+                return Ok(false);
+            }
+            std::thread::sleep(self.plan.poll().min(self.plan.interval - elapsed));
+            if self.aborted()? {
+                return Ok(true);
+            }
+            if self.progress.is_terminal() && measured_at.elapsed() >= Duration::from_secs(1) {
+                measured_at = Instant::now();
+                if let Some(window) = window {
+                    let names = [self.plan.variant.as_str(), self.baseline.as_str()];
+                    if let Ok([canary, baseline]) = self
+                        .plan
+                        .source
+                        .measure(window, &self.plan.route, &names)
+                        .as_deref()
+                    {
+                        live = Some((*canary, *baseline));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits at a manual gate for `canaryctl resume`; true when aborted instead.
+    fn pause(&mut self) -> anyhow::Result<bool> {
+        self.progress.line(&format!(
+            "paused at step {}/{} ({} at {} %): waiting for `canaryctl resume --target {} --route {}`",
+            self.record.step,
+            self.record.steps.len(),
+            self.plan.variant,
+            self.record
+                .steps
+                .get(self.record.step.saturating_sub(1))
+                .map_or("?", String::as_str),
+            self.plan.target,
+            self.plan.route
+        ));
+        loop {
+            std::thread::sleep(self.plan.poll());
+            match state::load(&self.plan.target, &self.plan.route)? {
+                Some(r) if r.id == self.record.id => match r.state {
+                    State::Paused => {}
+                    State::Running => {
+                        self.record.state = State::Running;
+                        self.progress.line("resumed");
+                        return Ok(false);
+                    }
+                    State::Aborted => return Ok(true),
+                    other => bail!("the paused rollout was marked {other} by someone else"),
+                },
+                _ => bail!("the rollout record was removed or replaced while paused"),
+            }
+        }
+    }
+
+    fn roll_back(mut self, why: &str) -> anyhow::Result<Outcome> {
+        let baseline_weight = self
+            .set_weight(Weight(0))
+            .context("ROLLBACK FAILED: set the variant's weight to 0 by hand")?;
+        self.record.state = State::RolledBack;
+        self.record.message = Some(why.to_owned());
+        self.save()?;
+        self.report(&format!(
+            "rolled back: {} is back to 0 % ({} {} %); {why}",
+            self.plan.variant,
+            self.baseline,
+            weight_text(baseline_weight)
+        ));
+        Ok(Outcome::RolledBack)
+    }
+
+    fn stop_aborted(mut self) -> anyhow::Result<Outcome> {
+        // `abort` gave the baseline everything; a step written just before it must not stay.
+        self.set_weight(Weight(0))?;
+        self.report(&format!(
+            "aborted by canaryctl abort at step {}/{}: {} is at 0 %",
+            self.record.step,
+            self.record.steps.len(),
+            self.plan.variant
+        ));
+        Ok(Outcome::Aborted)
+    }
+
+    fn promote(mut self) -> anyhow::Result<Outcome> {
+        let change = Change::Promote(self.plan.variant.clone());
+        self.plan
+            .target
+            .update(&|config| change.apply(config, &self.plan.route))
+            .with_context(|| format!("{}: {} not promoted", self.plan.target, self.plan.variant))?;
+        self.record.step = self.record.steps.len() + 1;
+        self.record.state = State::Promoted;
+        self.record.message = None;
+        if self.save()? {
+            return self.stop_aborted();
+        }
+        self.report(&format!(
+            "promoted: {} has 100 % of route {} after {} steps",
+            self.plan.variant,
+            self.plan.route,
+            self.record.steps.len()
+        ));
+        Ok(Outcome::Promoted)
+    }
+
+    fn report(&mut self, summary: &str) {
+        let table = progress::table(&self.rows, &self.plan.variant, &self.baseline);
+        self.progress.line(&format!("\n{table}{summary}"));
+    }
+}

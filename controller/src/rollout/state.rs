@@ -1,0 +1,173 @@
+//! The progress of a rollout, recorded with the target (an annotation on the WasmPlugin, a file
+//! next to the ECDS file: see [`crate::target::record`]) so that a restarted `rollout` resumes
+//! at its step, `resume` lifts a pause and `abort` stops it:
+//!
+//! `{"id":"…","route":"web","variant":"canary","step":2,"steps":["10","50","100"],"state":"running"}`
+
+use serde::{Deserialize, Serialize};
+
+use crate::target::{self, Target};
+
+/// Where a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Running,
+    /// At a manual gate, until `canaryctl resume`.
+    Paused,
+    Promoted,
+    RolledBack,
+    /// Stopped by `canaryctl abort`.
+    Aborted,
+}
+
+impl State {
+    /// Whether a rollout in this state is under way (and so can be resumed or aborted).
+    pub fn active(self) -> bool {
+        matches!(self, State::Running | State::Paused)
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Running => "running",
+            State::Paused => "paused",
+            State::Promoted => "promoted",
+            State::RolledBack => "rolled back",
+            State::Aborted => "aborted",
+        })
+    }
+}
+
+/// A route's rollout record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// Which `rollout` run this is: kept by a run that resumes it.
+    pub id: String,
+    pub route: String,
+    pub variant: String,
+    /// The step under way, from 1; `steps.len() + 1` once every step has passed.
+    pub step: usize,
+    /// The canary weight of each step, as given.
+    pub steps: Vec<String>,
+    pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The route's rollout record; a record that does not parse counts as none.
+pub fn load(target: &Target, route: &str) -> target::Result<Option<Record>> {
+    Ok(target
+        .read_record(route)?
+        .and_then(|text| serde_json::from_str(&text).ok()))
+}
+
+/// Replaces the record with `change(current)`, or leaves it when that is None; redone if someone
+/// else writes the record meanwhile. Returns the record now kept.
+pub fn transition(
+    target: &Target,
+    route: &str,
+    change: &dyn Fn(Option<Record>) -> Option<Record>,
+) -> target::Result<Option<Record>> {
+    let kept = target.update_record(route, &|current| {
+        let current = current.and_then(|text| serde_json::from_str(text).ok());
+        change(current).and_then(|record| serde_json::to_string(&record).ok())
+    })?;
+    Ok(kept.and_then(|text| serde_json::from_str(&text).ok()))
+}
+
+/// Records `record` as this run's progress, unless the run was aborted meanwhile. Returns the
+/// record now kept: `record`, or the aborted one.
+pub fn save(target: &Target, record: &Record) -> target::Result<Option<Record>> {
+    transition(target, &record.route, &|current| match current {
+        Some(current) if current.id == record.id && current.state == State::Aborted => None,
+        _ => Some(record.clone()),
+    })
+}
+
+/// Marks an active rollout of `route` aborted. The aborted record, or None when no rollout was
+/// under way.
+pub fn abort(target: &Target, route: &str) -> target::Result<Option<Record>> {
+    let kept = transition(target, route, &|current| {
+        let mut record = current.filter(|r| r.state.active())?;
+        record.state = State::Aborted;
+        record.message = Some("aborted by canaryctl abort".to_owned());
+        Some(record)
+    })?;
+    Ok(kept.filter(|r| r.state == State::Aborted))
+}
+
+/// Lifts the pause of a paused rollout of `route`. The record now kept.
+pub fn resume(target: &Target, route: &str) -> target::Result<Option<Record>> {
+    transition(target, route, &|current| {
+        let mut record = current.filter(|r| r.state == State::Paused)?;
+        record.state = State::Running;
+        record.message = Some("resumed by canaryctl resume".to_owned());
+        Some(record)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, state: State) -> Record {
+        Record {
+            id: id.into(),
+            route: "web".into(),
+            variant: "canary".into(),
+            step: 2,
+            steps: vec!["10".into(), "50".into(), "100".into()],
+            state,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn the_record_as_json() {
+        let text = serde_json::to_string(&record("a", State::RolledBack)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":"a","route":"web","variant":"canary","step":2,"steps":["10","50","100"],"state":"rolled-back"}"#
+        );
+    }
+
+    #[test]
+    fn transitions_on_a_file_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::File(dir.path().join("filter.json"));
+        assert_eq!(load(&target, "web").unwrap(), None);
+        assert_eq!(abort(&target, "web").unwrap(), None, "nothing to abort");
+
+        save(&target, &record("a", State::Running)).unwrap();
+        assert_eq!(
+            resume(&target, "web").unwrap().unwrap().state,
+            State::Running
+        );
+        save(&target, &record("a", State::Paused)).unwrap();
+        assert_eq!(
+            resume(&target, "web").unwrap().unwrap().state,
+            State::Running
+        );
+
+        let aborted = abort(&target, "web").unwrap().unwrap();
+        assert_eq!(aborted.state, State::Aborted);
+        let kept = save(&target, &record("a", State::Running))
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.state, State::Aborted, "the aborted run cannot go on");
+        let fresh = save(&target, &record("b", State::Running))
+            .unwrap()
+            .unwrap();
+        assert_eq!(fresh.state, State::Running, "a new run starts over it");
+
+        save(&target, &record("b", State::Promoted)).unwrap();
+        assert_eq!(abort(&target, "web").unwrap(), None, "a finished rollout");
+        assert_eq!(
+            load(&target, "web").unwrap().unwrap().state,
+            State::Promoted
+        );
+    }
+}
