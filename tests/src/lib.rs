@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod envoy;
+pub mod prometheus;
 pub mod upstream;
 
 use std::path::PathBuf;

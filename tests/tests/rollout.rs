@@ -1,0 +1,543 @@
+//! `canaryctl rollout` end to end: a real Envoy running the filter, real upstreams, real load,
+//! and a real Prometheus scraping Envoy (or Envoy's admin endpoint directly). canaryctl runs as
+//! its own process — the binary `make build` builds — so a test can read its report and kill it.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use canary_e2e::prometheus::Prometheus;
+use canary_e2e::{client, get, Envoy, Upstream};
+use canaryctl::rollout::state::{self, Record, State};
+use canaryctl::target::Target;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// The canaryctl binary: `$CANARYCTL_BIN`, or the debug build of `make build`.
+fn canaryctl_bin() -> PathBuf {
+    let path = std::env::var_os("CANARYCTL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| canary_e2e::workspace_root().join("target"));
+            target.join("debug/canaryctl")
+        });
+    assert!(
+        path.exists(),
+        "no canaryctl at {}: `make build` builds it (or set CANARYCTL_BIN)",
+        path.display()
+    );
+    path
+}
+
+fn config() -> String {
+    serde_json::json!({
+        "routes": [{
+            "name": "web",
+            "variants": [ { "name": "stable", "weight": 100 }, { "name": "canary", "weight": 0 } ],
+            "stickiness": { "keys": [ { "header": "x-user-id" } ], "salt": "web-rollout" }
+        }]
+    })
+    .to_string()
+}
+
+/// A canary upstream whose failure rate can be changed while it runs.
+struct Canary {
+    addr: std::net::SocketAddr,
+    /// Every n-th request fails with a 500 (0: none).
+    fail_every: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Canary {
+    async fn start() -> Canary {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let fail_every = Arc::new(AtomicU64::new(0));
+        let served = Arc::new(AtomicU64::new(0));
+        let task = {
+            let fail_every = Arc::clone(&fail_every);
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let (fail_every, served) = (Arc::clone(&fail_every), Arc::clone(&served));
+                    tokio::spawn(async move {
+                        let service = service_fn(move |_request| {
+                            let n = served.fetch_add(1, Ordering::Relaxed) + 1;
+                            let every = fail_every.load(Ordering::Relaxed);
+                            let status = if every > 0 && n % every == 0 {
+                                StatusCode::INTERNAL_SERVER_ERROR
+                            } else {
+                                StatusCode::OK
+                            };
+                            let response = Response::builder()
+                                .status(status)
+                                .header("x-upstream", "canary")
+                                .body(Full::new(Bytes::from_static(b"canary")));
+                            async move { Ok::<_, Infallible>(response.expect("response")) }
+                        });
+                        let _ = auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            })
+        };
+        Canary {
+            addr,
+            fail_every,
+            task,
+        }
+    }
+}
+
+impl Drop for Canary {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Requests from many users until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(envoy: &Envoy) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..8)
+            .map(|worker| {
+                let (stop, url) = (Arc::clone(&stop), envoy.url("/"));
+                tokio::spawn(async move {
+                    let client = client();
+                    let deadline = Instant::now() + Duration::from_secs(90);
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        i += 1;
+                        let user = format!("load-{worker}-{}", i % 300);
+                        let _ = get(&client, &url, &[("x-user-id", &user)]).await;
+                    }
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+struct Setup {
+    envoy: Envoy,
+    canary: Canary,
+    _stable: Upstream,
+}
+
+async fn setup_with(canary: Canary) -> Setup {
+    let stable = Upstream::start("stable").await;
+    let envoy = Envoy::builder()
+        .variant("stable", &stable)
+        .variant_at("canary", canary.addr)
+        .plugin_config(&config())
+        .start()
+        .await;
+    Setup {
+        envoy,
+        canary,
+        _stable: stable,
+    }
+}
+
+async fn setup() -> Setup {
+    setup_with(Canary::start().await).await
+}
+
+fn target(envoy: &Envoy) -> String {
+    format!("file:{}", envoy.ecds_path().display())
+}
+
+/// The canary's weight in the live configuration.
+fn canary_weight(envoy: &Envoy) -> f64 {
+    let target: Target = target(envoy).parse().expect("target");
+    let config = target.read().expect("read the ECDS file");
+    config["routes"][0]["variants"][1]["weight"]
+        .as_f64()
+        .expect("a weight")
+}
+
+fn record(envoy: &Envoy) -> Option<Record> {
+    let target: Target = target(envoy).parse().expect("target");
+    state::load(&target, "web").expect("read the record")
+}
+
+/// `canaryctl rollout` on route `web`, variant `canary`, with these options on top.
+fn rollout(envoy: &Envoy, metrics: &str, options: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(canaryctl_bin());
+    command
+        .args(["rollout", "--target", &target(envoy)])
+        .args([
+            "--route",
+            "web",
+            "--variant",
+            "canary",
+            "--metrics",
+            metrics,
+        ])
+        .args(["--progress", "lines", "--min-requests", "20"])
+        .args(options)
+        .env("CANARYCTL_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs canaryctl to the end: exit code, stdout and stderr.
+async fn finish(mut command: tokio::process::Command) -> (i32, String, String) {
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("canaryctl finished within 60 s")
+        .expect("canaryctl ran");
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    eprintln!("canaryctl rollout ({}):\n{out}", output.status);
+    (
+        output.status.code().unwrap_or(-1),
+        out,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn prometheus_source(prometheus: &Prometheus) -> String {
+    format!("prometheus:{}", prometheus.url())
+}
+
+/// Which upstream served each of `n` probe users (one request each).
+async fn served(envoy: &Envoy, n: usize) -> Vec<String> {
+    let client = client();
+    let mut served = Vec::new();
+    for i in 0..n {
+        let user = format!("probe-{i}");
+        let reply = get(&client, &envoy.url("/"), &[("x-user-id", &user)])
+            .await
+            .expect("probe");
+        served.push(reply.upstream.unwrap_or_default());
+    }
+    served
+}
+
+/// 1. A healthy canary goes through every step and is promoted to 100 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_is_promoted_through_every_step() {
+    let s = setup().await;
+    let prometheus = Prometheus::start(&s.envoy.admin_url("")[7..]).await;
+    let load = Load::start(&s.envoy);
+    let options = ["--steps", "10,50,100", "--interval", "3s"];
+    let (code, out, err) =
+        finish(rollout(&s.envoy, &prometheus_source(&prometheus), &options)).await;
+    load.stop().await;
+
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    for step in [
+        "step 1/3 passed",
+        "step 2/3 passed",
+        "step 3/3 passed",
+        "promoted: canary has 100 %",
+    ] {
+        assert!(out.contains(step), "{step:?} missing:\n{out}");
+    }
+    assert_eq!(canary_weight(&s.envoy), 100.0);
+    assert_eq!(record(&s.envoy).map(|r| r.state), Some(State::Promoted));
+    assert!(
+        served(&s.envoy, 50).await.iter().all(|u| u == "canary"),
+        "every user is on the canary"
+    );
+}
+
+/// 2. A canary that starts failing 20 % of its requests at the second step is rolled back to
+/// 0 % within that step's interval; users are back on the baseline; the report names the rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_rolled_back_within_one_interval() {
+    let s = setup().await;
+    let prometheus = Prometheus::start(&s.envoy.admin_url("")[7..]).await;
+    let load = Load::start(&s.envoy);
+    let interval = Duration::from_secs(3);
+    let child = rollout(
+        &s.envoy,
+        &prometheus_source(&prometheus),
+        &["--steps", "10,50,100", "--interval", "3s"],
+    );
+    let run = tokio::spawn(finish(child));
+    // The canary breaks as soon as the second step's weight is live.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while canary_weight(&s.envoy) < 50.0 {
+        assert!(Instant::now() < deadline, "the rollout never reached 50 %");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.canary.fail_every.store(5, Ordering::Relaxed);
+    let broke = Instant::now();
+    let (code, out, err) = run.await.expect("canaryctl task");
+    let took = broke.elapsed();
+    load.stop().await;
+
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        took < interval + Duration::from_secs(2),
+        "rolled back {took:?} after the canary broke; the interval is {interval:?}"
+    );
+    assert!(out.contains("step 1/3 passed"), "{out}");
+    assert!(
+        out.contains("rolled back: canary is back to 0 % (stable 100 %)"),
+        "{out}"
+    );
+    let seen = rate_in_report(&out, "step 2/3 at 50 % failed: error rate ");
+    assert!(
+        (5.0..=40.0).contains(&seen),
+        "error rate {seen} % in:\n{out}"
+    );
+    assert_eq!(canary_weight(&s.envoy), 0.0);
+    let record = record(&s.envoy).expect("a record");
+    assert_eq!(record.state, State::RolledBack);
+    assert!(record.message.unwrap_or_default().contains("error rate"));
+    assert!(
+        served(&s.envoy, 50).await.iter().all(|u| u == "stable"),
+        "every user is back on the baseline"
+    );
+}
+
+/// The percentage right after `prefix` in the report.
+fn rate_in_report(out: &str, prefix: &str) -> f64 {
+    let at = out
+        .find(prefix)
+        .unwrap_or_else(|| panic!("{prefix:?} not in:\n{out}"));
+    out[at + prefix.len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rate after {prefix:?} in:\n{out}"))
+}
+
+/// 3. Without traffic nothing is ever judged healthy: the rollout says there is no data, does
+/// not go past its first step, and takes the canary back to 0 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_traffic_the_rollout_says_no_data_and_does_not_promote() {
+    let s = setup().await;
+    let prometheus = Prometheus::start(&s.envoy.admin_url("")[7..]).await;
+    let options = [
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "2s",
+        "--no-data-retries",
+        "1",
+    ];
+    let (code, out, err) =
+        finish(rollout(&s.envoy, &prometheus_source(&prometheus), &options)).await;
+
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("step 1/3: no data: the canary answered 0 requests"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("step 2/3"),
+        "never past the first step:\n{out}"
+    );
+    assert!(out.contains("rolled back"), "{out}");
+    assert_eq!(canary_weight(&s.envoy), 0.0);
+    let record = record(&s.envoy).expect("a record");
+    assert_eq!(record.state, State::RolledBack);
+    assert!(record.message.unwrap_or_default().contains("no data"));
+}
+
+/// 4. A rollout killed mid-way, started again, resumes at the step it had recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_rollout_resumes_at_its_recorded_step() {
+    let s = setup().await;
+    let load = Load::start(&s.envoy);
+    let metrics = format!("envoy:{}", s.envoy.admin_url(""));
+    let options = ["--steps", "10,30,50,100", "--interval", "2s"];
+    let mut first = rollout(&s.envoy, &metrics, &options)
+        .spawn()
+        .expect("start canaryctl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while record(&s.envoy).map(|r| r.step) != Some(2) {
+        assert!(
+            Instant::now() < deadline,
+            "the rollout never reached step 2"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().await.expect("kill canaryctl");
+    let recorded = record(&s.envoy).expect("a record");
+    assert_eq!((recorded.step, recorded.state), (2, State::Running));
+
+    let (code, out, err) = finish(rollout(&s.envoy, &metrics, &options)).await;
+    load.stop().await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains(&format!(
+            "resuming the rollout recorded on {} at step 2/4 (30 %, running)",
+            target(&s.envoy)
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("step 1/4"), "step 1 is not run again:\n{out}");
+    for step in ["step 2/4 passed", "step 3/4 passed", "step 4/4 passed"] {
+        assert!(out.contains(step), "{step:?} missing:\n{out}");
+    }
+    assert_eq!(canary_weight(&s.envoy), 100.0);
+    let done = record(&s.envoy).expect("a record");
+    assert_eq!((done.state, done.id), (State::Promoted, recorded.id));
+}
+
+/// 5. A canary whose p99 is over the limit is rolled back on the latency check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_canary_is_rolled_back_on_the_latency_check() {
+    let stable = Upstream::start("stable").await;
+    let slow = Upstream::builder("canary")
+        .delay(Duration::from_millis(80))
+        .start()
+        .await;
+    let envoy = Envoy::builder()
+        .variant("stable", &stable)
+        .variant("canary", &slow)
+        .plugin_config(&config())
+        .start()
+        .await;
+    let prometheus = Prometheus::start(&envoy.admin_url("")[7..]).await;
+    let load = Load::start(&envoy);
+    // Envoy merges histograms every 5 s: a 6 s step always sees a merge.
+    let options = [
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "6s",
+        "--max-p99-ms",
+        "40",
+    ];
+    let (code, out, err) = finish(rollout(&envoy, &prometheus_source(&prometheus), &options)).await;
+    load.stop().await;
+
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("failed: p99 latency "), "{out}");
+    assert!(out.contains("is over the maximum 40 ms"), "{out}");
+    assert!(
+        !out.contains("error rate"),
+        "only the latency check failed:\n{out}"
+    );
+    assert!(
+        !out.contains("step 2/3"),
+        "rolled back at the first step:\n{out}"
+    );
+    assert_eq!(canary_weight(&envoy), 0.0);
+}
+
+/// A manual gate holds the rollout until `canaryctl resume`; `canaryctl abort` stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_waits_for_resume_and_abort_stops_the_rollout() {
+    let s = setup().await;
+    let load = Load::start(&s.envoy);
+    let metrics = format!("envoy:{}", s.envoy.admin_url(""));
+    let options = [
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "2s",
+        "--pause-at",
+        "10",
+    ];
+    let run = tokio::spawn(finish(rollout(&s.envoy, &metrics, &options)));
+    let canaryctl = |args: &[&str]| {
+        let mut command = std::process::Command::new(canaryctl_bin());
+        command
+            .args(args)
+            .args(["--target", &target(&s.envoy), "--route", "web"]);
+        command.output().expect("canaryctl ran")
+    };
+
+    let nothing_paused = canaryctl(&["resume"]);
+    assert_eq!(nothing_paused.status.code(), Some(1), "{nothing_paused:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while record(&s.envoy).map(|r| r.state) != Some(State::Paused) {
+        assert!(Instant::now() < deadline, "the rollout never paused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(canary_weight(&s.envoy), 10.0, "held at the gate");
+    let resumed = canaryctl(&["resume"]);
+    assert!(resumed.status.success(), "{resumed:?}");
+
+    while canary_weight(&s.envoy) < 50.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the rollout never went on to 50 %"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let aborted = canaryctl(&["abort"]);
+    assert!(aborted.status.success(), "{aborted:?}");
+    assert!(
+        String::from_utf8_lossy(&aborted.stdout)
+            .contains("the rollout of canary is marked aborted"),
+        "{aborted:?}"
+    );
+    let (code, out, err) = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the rollout stopped soon after abort")
+        .expect("canaryctl task");
+    load.stop().await;
+
+    assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("paused at step 1/3"), "{out}");
+    assert!(
+        out.contains("aborted by canaryctl abort at step 2/3"),
+        "{out}"
+    );
+    assert_eq!(canary_weight(&s.envoy), 0.0);
+    assert_eq!(record(&s.envoy).map(|r| r.state), Some(State::Aborted));
+}
+
+/// The Envoy admin source, with a check relative to the baseline: a canary failing one request
+/// in five from the start is rolled back at the first step on the error-rate ratio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_envoy_admin_source_rolls_back_on_a_relative_check() {
+    let canary = Canary::start().await;
+    canary.fail_every.store(5, Ordering::Relaxed);
+    let s = setup_with(canary).await;
+    let load = Load::start(&s.envoy);
+    let metrics = format!("envoy:{}", s.envoy.admin_url(""));
+    let options = [
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "2s",
+        "--max-error-rate",
+        "1",
+        "--max-error-rate-ratio",
+        "3",
+    ];
+    let (code, out, err) = finish(rollout(&s.envoy, &metrics, &options)).await;
+    load.stop().await;
+
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("step 1/3 at 10 % failed: error rate ratio: 20.00 %"),
+        "{out}"
+    );
+    assert_eq!(canary_weight(&s.envoy), 0.0);
+}
