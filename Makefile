@@ -11,8 +11,9 @@ CARGO         ?= cargo
 
 export ENVOY_BIN   := $(abspath $(ENVOY))
 export CANARY_WASM := $(abspath $(WASM))
+export CANARYCTL_BIN := $(abspath $(TARGET_DIR)/debug/canaryctl)
 
-.PHONY: all build wasm controller test unit e2e lint fmt demo manifests tools wasm-target clean
+.PHONY: all build wasm controller test unit e2e lint fmt demo manifests tools wasm-target prometheus clean
 
 all: build
 
@@ -55,7 +56,12 @@ manifests: controller
 		$(TARGET_DIR)/debug/canaryctl render examples/$$ex.yaml --api $$api > envoyfilter/istio/$$ex.$$api.yaml; \
 	done; done
 
-tools: wasm-target $(ENVOY)
+tools: wasm-target $(ENVOY) prometheus
+
+# The rollout tests run a real Prometheus scraping Envoy.
+prometheus:
+	@command -v prometheus >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
