@@ -2,6 +2,7 @@
 //! real HTTP client. Used by the tests in `tests/tests/` and by the demo.
 
 pub mod bench;
+pub mod canaryctl;
 pub mod envoy;
 pub mod prometheus;
 pub mod upstream;

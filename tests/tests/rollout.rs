@@ -3,13 +3,13 @@
 //! its own process — the binary `make build` builds — so a test can read its report and kill it.
 
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use canary_e2e::canaryctl::canaryctl_bin;
 use canary_e2e::prometheus::Prometheus;
 use canary_e2e::{client, get, Envoy, Upstream};
 use canaryctl::rollout::state::{self, Record, State};
@@ -20,24 +20,6 @@ use hyper::{Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-
-/// The canaryctl binary: `$CANARYCTL_BIN`, or the debug build of `make build`.
-fn canaryctl_bin() -> PathBuf {
-    let path = std::env::var_os("CANARYCTL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| canary_e2e::workspace_root().join("target"));
-            target.join("debug/canaryctl")
-        });
-    assert!(
-        path.exists(),
-        "no canaryctl at {}: `make build` builds it (or set CANARYCTL_BIN)",
-        path.display()
-    );
-    path
-}
 
 fn config() -> String {
     serde_json::json!({

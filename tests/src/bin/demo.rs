@@ -1,9 +1,14 @@
 //! `make demo`: two real upstreams (v1 stable, v2 canary) behind a real Envoy running the
 //! filter, a few thousand simulated users, and what they got: the split, its stickiness,
 //! targeting, the identity cookie, and a live weight change that keeps every canary user.
+//! Last, progressive rollouts with `canaryctl rollout`: a healthy canary promoted step by step,
+//! then a failing canary rolled back, with the live split at every step.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use canary_e2e::canaryctl::canaryctl_bin;
 use canary_e2e::{client, get, variants_of, Envoy, Reply, Upstream};
 
 const USERS: usize = 5_000;
@@ -169,6 +174,106 @@ async fn main() {
         .find(|l| l.contains("configuration rejected"))
     {
         println!("  {}", line.split("wasm log ").last().unwrap_or(line));
+    }
+
+    progressive_rollouts(&envoy).await;
+}
+
+/// `canaryctl rollout` twice, under steady traffic: the healthy v2 promoted step by step, then
+/// a canary that fails one request in five rolled back at its first step.
+async fn progressive_rollouts(envoy: &Envoy) {
+    println!("\nProgressive rollout: canaryctl steps the canary up and checks it at every step");
+    envoy.push_config(&config(0)).await;
+    let traffic = Traffic::start(envoy);
+    let healthy = rollout(envoy).await;
+    traffic.stop().await;
+    println!("  canaryctl exit code: {healthy}\n");
+
+    println!("The same with a broken canary that fails one request in five");
+    let stable = Upstream::start("stable").await;
+    let broken = Upstream::builder("canary").fail_one_in(5).start().await;
+    let envoy = Envoy::builder()
+        .variant("stable", &stable)
+        .variant("canary", &broken)
+        .plugin_config(&config(0))
+        .start()
+        .await;
+    let traffic = Traffic::start(&envoy);
+    let failed = rollout(&envoy).await;
+    traffic.stop().await;
+    let users: Vec<String> = (0..1_000).map(|i| format!("after-{i}")).collect();
+    let after = served(&variants_of(&envoy, &users, 64).await);
+    let on_stable = after.iter().filter(|v| *v == "stable").count();
+    println!(
+        "  canaryctl exit code: {failed}; afterwards {on_stable} of {} users are on stable",
+        after.len()
+    );
+}
+
+/// Runs `canaryctl rollout` on route `web` with the Envoy admin endpoint as metrics source,
+/// showing its output as it comes; its exit code.
+async fn rollout(envoy: &Envoy) -> i32 {
+    let target = format!("file:{}", envoy.ecds_path().display());
+    let metrics = format!("envoy:{}", envoy.admin_url(""));
+    let args = [
+        "rollout",
+        "--target",
+        &target,
+        "--route",
+        "web",
+        "--variant",
+        "canary",
+        "--steps",
+        "10,25,50,100",
+        "--interval",
+        "2s",
+        "--metrics",
+        &metrics,
+        "--max-error-rate",
+        "0.05",
+        "--min-requests",
+        "20",
+    ];
+    println!("  $ canaryctl {}\n", args.join(" "));
+    let status = tokio::process::Command::new(canaryctl_bin())
+        .args(args)
+        .status()
+        .await;
+    status.ok().and_then(|s| s.code()).unwrap_or(-1)
+}
+
+/// Steady requests from many users until stopped.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(envoy: &Envoy) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..8)
+            .map(|worker| {
+                let (stop, url) = (Arc::clone(&stop), envoy.url("/"));
+                tokio::spawn(async move {
+                    let client = client();
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        i += 1;
+                        let user = format!("live-{worker}-{}", i % 500);
+                        let _ = get(&client, &url, &[("x-user-id", &user)]).await;
+                    }
+                })
+            })
+            .collect();
+        Traffic { stop, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 
