@@ -37,6 +37,23 @@ unit:
 e2e: tools build
 	$(CARGO) test -p canary-e2e
 
+## fuzz: every fuzz target for FUZZ_SECONDS (default 60) each, on nightly with overflow checks.
+## New inputs land in filter/fuzz/corpus/<target>, a crash in filter/fuzz/artifacts/<target>;
+## `cargo test` replays the committed corpus on stable.
+FUZZ_TARGETS := config cookies stream
+FUZZ_SECONDS ?= 60
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd filter/fuzz && for target in $(FUZZ_TARGETS); do \
+		cargo +nightly fuzz run --debug-assertions $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
+## soak: 5 minutes of load through Envoy while canaryctl pushes 300 changes, 10 % invalid
+## (`make test` runs a 30-second version)
+soak: tools build
+	SOAK_SECONDS=300 $(CARGO) test -p canary-e2e --test soak -- --nocapture
+
 ## lint: formatting and clippy (native and wasm), warnings are errors
 lint: wasm-target
 	$(CARGO) fmt --all -- --check

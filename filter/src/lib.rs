@@ -18,6 +18,9 @@ pub mod table;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+#[cfg(feature = "testing")]
+pub mod fuzzing;
+
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 

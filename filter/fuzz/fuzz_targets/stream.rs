@@ -1,0 +1,5 @@
+//! Fuzz target `stream`: the body is [`canary_filter::fuzzing::stream`], which the corpus replay
+//! test runs too.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| canary_filter::fuzzing::stream(data));
