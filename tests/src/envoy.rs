@@ -40,6 +40,7 @@ pub struct EnvoyBuilder {
     log_level: Option<String>,
     cpus: Option<String>,
     module: Option<PathBuf>,
+    request_header_limits: Option<(u32, u32)>,
 }
 
 /// How the listener routes: through the filter (the default), or without it for comparison.
@@ -108,18 +109,28 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Raises Envoy's limits on request headers (default 60 KiB and 100 headers, beyond which
+    /// Envoy answers 431 before any filter runs) to `kib` KiB and `count` headers.
+    pub fn request_header_limits(mut self, kib: u32, count: u32) -> Self {
+        self.request_header_limits = Some((kib, count));
+        self
+    }
+
     /// Starts Envoy and waits until it serves with the filter configured.
     pub async fn start(self) -> Envoy {
         let dir = tempfile::tempdir().expect("temp dir");
         let ecds_dir = dir.path().join("ecds");
         std::fs::create_dir(&ecds_dir).expect("ecds dir");
         let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
-        let bootstrap = bootstrap(
+        let mut bootstrap = bootstrap(
             &format!("e2e-{}-{n}", std::process::id()),
             &self.variants,
             &ecds_dir,
             &self.routing,
         );
+        if let Some((kib, count)) = self.request_header_limits {
+            set_request_header_limits(&mut bootstrap, kib, count);
+        }
         let bootstrap_path = dir.path().join("envoy.json");
         std::fs::write(&bootstrap_path, bootstrap.to_string()).expect("write bootstrap");
         let mut envoy = Envoy {
@@ -168,6 +179,19 @@ impl EnvoyBuilder {
         envoy.wait_until_serving(&admin_path).await;
         envoy
     }
+}
+
+/// Sets the listener's `max_request_headers_kb` and `max_headers_count`.
+fn set_request_header_limits(bootstrap: &mut Value, kib: u32, count: u32) {
+    let manager = bootstrap
+        .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config")
+        .and_then(Value::as_object_mut)
+        .expect("the HTTP connection manager");
+    manager.insert("max_request_headers_kb".into(), json!(kib));
+    manager.insert(
+        "common_http_protocol_options".into(),
+        json!({ "max_headers_count": count }),
+    );
 }
 
 fn taskset_installed() -> bool {
@@ -302,6 +326,7 @@ impl Envoy {
             log_level: None,
             cpus: None,
             module: None,
+            request_header_limits: None,
         }
     }
 

@@ -131,3 +131,16 @@ pub async fn variants_of(envoy: &Envoy, users: &[String], concurrency: usize) ->
     })
     .await
 }
+
+/// The lines of an Envoy log that show the filter failing at run time: its panic hook's message
+/// (`[canary] panic: …`, logged at critical) or the VM trapping in a callback. Envoy's own
+/// critical lines about a refused configuration failing to load are not among them.
+pub fn filter_failures(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| {
+            line.contains("[canary] panic")
+                || line.contains("Function: proxy_on_")
+                || line.contains("RuntimeError")
+        })
+        .collect()
+}

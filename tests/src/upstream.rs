@@ -24,6 +24,9 @@ use tokio::task::JoinHandle;
 pub const UPSTREAM_HEADER: &str = "x-upstream";
 /// Header echoing the decision header the upstream received.
 pub const SEEN_VARIANT_HEADER: &str = "x-seen-variant";
+/// Request headers an upstream accepts (hyper's default is 100), so that whatever Envoy
+/// forwards reaches it.
+pub const MAX_REQUEST_HEADERS: usize = 1000;
 
 #[derive(Debug, Clone, Default)]
 struct Behaviour {
@@ -74,7 +77,9 @@ impl UpstreamBuilder {
                     let service = service_fn(move |req| {
                         respond(Arc::clone(&behaviour), Arc::clone(&served), req)
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder.http1().max_headers(MAX_REQUEST_HEADERS);
+                    let _ = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
