@@ -1,0 +1,255 @@
+//! `canaryctl serve`: the control sidecar. An HTTP API that changes weights on the target, an
+//! ECDS gRPC server that pushes the filter's configuration to every connected Envoy and tracks
+//! their ACKs and NACKs, the filter module at `/filter.wasm`, `/metrics`, `/healthz` and
+//! `/readyz`. SIGTERM or SIGINT stops it gracefully.
+//!
+//! The target stays the only source of truth: an API change is written to it (validated by the
+//! filter's own parser first) and what it then holds is pushed. A restarted controller reads it
+//! back, so reconnecting Envoys get the version they already serve.
+
+mod api;
+mod auth;
+mod fleet;
+mod metrics;
+mod module;
+mod resource;
+mod store;
+mod xds;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+pub use self::auth::Token;
+pub use self::fleet::{EnvoyStatus, Nack};
+pub use self::module::Module;
+pub use self::resource::{Resource, ResourceError};
+pub use self::store::{Snapshot, StoreError};
+use crate::args::TargetArg;
+use crate::target::Target;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub target: TargetArg,
+    /// Address of the HTTP API, module, metrics and probes.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Address of the ECDS gRPC server (needs a file: target).
+    #[arg(long, default_value = "0.0.0.0:18000")]
+    pub grpc_listen: SocketAddr,
+    /// The filter module to serve at /filter.wasm.
+    #[arg(long, value_name = "PATH")]
+    pub module: Option<PathBuf>,
+    /// A file holding the bearer token that mutating API calls need.
+    #[arg(long, value_name = "PATH", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// The bearer token (prefer --token-file: the environment is easier to leak).
+    #[arg(long, env = "CANARYCTL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How often the target is read for changes made by others, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub poll_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("a server task failed: {0}")]
+    Task(String),
+}
+
+/// What a server is started with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub target: Target,
+    pub listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+    pub module: Option<Module>,
+    pub token: Token,
+    pub poll: Duration,
+}
+
+/// A running server.
+pub struct Server {
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    ready: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl Server {
+    /// Reads the target, binds both listeners and starts serving.
+    pub async fn start(config: Config) -> Result<Server, ServeError> {
+        let store = Arc::new(store::Store::open(config.target).await?);
+        let fleet = Arc::new(fleet::Fleet::default());
+        let (stop, stopped) = watch::channel(false);
+        let ready = Arc::new(AtomicBool::new(true));
+
+        let http = bind(config.listen).await?;
+        let grpc = bind(config.grpc_listen).await?;
+        let (http_addr, grpc_addr) = (local_addr(&http)?, local_addr(&grpc)?);
+
+        let router = api::router(api::Api {
+            store: Arc::clone(&store),
+            fleet: Arc::clone(&fleet),
+            token: Arc::new(config.token),
+            module: config.module.map(Arc::new),
+            ready: Arc::clone(&ready),
+        });
+        let mut tasks = Vec::new();
+        let http_stop = until_stopped(stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            axum::serve(http, router)
+                .with_graceful_shutdown(http_stop)
+                .await
+                .map_err(|e| ServeError::Task(format!("HTTP server: {e}")))
+        }));
+        let ecds = xds::Ecds::service(store.subscribe(), Arc::clone(&fleet), stopped.clone());
+        let grpc_stop = until_stopped(stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(ecds)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), grpc_stop)
+                .await
+                .map_err(|e| ServeError::Task(format!("gRPC server: {e}")))
+        }));
+        let (poll, watcher) = (config.poll, Arc::clone(&store));
+        let watch_stop = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            watcher.watch(poll, watch_stop).await;
+            Ok(())
+        }));
+        info!(http = %http_addr, grpc = %grpc_addr, target = %store.target(), "serving");
+        Ok(Server {
+            http_addr,
+            grpc_addr,
+            stop,
+            ready,
+            tasks,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Stops accepting, closes the ECDS streams, lets in-flight requests finish.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.ready.store(false, Ordering::Relaxed);
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.await.map_err(|e| ServeError::Task(e.to_string()))??;
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| ServeError::Listen { addr, error })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServeError> {
+    listener.local_addr().map_err(|error| ServeError::Listen {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        error,
+    })
+}
+
+async fn until_stopped(mut stop: watch::Receiver<bool>) {
+    stopped(&mut stop).await;
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = config(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let server = Server::start(config).await?;
+        println!(
+            "serving: http {} grpc {}",
+            server.http_addr(),
+            server.grpc_addr()
+        );
+        termination().await?;
+        info!("shutting down");
+        server.shutdown().await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn config(args: ServeArgs) -> anyhow::Result<Config> {
+    let target: Target = args.target.target.parse()?;
+    let secret = match (&args.token_file, &args.token) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?,
+        (None, Some(token)) => token.clone(),
+        (None, None) => anyhow::bail!(
+            "a bearer token is required for the mutating API calls: --token-file PATH or CANARYCTL_TOKEN"
+        ),
+    };
+    let token = Token::new(&secret).context("the bearer token is empty")?;
+    let module = args
+        .module
+        .as_deref()
+        .map(|path| {
+            Module::read(path).with_context(|| format!("cannot read the module {}", path.display()))
+        })
+        .transpose()?;
+    if matches!(target, Target::Kube { .. }) {
+        warn!(
+            "a kube:// target is delivered by istiod; the ECDS gRPC server will push no resource"
+        );
+    }
+    Ok(Config {
+        target,
+        listen: args.listen,
+        grpc_listen: args.grpc_listen,
+        module,
+        token,
+        poll: Duration::from_millis(args.poll_ms.max(50)),
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

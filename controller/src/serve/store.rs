@@ -1,0 +1,198 @@
+//! The live configuration, read from the target (the only source of truth) and published to
+//! the gRPC streams and the API as a [`Snapshot`].
+//!
+//! Changes from the API go through the target's read → edit → validate → write cycle; the
+//! target is then read back and the new snapshot published. The target is also polled, so an
+//! edit made by someone else (an operator, `canaryctl set-weight`, a rollout) is pushed too.
+//! A configuration the filter's parser rejects is never published: the last good snapshot
+//! stays, and the error is kept for `/readyz` and the API.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use super::resource::{self, Resource, ResourceError};
+use crate::target::{self, Target};
+use crate::weights::Change;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Target(#[from] target::Error),
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path}: {error}")]
+    Resource { path: String, error: ResourceError },
+    #[error("{0}: the filter rejects the live configuration:\n{1}")]
+    Invalid(String, canary_filter::ConfigErrors),
+    #[error("the target task failed: {0}")]
+    Task(String),
+}
+
+/// One version of the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The content version: the resource's for an ECDS file, else the plugin configuration's.
+    pub version: String,
+    pub plugin_config: Value,
+    /// The ECDS resource, for a `file:` target; a Kubernetes target is delivered by istiod.
+    pub resource: Option<Resource>,
+}
+
+pub struct Store {
+    target: Target,
+    published: watch::Sender<Arc<Snapshot>>,
+    /// Why the target's current content was not published, if it was not.
+    last_error: Mutex<Option<String>>,
+    /// One change or reload at a time.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl Store {
+    /// Reads the target; fails if it holds nothing the filter would accept.
+    pub async fn open(target: Target) -> Result<Store, StoreError> {
+        let snapshot = load_blocking(target.clone()).await?;
+        info!(target = %target, version = %snapshot.version, "configuration loaded");
+        Ok(Store {
+            target,
+            published: watch::Sender::new(Arc::new(snapshot)),
+            last_error: Mutex::new(None),
+            writing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.published.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.published.subscribe()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Applies `change` to `route` on the target, then publishes what the target now holds.
+    pub async fn change(&self, route: &str, change: Change) -> Result<Arc<Snapshot>, StoreError> {
+        let _writing = self.writing.lock().await;
+        let (target, route) = (self.target.clone(), route.to_owned());
+        tokio::task::spawn_blocking(move || target.update(&|config| change.apply(config, &route)))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        self.reload_locked().await
+    }
+
+    /// Reads the target again and publishes it if it changed and the filter accepts it.
+    pub async fn reload(&self) -> Result<Arc<Snapshot>, StoreError> {
+        let _writing = self.writing.lock().await;
+        self.reload_locked().await
+    }
+
+    async fn reload_locked(&self) -> Result<Arc<Snapshot>, StoreError> {
+        match load_blocking(self.target.clone()).await {
+            Ok(snapshot) => {
+                self.set_error(None);
+                self.published.send_if_modified(|current| {
+                    if current.version == snapshot.version {
+                        return false;
+                    }
+                    info!(target = %self.target, from = %current.version, to = %snapshot.version, "configuration changed");
+                    *current = Arc::new(snapshot);
+                    true
+                });
+                Ok(self.current())
+            }
+            Err(error) => {
+                self.set_error(Some(error.to_string()));
+                Err(error)
+            }
+        }
+    }
+
+    fn set_error(&self, error: Option<String>) {
+        if let Ok(mut last) = self.last_error.lock() {
+            if error.is_some() && *last != error {
+                error!(target = %self.target, error = error.as_deref().unwrap_or_default(), "live configuration not published; the last good one stays");
+            }
+            *last = error;
+        }
+    }
+
+    /// Reloads every `interval` until `stop` turns true.
+    pub async fn watch(&self, interval: Duration, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = super::stopped(&mut stop) => return,
+                () = tokio::time::sleep(interval) => {
+                    let _ = self.reload().await;
+                }
+            }
+        }
+    }
+}
+
+async fn load_blocking(target: Target) -> Result<Snapshot, StoreError> {
+    tokio::task::spawn_blocking(move || load(&target))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+fn load(target: &Target) -> Result<Snapshot, StoreError> {
+    let (plugin_config, resource) = match target {
+        Target::File(path) => {
+            let document = read_document(path)?;
+            let at = |error| StoreError::Resource {
+                path: path.display().to_string(),
+                error,
+            };
+            let resource = Resource::from_document(&document).map_err(at)?;
+            (
+                resource::plugin_config(&document).map_err(at)?,
+                Some(resource),
+            )
+        }
+        Target::Kube { .. } => (target.read()?, None),
+    };
+    canary_filter::config::from_value(plugin_config.clone())
+        .map_err(|errors| StoreError::Invalid(target.to_string(), errors))?;
+    let version = match &resource {
+        Some(resource) => resource.version.clone(),
+        None => {
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::digest(plugin_config.to_string().as_bytes());
+            hex::encode(digest).chars().take(16).collect()
+        }
+    };
+    Ok(Snapshot {
+        version,
+        plugin_config,
+        resource,
+    })
+}
+
+/// An ECDS file, JSON or YAML by its extension as Envoy reads it.
+fn read_document(path: &Path) -> Result<Value, StoreError> {
+    let read_error = |reason: String| StoreError::Read {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| read_error(e.to_string()))?;
+    let yaml = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    if yaml {
+        serde_yaml::from_slice(&bytes).map_err(|e| read_error(e.to_string()))
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| read_error(e.to_string()))
+    }
+}
