@@ -1,5 +1,6 @@
 //! A real Envoy process running the built filter, configured the way a standalone deployment
-//! is: the filter's configuration comes from an ECDS file in a watched directory.
+//! is: the filter's configuration comes from an ECDS file in a watched directory, or (with
+//! [`EnvoyBuilder::ecds_grpc`]) from an ECDS gRPC server such as `canaryctl serve`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,6 +19,10 @@ pub const FILTER_NAME: &str = "canary";
 /// The decision header the test configurations use.
 pub const DECISION_HEADER: &str = "x-canary-variant";
 const ECDS_FILE: &str = "filter.json";
+/// The cluster that reaches the ECDS gRPC server, in [`EnvoyBuilder::ecds_grpc`] mode.
+pub const ECDS_GRPC_CLUSTER: &str = "canaryctl";
+/// The cluster a remote module is fetched through ([`EnvoyBuilder::module_server`]).
+pub const MODULE_CLUSTER: &str = "canary-module";
 
 static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
@@ -40,6 +45,10 @@ pub struct EnvoyBuilder {
     log_level: Option<String>,
     cpus: Option<String>,
     module: Option<PathBuf>,
+    ecds_grpc: Option<std::net::SocketAddr>,
+    remote_module: Option<(String, String)>,
+    module_server: Option<std::net::SocketAddr>,
+    current_dir: Option<PathBuf>,
     request_header_limits: Option<(u32, u32)>,
 }
 
@@ -109,6 +118,34 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Takes the filter's configuration from an ECDS gRPC server at `addr` (state of the world,
+    /// cluster [`ECDS_GRPC_CLUSTER`], HTTP/2) instead of the ECDS file.
+    pub fn ecds_grpc(mut self, addr: std::net::SocketAddr) -> Self {
+        self.ecds_grpc = Some(addr);
+        self
+    }
+
+    /// Adds the cluster [`MODULE_CLUSTER`], reaching an HTTP server at `addr` that serves the
+    /// module, for a configuration whose module is `remote`.
+    pub fn module_server(mut self, addr: std::net::SocketAddr) -> Self {
+        self.module_server = Some(addr);
+        self
+    }
+
+    /// In ECDS file mode, the module is fetched from `uri` through [`MODULE_CLUSTER`] (see
+    /// [`EnvoyBuilder::module_server`]) and checked against `sha256`.
+    pub fn remote_module(mut self, uri: &str, sha256: &str) -> Self {
+        self.remote_module = Some((uri.to_owned(), sha256.to_owned()));
+        self
+    }
+
+    /// Runs Envoy in this working directory (relative paths in its configuration resolve
+    /// there).
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.current_dir = Some(dir.to_owned());
+        self
+    }
+
     /// Raises Envoy's limits on request headers (default 60 KiB and 100 headers, beyond which
     /// Envoy answers 431 before any filter runs) to `kib` KiB and `count` headers.
     pub fn request_header_limits(mut self, kib: u32, count: u32) -> Self {
@@ -122,17 +159,29 @@ impl EnvoyBuilder {
         let ecds_dir = dir.path().join("ecds");
         std::fs::create_dir(&ecds_dir).expect("ecds dir");
         let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
-        let mut bootstrap = bootstrap(
-            &format!("e2e-{}-{n}", std::process::id()),
-            &self.variants,
-            &ecds_dir,
-            &self.routing,
-        );
+        let node = format!("e2e-{}-{n}", std::process::id());
+        let mut bootstrap = bootstrap(&node, &self.variants, &ecds_dir, &self.routing);
+        if let Some(addr) = self.ecds_grpc {
+            use_ecds_grpc(&mut bootstrap, addr);
+        }
         if let Some((kib, count)) = self.request_header_limits {
             set_request_header_limits(&mut bootstrap, kib, count);
         }
+        if let Some(addr) = self.module_server {
+            add_cluster(&mut bootstrap, MODULE_CLUSTER, addr, false);
+        }
         let bootstrap_path = dir.path().join("envoy.json");
         std::fs::write(&bootstrap_path, bootstrap.to_string()).expect("write bootstrap");
+        let module = match (self.remote_module, self.module) {
+            (Some((uri, sha256)), _) => ModuleSource::Remote {
+                uri,
+                cluster: MODULE_CLUSTER.to_owned(),
+                sha256,
+            },
+            (None, module) => {
+                ModuleSource::Local(module.unwrap_or_else(wasm_path).display().to_string())
+            }
+        };
         let mut envoy = Envoy {
             dir,
             ecds_dir,
@@ -141,15 +190,47 @@ impl EnvoyBuilder {
             listener: String::new(),
             client: crate::client(),
             filtered: self.routing == Routing::Filter,
-            module: self.module.unwrap_or_else(wasm_path),
+            module,
+            node,
+            launch: Launch {
+                bootstrap: bootstrap_path,
+                concurrency: self.concurrency,
+                log_level: self.log_level,
+                cpus: self.cpus,
+                current_dir: self.current_dir,
+            },
         };
-        if envoy.filtered {
+        if envoy.filtered && self.ecds_grpc.is_none() {
             envoy.write_ecds(&self.plugin_config);
         }
+        envoy.spawn().await;
+        envoy
+    }
+}
 
-        let admin_path = envoy.dir.path().join("admin-address");
-        let log = std::fs::File::create(envoy.log_path()).expect("log file");
-        let mut command = match self.cpus.as_deref().filter(|_| taskset_installed()) {
+/// How the Envoy process is run, kept for [`Envoy::restart`].
+struct Launch {
+    bootstrap: PathBuf,
+    concurrency: u32,
+    log_level: Option<String>,
+    cpus: Option<String>,
+    current_dir: Option<PathBuf>,
+}
+
+impl Envoy {
+    /// Starts the Envoy process and waits until it serves.
+    async fn spawn(&mut self) {
+        let launch = &self.launch;
+        let admin_path = self.dir.path().join("admin-address");
+        let _ = std::fs::remove_file(&admin_path);
+        self.admin.clear();
+        self.listener.clear();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let mut command = match launch.cpus.as_deref().filter(|_| taskset_installed()) {
             Some(cpus) => {
                 // taskset execs Envoy, so the child's pid is Envoy's.
                 let mut c = Command::new("taskset");
@@ -158,14 +239,17 @@ impl EnvoyBuilder {
             }
             None => Command::new(envoy_bin()),
         };
-        let log_args = match &self.log_level {
+        let log_args = match &launch.log_level {
             Some(level) => vec!["-l", level.as_str()],
             None => vec!["-l", "info", "--component-log-level", "wasm:debug"],
         };
+        if let Some(dir) = &launch.current_dir {
+            command.current_dir(dir);
+        }
         let child = command
             .arg("-c")
-            .arg(&bootstrap_path)
-            .args(["--concurrency", &self.concurrency.to_string()])
+            .arg(&launch.bootstrap)
+            .args(["--concurrency", &launch.concurrency.to_string()])
             .arg("--admin-address-path")
             .arg(&admin_path)
             .arg("--disable-hot-restart")
@@ -175,10 +259,56 @@ impl EnvoyBuilder {
             .stderr(log)
             .spawn()
             .expect("start envoy");
-        envoy.process = Some(child);
-        envoy.wait_until_serving(&admin_path).await;
-        envoy
+        self.process = Some(child);
+        self.wait_until_serving(&admin_path).await;
     }
+}
+
+/// Points the canary filter's `config_discovery` at an ECDS gRPC server at `addr`.
+fn use_ecds_grpc(bootstrap: &mut Value, addr: std::net::SocketAddr) {
+    let source = bootstrap
+        .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters/0/config_discovery/config_source")
+        .expect("the canary filter's config_source");
+    *source = json!({
+        "api_config_source": {
+            "api_type": "GRPC",
+            "transport_api_version": "V3",
+            "grpc_services": [{ "envoy_grpc": {
+                "cluster_name": ECDS_GRPC_CLUSTER,
+                "retry_policy": { "retry_back_off": { "base_interval": "0.1s", "max_interval": "0.5s" } },
+            } }],
+        },
+        "resource_api_version": "V3",
+    });
+    add_cluster(bootstrap, ECDS_GRPC_CLUSTER, addr, true);
+}
+
+/// Adds a STATIC cluster to one address; `http2` for gRPC.
+fn add_cluster(bootstrap: &mut Value, name: &str, addr: std::net::SocketAddr, http2: bool) {
+    let mut cluster = json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": { "socket_address": {
+                "address": addr.ip().to_string(), "port_value": addr.port()
+            } } } }] }],
+        },
+    });
+    if http2 {
+        cluster["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} },
+            }
+        });
+    }
+    bootstrap
+        .pointer_mut("/static_resources/clusters")
+        .and_then(Value::as_array_mut)
+        .expect("clusters")
+        .push(cluster);
 }
 
 /// Sets the listener's `max_request_headers_kb` and `max_headers_count`.
@@ -313,7 +443,10 @@ pub struct Envoy {
     /// Whether the canary filter is in the chain (and so ECDS in use).
     filtered: bool,
     /// The filter module the ECDS resource names.
-    module: PathBuf,
+    module: ModuleSource,
+    /// The bootstrap's `node.id`.
+    node: String,
+    launch: Launch,
 }
 
 impl Envoy {
@@ -326,8 +459,24 @@ impl Envoy {
             log_level: None,
             cpus: None,
             module: None,
+            ecds_grpc: None,
+            remote_module: None,
+            module_server: None,
+            current_dir: None,
             request_header_limits: None,
         }
+    }
+
+    /// The bootstrap's `node.id`, as an ECDS server sees this Envoy.
+    pub fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    /// Stops the Envoy process and starts it again with the same bootstrap (same `node.id`),
+    /// waiting until it serves; its listener and admin addresses change.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
     }
 
     /// The Envoy process id, while it runs.
@@ -366,8 +515,7 @@ impl Envoy {
 
     /// Writes a plugin configuration to the ECDS file, as an atomic rename.
     pub fn write_ecds(&self, plugin_config: &str) {
-        let module = ModuleSource::Local(self.module.display().to_string());
-        let document = ecds::document(FILTER_NAME, &module, plugin_config);
+        let document = ecds::document(FILTER_NAME, &self.module, plugin_config);
         let tmp = self.ecds_dir.join(".filter.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&document).expect("json"))
             .expect("write ecds");
