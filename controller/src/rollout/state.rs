@@ -90,23 +90,41 @@ pub fn save(target: &Target, record: &Record) -> target::Result<Option<Record>> 
 /// Marks an active rollout of `route` aborted. The aborted record, or None when no rollout was
 /// under way.
 pub fn abort(target: &Target, route: &str) -> target::Result<Option<Record>> {
-    let kept = transition(target, route, &|current| {
-        let mut record = current.filter(|r| r.state.active())?;
-        record.state = State::Aborted;
-        record.message = Some("aborted by canaryctl abort".to_owned());
-        Some(record)
-    })?;
-    Ok(kept.filter(|r| r.state == State::Aborted))
+    changed(target, route, &|mut record| {
+        record.state.active().then(|| {
+            record.state = State::Aborted;
+            record.message = Some("aborted by canaryctl abort".to_owned());
+            record
+        })
+    })
 }
 
-/// Lifts the pause of a paused rollout of `route`. The record now kept.
+/// Lifts the pause of a paused rollout of `route`. The resumed record, or None when no rollout
+/// was paused.
 pub fn resume(target: &Target, route: &str) -> target::Result<Option<Record>> {
-    transition(target, route, &|current| {
-        let mut record = current.filter(|r| r.state == State::Paused)?;
-        record.state = State::Running;
-        record.message = Some("resumed by canaryctl resume".to_owned());
-        Some(record)
+    changed(target, route, &|mut record| {
+        (record.state == State::Paused).then(|| {
+            record.state = State::Running;
+            record.message = Some("resumed by canaryctl resume".to_owned());
+            record
+        })
     })
+}
+
+/// Applies `change` to the record, if there is one; the changed record, or None when `change`
+/// left it alone.
+fn changed(
+    target: &Target,
+    route: &str,
+    change: &dyn Fn(Record) -> Option<Record>,
+) -> target::Result<Option<Record>> {
+    let made = std::cell::RefCell::new(None);
+    transition(target, route, &|current| {
+        let new = current.and_then(change);
+        made.replace(new.clone());
+        new
+    })?;
+    Ok(made.into_inner())
 }
 
 #[cfg(test)]
@@ -142,10 +160,7 @@ mod tests {
         assert_eq!(abort(&target, "web").unwrap(), None, "nothing to abort");
 
         save(&target, &record("a", State::Running)).unwrap();
-        assert_eq!(
-            resume(&target, "web").unwrap().unwrap().state,
-            State::Running
-        );
+        assert_eq!(resume(&target, "web").unwrap(), None, "not paused");
         save(&target, &record("a", State::Paused)).unwrap();
         assert_eq!(
             resume(&target, "web").unwrap().unwrap().state,
@@ -154,6 +169,7 @@ mod tests {
 
         let aborted = abort(&target, "web").unwrap().unwrap();
         assert_eq!(aborted.state, State::Aborted);
+        assert_eq!(abort(&target, "web").unwrap(), None, "already aborted");
         let kept = save(&target, &record("a", State::Running))
             .unwrap()
             .unwrap();
