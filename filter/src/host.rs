@@ -21,8 +21,8 @@ pub enum MetricKind {
 pub trait Host {
     /// The first value of request header `name` (lowercase).
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
-    /// Every value of request header `name`, in order.
-    fn request_header_values(&self, name: &str) -> Vec<Vec<u8>>;
+    /// Every request header (lowercase names), in order, in one call.
+    fn request_headers(&self) -> Vec<(String, Vec<u8>)>;
     /// Sets request header `name` to `value`, replacing every value; `None` removes it.
     fn set_request_header(&self, name: &str, value: Option<&[u8]>);
     /// Asks the host to pick the route again after the headers changed.

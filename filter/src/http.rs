@@ -78,15 +78,15 @@ impl Stream {
     pub fn on_request_headers(&mut self, host: &impl Host) {
         let plugin = Rc::clone(&self.plugin);
         let header = plugin.table.decision_header.as_str();
-        let client_sent = host.request_header(header).is_some();
+        let request = HostRequest {
+            host,
+            headers: OnceCell::new(),
+        };
+        let client_sent = request.header(header).is_some();
         if client_sent {
             host.set_request_header(header, None);
         }
 
-        let request = HostRequest {
-            host,
-            cookies: OnceCell::new(),
-        };
         let decision = plugin.table.decide(&request, |buf| host.random(buf));
         let Some(decision) = decision else {
             if client_sent {
@@ -161,23 +161,37 @@ impl Stream {
     }
 }
 
-/// The request as the decision core sees it, read from the host on demand.
+/// The request as the decision core sees it.
+///
+/// Its headers are read from the host in one call, the first time one is asked for: a call
+/// into the host costs more than scanning a dozen headers, and a request is decided from
+/// several (`:authority`, `:path`, the decision header, identity keys, targeting sources).
 struct HostRequest<'h, H> {
     host: &'h H,
-    /// Every `cookie` header value, fetched once, the first time a cookie is asked for.
-    cookies: OnceCell<Vec<Vec<u8>>>,
+    headers: OnceCell<Vec<(String, Vec<u8>)>>,
+}
+
+impl<H: Host> HostRequest<'_, H> {
+    fn headers(&self) -> &[(String, Vec<u8>)] {
+        self.headers.get_or_init(|| self.host.request_headers())
+    }
 }
 
 impl<H: Host> RequestView for HostRequest<'_, H> {
     fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        self.host.request_header(name).map(Cow::Owned)
+        self.headers()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| Cow::Borrowed(v.as_slice()))
     }
 
     fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        let headers = self
-            .cookies
-            .get_or_init(|| self.host.request_header_values("cookie"));
-        crate::cookie::find(headers.iter().map(Vec::as_slice), name.as_bytes()).map(Cow::Borrowed)
+        let cookies = self
+            .headers()
+            .iter()
+            .filter(|(n, _)| n == "cookie")
+            .map(|(_, v)| v.as_slice());
+        crate::cookie::find(cookies, name.as_bytes()).map(Cow::Borrowed)
     }
 }
 

@@ -113,13 +113,8 @@ impl Host for MockHost {
             .map(|(_, v)| v.clone())
     }
 
-    fn request_header_values(&self, name: &str) -> Vec<Vec<u8>> {
-        self.request
-            .borrow()
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .collect()
+    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.request.borrow().clone()
     }
 
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
@@ -198,8 +193,11 @@ impl RequestView for MockHost {
     }
 
     fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        let headers = self.request_header_values("cookie");
-        crate::cookie::find(headers.iter().map(Vec::as_slice), name.as_bytes())
-            .map(|v| Cow::Owned(v.to_vec()))
+        let headers = self.request_headers();
+        let cookies = headers
+            .iter()
+            .filter(|(n, _)| n == "cookie")
+            .map(|(_, v)| v.as_slice());
+        crate::cookie::find(cookies, name.as_bytes()).map(|v| Cow::Owned(v.to_vec()))
     }
 }

@@ -125,18 +125,11 @@ impl Host for EnvoyHost {
         })
     }
 
-    fn request_header_values(&self, name: &str) -> Vec<Vec<u8>> {
-        match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-            Ok(headers) => headers
-                .into_iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v)
-                .collect(),
-            Err(s) => {
-                self.failed("get request headers", s);
-                Vec::new()
-            }
-        }
+    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
+        hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_else(|s| {
+            self.failed("get request headers", s);
+            Vec::new()
+        })
     }
 
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
