@@ -6,7 +6,6 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::cookie::IdentityCookie;
 use crate::table::{Route, RoutingTable, Source};
 
 /// Read access to the request being decided. Header names are lowercase.
@@ -107,18 +106,16 @@ fn decide_route(
 
 /// The request's identity: the first key present and non-empty, then the identity cookie.
 fn identity<'r>(route: &Route, request: &'r impl RequestView) -> Option<Cow<'r, [u8]>> {
-    let cookie = route
-        .stickiness
-        .cookie
-        .as_ref()
-        .map(|c: &IdentityCookie| Source::Cookie(c.name.clone()));
-    route
-        .stickiness
+    let stickiness = &route.stickiness;
+    let keys = stickiness
         .keys
         .iter()
-        .chain(cookie.as_ref())
-        .filter_map(|source| request.read(source))
-        .find(|value| !value.is_empty())
+        .filter_map(|source| request.read(source));
+    let cookie = stickiness
+        .cookie
+        .iter()
+        .filter_map(|c| request.cookie(&c.name));
+    keys.chain(cookie).find(|value| !value.is_empty())
 }
 
 fn hex(bytes: &[u8]) -> String {
