@@ -363,6 +363,9 @@ async fn a_killed_rollout_resumes_at_its_recorded_step() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let (code, _, err) = finish(rollout(&s.envoy, &metrics, &options)).await;
+    assert_eq!(code, 1, "a second rollout while the first runs: {err}");
+    assert!(err.contains("is being driven by process"), "{err}");
     first.kill().await.expect("kill canaryctl");
     let recorded = record(&s.envoy).expect("a record");
     assert_eq!((recorded.step, recorded.state), (2, State::Running));

@@ -55,6 +55,10 @@ pub struct RolloutArgs {
     /// the route.
     #[arg(long, value_name = "FQDN", requires = "istio")]
     pub istio_service: Option<String>,
+    /// With --istio: a variant whose pods' `version` label (Istio's destination_version) is
+    /// not its name, e.g. canary=v2. Repeatable.
+    #[arg(long, value_name = "VARIANT=VERSION", requires = "istio")]
+    pub istio_version: Vec<String>,
     /// With --istio: the reporter label to read.
     #[arg(long, default_value = "source", requires = "istio")]
     pub istio_reporter: String,

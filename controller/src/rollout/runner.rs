@@ -84,9 +84,22 @@ impl Plan {
             }
         }
         let metrics = if args.istio {
+            let versions = args
+                .istio_version
+                .iter()
+                .map(|pair| {
+                    pair.split_once('=')
+                        .filter(|(v, l)| !v.is_empty() && !l.is_empty())
+                        .map(|(v, l)| (v.to_owned(), l.to_owned()))
+                        .with_context(|| {
+                            format!("--istio-version {pair:?}: expected VARIANT=VERSION")
+                        })
+                })
+                .collect::<anyhow::Result<_>>()?;
             Metrics::Istio {
                 service: args.istio_service.clone(),
                 reporter: args.istio_reporter.clone(),
+                versions,
             }
         } else {
             Metrics::Filter
@@ -160,6 +173,7 @@ impl Runner {
             steps: plan.steps.iter().map(|w| weight_text(*w)).collect(),
             state: State::Running,
             message: None,
+            owner: state::Owner::this_process(),
         };
         Self {
             plan,
@@ -337,6 +351,18 @@ impl Runner {
     fn start(&mut self) -> anyhow::Result<(usize, bool)> {
         let recorded = state::load(&self.plan.target, &self.plan.route)?;
         match recorded {
+            Some(record)
+                if record.state.active()
+                    && record.owner.as_ref().is_some_and(|o| o.alive_elsewhere()) =>
+            {
+                bail!(
+                "the rollout of {:?} on route {:?} is being driven by process {} on this host; \
+                 stop that one first",
+                record.variant,
+                record.route,
+                record.owner.map_or(0, |o| o.pid)
+            )
+            }
             Some(record) if record.state.active() && record.variant == self.plan.variant => {
                 // Resume at the recorded weight: the first step at least that heavy.
                 let weight = record
@@ -549,5 +575,98 @@ impl Runner {
     fn report(&mut self, summary: &str) {
         let table = progress::table(&self.rows, &self.plan.variant, &self.baseline);
         self.progress.line(&format!("\n{table}{summary}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Args, Command};
+
+    fn plan(extra: &[&str]) -> anyhow::Result<Plan> {
+        let mut argv = vec![
+            "canaryctl",
+            "rollout",
+            "--target",
+            "file:/etc/envoy/ecds/filter.json",
+            "--route",
+            "web",
+            "--variant",
+            "canary",
+        ];
+        argv.extend(extra);
+        let args = Args::try_parse_from(argv)?;
+        let Command::Rollout(args) = args.command else {
+            anyhow::bail!("not a rollout");
+        };
+        Plan::from_args(&args)
+    }
+
+    #[test]
+    fn options_become_a_plan() {
+        let p = plan(&[
+            "--metrics",
+            "prometheus:http://prometheus:9090",
+            "--istio",
+            "--istio-version",
+            "canary=v2",
+            "--steps",
+            "5,12.5,50",
+            "--pause-at",
+            "50",
+            "--max-p99-ms",
+            "250",
+        ])
+        .unwrap();
+        assert_eq!(p.steps, [Weight(5_000), Weight(12_500), Weight(50_000)]);
+        assert_eq!(p.pause_at, [Weight(50_000)]);
+        assert_eq!(p.interval, Duration::from_secs(30));
+        assert_eq!(p.thresholds.min_requests, 50);
+        assert_eq!(p.thresholds.max_error_rate, Some(0.05));
+        assert_eq!(p.thresholds.max_p99_ms, Some(250.0));
+        let Source::Prometheus(prometheus) = &p.source else {
+            panic!("{:?}", p.source)
+        };
+        assert!(prometheus
+            .metrics()
+            .queries("web", "canary", 30)
+            .requests
+            .contains(r#"destination_version="v2""#));
+        assert_eq!(
+            plan(&["--metrics", "envoy:http://127.0.0.1:15000"])
+                .unwrap()
+                .steps
+                .len(),
+            6,
+            "default steps 1,5,10,25,50,100"
+        );
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let envoy = ["--metrics", "envoy:http://127.0.0.1:15000"];
+        let cases: &[(&[&str], &str)] = &[
+            (&["--steps", "10,5"], "must increase"),
+            (&["--steps", "0,5"], "above 0"),
+            (&["--steps", "10,101"], "between 0 and 100"),
+            (&["--pause-at", "30"], "not one of the steps"),
+            (&["--max-error-rate", "5"], "between 0 and 1"),
+            (&["--max-p99-ms", "0"], "above 0"),
+            (
+                &["--istio"],
+                "--istio reads Istio's metrics from Prometheus",
+            ),
+            (&["--interval", "0s"], "more than zero"),
+        ];
+        for (extra, fragment) in cases {
+            let mut args = envoy.to_vec();
+            args.extend(*extra);
+            let error = format!("{:#}", plan(&args).expect_err(fragment));
+            assert!(error.contains(fragment), "{extra:?}: {error}");
+        }
+        let error = plan(&["--metrics", "graphite:http://x"]).unwrap_err();
+        assert!(error.to_string().contains("prometheus:URL or envoy:URL"));
     }
 }

@@ -55,6 +55,39 @@ pub struct Record {
     pub state: State,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The `rollout` process driving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// A process, by host name and process id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub host: String,
+    pub pid: u32,
+}
+
+impl Owner {
+    /// This process, where the host has a name.
+    pub fn this_process() -> Option<Owner> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())?;
+        Some(Owner {
+            host: host.trim().to_owned(),
+            pid: std::process::id(),
+        })
+    }
+
+    /// Whether this is another process on this host that is still running. Only Linux (`/proc`)
+    /// can tell; elsewhere, and for other hosts, the answer is no.
+    pub fn alive_elsewhere(&self) -> bool {
+        Owner::this_process().is_some_and(|me| {
+            me.host == self.host
+                && me.pid != self.pid
+                && std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+        })
+    }
 }
 
 /// The route's rollout record; a record that does not parse counts as none.
@@ -140,6 +173,7 @@ mod tests {
             steps: vec!["10".into(), "50".into(), "100".into()],
             state,
             message: None,
+            owner: None,
         }
     }
 
@@ -150,6 +184,27 @@ mod tests {
             text,
             r#"{"id":"a","route":"web","variant":"canary","step":2,"steps":["10","50","100"],"state":"rolled-back"}"#
         );
+    }
+
+    #[test]
+    fn a_live_owner_is_told_from_a_dead_one() {
+        let me = Owner::this_process().expect("Linux has a host name");
+        assert!(!me.alive_elsewhere(), "this process is not elsewhere");
+        let parent = Owner {
+            pid: std::os::unix::process::parent_id(),
+            ..me.clone()
+        };
+        assert!(parent.alive_elsewhere(), "the test runner's parent runs");
+        let gone = Owner {
+            pid: u32::MAX - 1,
+            ..me.clone()
+        };
+        assert!(!gone.alive_elsewhere());
+        let other_host = Owner {
+            host: format!("not-{}", me.host),
+            ..parent
+        };
+        assert!(!other_host.alive_elsewhere());
     }
 
     #[test]

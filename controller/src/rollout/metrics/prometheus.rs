@@ -8,12 +8,14 @@
 //! - p99: `histogram_quantile(0.99, sum by (le) (increase(canary_upstream_time_bucket{…}[W])))`
 //!
 //! Over Istio's standard metrics (`--istio`), the mapping is: variant ↔ `destination_version`
-//! (the subset's `version` label), route ↔ `destination_service_name` (or
+//! (the subset's `version` label: the variant's name unless `--istio-version VARIANT=VERSION`
+//! says otherwise), route ↔ `destination_service_name` (or
 //! `destination_service`, the FQDN, with `--istio-service`), requests ↔
 //! `istio_requests_total`, 5xx ↔ `response_code=~"5.."`, latency ↔
 //! `istio_request_duration_milliseconds_bucket`, as reported by `reporter` (default
 //! `source`: the proxy running the filter, which also sees failures to connect).
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::Deserialize;
@@ -34,6 +36,8 @@ pub enum Metrics {
         service: Option<String>,
         /// `reporter` label: `source` or `destination`.
         reporter: String,
+        /// The `version` label of a variant's pods, where it is not the variant's name.
+        versions: BTreeMap<String, String>,
     },
 }
 
@@ -70,7 +74,12 @@ impl Metrics {
                     escape(variant)
                 ),
             ),
-            Metrics::Istio { service, reporter } => {
+            Metrics::Istio {
+                service,
+                reporter,
+                versions,
+            } => {
+                let version = versions.get(variant).map_or(variant, String::as_str);
                 let service = match service {
                     Some(fqdn) => format!(r#"destination_service="{}""#, escape(fqdn)),
                     None => format!(r#"destination_service_name="{}""#, escape(route)),
@@ -82,7 +91,7 @@ impl Metrics {
                     format!(
                         r#"reporter="{}",{service},destination_version="{}""#,
                         escape(reporter),
-                        escape(variant)
+                        escape(version)
                     ),
                 )
             }
@@ -238,6 +247,7 @@ mod tests {
         let by_name = Metrics::Istio {
             service: None,
             reporter: "source".into(),
+            versions: BTreeMap::new(),
         };
         let q = by_name.queries("reviews", "v2", 60);
         assert_eq!(
@@ -255,10 +265,18 @@ mod tests {
         let by_fqdn = Metrics::Istio {
             service: Some("reviews.bookinfo.svc.cluster.local".into()),
             reporter: "destination".into(),
+            versions: BTreeMap::from([("canary".to_owned(), "v3".to_owned())]),
         };
         assert_eq!(
             by_fqdn.queries("reviews", "v1", 5).requests,
             r#"sum(increase(istio_requests_total{reporter="destination",destination_service="reviews.bookinfo.svc.cluster.local",destination_version="v1"}[5s]))"#
+        );
+        assert!(
+            by_fqdn
+                .queries("reviews", "canary", 5)
+                .requests
+                .contains(r#"destination_version="v3""#),
+            "a variant mapped to its pods' version label"
         );
     }
 
@@ -267,6 +285,7 @@ mod tests {
         let odd = Metrics::Istio {
             service: Some(r#"a"b\c"#.into()),
             reporter: "source".into(),
+            versions: BTreeMap::new(),
         };
         assert!(odd
             .queries("r", "v", 1)
