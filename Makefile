@@ -29,7 +29,7 @@ controller:
 
 ## test: lint, then every tier: native unit and property tests, then end to end with Envoy
 test: tools lint build
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 unit:
 	$(CARGO) test -p canary-filter -p canaryctl
