@@ -13,15 +13,21 @@ export ENVOY_BIN   := $(abspath $(ENVOY))
 export CANARY_WASM := $(abspath $(WASM))
 export CANARYCTL_BIN := $(abspath $(TARGET_DIR)/debug/canaryctl)
 
-.PHONY: all build wasm controller test unit e2e lint fmt demo manifests tools wasm-target prometheus clean
+.PHONY: all build wasm controller test unit e2e lint fmt demo manifests tools wasm-target prometheus clean \
+	bench bench-tools wasm-opt-tool
+
+# The module is shrunk after cargo builds it (binaryen's wasm-opt, from Debian).
+WASM_OPT := wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int \
+	--enable-mutable-globals
 
 all: build
 
 ## build: the filter module (release wasm) and canaryctl
 build: wasm controller
 
-wasm: wasm-target
+wasm: wasm-target wasm-opt-tool
 	$(CARGO) build -p canary-filter --target wasm32-wasip1 --release
+	$(WASM_OPT) $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM)
 	@ls -l $(WASM) | awk '{ printf "%s: %d bytes\n", $$NF, $$5 }'
 
 controller:
@@ -36,6 +42,26 @@ unit:
 
 e2e: tools build
 	$(CARGO) test -p canary-e2e
+
+## bench: the filter's cost per request in Envoy next to Envoy alone and Envoy's native sticky
+## split, configuration time, propagation, the native decision core, and the module built at
+## opt-level s, z and 3; writes BENCHMARKS.md (`make test` runs a seconds-long version)
+BENCH_OPT_LEVELS := z s 3
+BENCH_ARGS ?=
+bench: tools build
+	$(CARGO) bench -p canary-filter --bench decide
+	for level in $(BENCH_OPT_LEVELS); do \
+		dir=$(TARGET_DIR)/bench-opt-$$level; \
+		CARGO_PROFILE_RELEASE_OPT_LEVEL=$$level $(CARGO) build -q -p canary-filter \
+			--target wasm32-wasip1 --release --target-dir $$dir || exit 1; \
+		cp $$dir/wasm32-wasip1/release/canary_filter.wasm $$dir/canary_filter.$$level.wasm; \
+		$(WASM_OPT) $$dir/canary_filter.$$level.wasm -o $$dir/canary_filter.$$level.wasm-opt.wasm || exit 1; \
+	done
+	$(CARGO) run -q -p canary-e2e --bin bench -- --criterion $(TARGET_DIR)/criterion \
+		--module 'opt-level z, no wasm-opt=$(TARGET_DIR)/bench-opt-z/canary_filter.z.wasm' \
+		--module 'opt-level s + wasm-opt -Oz=$(TARGET_DIR)/bench-opt-s/canary_filter.s.wasm-opt.wasm' \
+		--module 'opt-level 3 + wasm-opt -Oz=$(TARGET_DIR)/bench-opt-3/canary_filter.3.wasm-opt.wasm' \
+		$(BENCH_ARGS)
 
 ## fuzz: every fuzz target for FUZZ_SECONDS (default 60) each, on nightly with overflow checks.
 ## New inputs land in filter/fuzz/corpus/<target>, a crash in filter/fuzz/artifacts/<target>;
@@ -73,12 +99,21 @@ manifests: controller
 		$(TARGET_DIR)/debug/canaryctl render examples/$$ex.yaml --api $$api > envoyfilter/istio/$$ex.$$api.yaml; \
 	done; done
 
-tools: wasm-target $(ENVOY) prometheus
+tools: wasm-target $(ENVOY) prometheus bench-tools
 
 # The rollout tests run a real Prometheus scraping Envoy.
 prometheus:
 	@command -v prometheus >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
+# The load generator and CPU pinning of the benchmarks (and of their smoke test in `make test`).
+bench-tools:
+	@command -v wrk >/dev/null && command -v taskset >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk util-linux; }
+
+wasm-opt-tool:
+	@command -v wasm-opt >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binaryen; }
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
