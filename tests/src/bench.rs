@@ -995,7 +995,7 @@ impl Report {
                 .scenarios
                 .iter()
                 .find(|s| s.module.as_ref() == Some(module) && s.name.starts_with("(3) with "))
-                .map_or("the build under test (`make build`)".to_owned(), |s| {
+                .map_or("`make build` (opt-level z, wasm-opt -Oz)".to_owned(), |s| {
                     s.name.trim_start_matches("(3) with ").to_owned()
                 });
             let _ = writeln!(

@@ -1,0 +1,58 @@
+//! A seconds-long run of the benchmark harness (`make bench` runs the real one): every
+//! configuration is measured and gives sane, non-zero results. No number is asserted beyond
+//! that: timings depend on the machine.
+
+use std::time::Duration;
+
+use canary_e2e::bench::{self, Options};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_configuration_is_measured() {
+    let options = Options {
+        duration: Duration::from_secs(1),
+        warmup: Duration::ZERO,
+        rounds: 1,
+        connections: 4,
+        propagation_trials: 2,
+        configure_trials: 1,
+        pin: false,
+        modules: Vec::new(),
+    };
+    let report = bench::run(options).await.expect("benchmark run");
+
+    assert_eq!(report.scenarios.len(), 5, "configurations (1) to (5)");
+    for s in &report.scenarios {
+        let [run] = s.runs.as_slice() else {
+            panic!("{}: {} runs, expected 1", s.name, s.runs.len());
+        };
+        assert!(run.requests > 0, "{}: no requests completed", s.name);
+        assert!(run.errors < run.requests, "{}: {run:?}", s.name);
+        assert!(run.requests_per_second() > 0.0, "{}: {run:?}", s.name);
+        assert!(
+            run.cpu_us_per_request() > 0.0,
+            "{}: no Envoy CPU time",
+            s.name
+        );
+        assert!(
+            run.p50_us > 0.0 && run.p99_us >= run.p50_us,
+            "{}: {run:?}",
+            s.name
+        );
+        assert!(s.rss_kib > 0, "{}: no resident memory read", s.name);
+    }
+    let c = &report.configure;
+    assert_eq!((c.small_apply.len(), c.large_apply.len()), (1, 1));
+    assert!(!c.large_on_configure.is_empty(), "on_configure time logged");
+    assert_eq!(report.propagation.len(), 2);
+    assert!(report.propagation.iter().all(|d| !d.is_zero()));
+
+    let text = report.markdown("cargo test --test bench_smoke", &[]);
+    for row in [
+        "(1) Envoy, no filter",
+        "(5) filter",
+        "Propagation",
+        "| .wasm size |",
+    ] {
+        assert!(text.contains(row), "{row} missing from:\n{text}");
+    }
+}
