@@ -642,4 +642,20 @@ async fn envoy_loads_the_module_over_http_with_the_published_sha256() {
         .start()
         .await;
     assert_split(&envoy, &users(20), 100, "module fetched over HTTP").await;
+
+    // The sha256 is checked: with another one, Envoy refuses the module and the filter does
+    // not run (the rendered configurations fail open: requests take the default route).
+    let wrong = Envoy::builder()
+        .variant("stable", &upstreams.stable)
+        .variant("canary", &upstreams.canary)
+        .plugin_config(&plugin_config(100))
+        .module_server(controller.http)
+        .remote_module(&url, &"0".repeat(64))
+        .start()
+        .await;
+    let reply = get(&client(), &wrong.url("/"), &[("x-user-id", "user-1")])
+        .await
+        .unwrap();
+    assert_eq!(reply.decision, None, "no filter ran: {reply:?}");
+    assert_eq!(reply.upstream.as_deref(), Some("stable"));
 }
