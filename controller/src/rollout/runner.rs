@@ -471,8 +471,13 @@ impl Runner {
                 return Ok(false);
             }
             std::thread::sleep(self.plan.poll().min(self.plan.interval - elapsed));
-            if self.aborted()? {
-                return Ok(true);
+            // A record that cannot be read now is read again at the next poll.
+            match self.aborted() {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(error) => {
+                    warn!(error = %format!("{error:#}"), "cannot read the rollout record")
+                }
             }
             if self.progress.is_terminal() && measured_at.elapsed() >= Duration::from_secs(1) {
                 measured_at = Instant::now();
@@ -507,7 +512,14 @@ impl Runner {
         ));
         loop {
             std::thread::sleep(self.plan.poll());
-            match state::load(&self.plan.target, &self.plan.route)? {
+            let record = match state::load(&self.plan.target, &self.plan.route) {
+                Ok(record) => record,
+                Err(error) => {
+                    warn!(%error, "cannot read the rollout record; waiting");
+                    continue;
+                }
+            };
+            match record {
                 Some(r) if r.id == self.record.id => match r.state {
                     State::Paused => {}
                     State::Running => {

@@ -3,8 +3,9 @@
 //! `rollout.canary-router.io/<route>`.
 //!
 //! The file target keeps its record beside the ECDS file rather than in it: Envoy parses the
-//! ECDS file as a `DiscoveryResponse` and would refuse, or at best warn about, a field it does
-//! not know. The record file is replaced by an atomic rename like the ECDS file; a rename in
+//! ECDS file as a `DiscoveryResponse`, and a field it does not know there (top level or in the
+//! resource) makes Envoy 1.40 log `Unknown field … no such field` at every read, and reject the
+//! whole file when it runs with `--reject-unknown-dynamic-fields`. The record file is replaced by an atomic rename like the ECDS file; a rename in
 //! the watched directory makes Envoy read the ECDS file again, and an unchanged resource is
 //! accepted without reconfiguring the filter (`update_attempt` and `update_success` count
 //! one more, nothing else happens).
