@@ -528,6 +528,14 @@ async fn an_envoy_that_rejects_a_configuration_is_reported_and_keeps_the_last_go
         controller.metric("canaryctl_ecds_nacks_total").await,
         Some(1.0)
     );
+    let metrics = controller.text("/metrics").await;
+    let nack_info = format!(
+        "canaryctl_envoy_nack_info{{node=\"{node}\",version=\"{v2}\",reason=\"{reason}\"}} 1"
+    );
+    assert!(
+        metrics.lines().any(|l| l == nack_info),
+        "{nack_info} in the metrics:\n{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

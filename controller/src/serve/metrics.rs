@@ -7,6 +7,9 @@ use super::fleet::Fleet;
 use super::store::Snapshot;
 use crate::weights;
 
+/// How much of Envoy's NACK reason goes into a label.
+const MAX_REASON: usize = 200;
+
 pub fn render(fleet: &Fleet, snapshot: &Snapshot) -> String {
     let mut out = String::new();
     let counters = &fleet.counters;
@@ -55,6 +58,24 @@ pub fn render(fleet: &Fleet, snapshot: &Snapshot) -> String {
             escape(&envoy.node),
             u8::from(envoy.nack.is_some())
         );
+    }
+    metric(
+        &mut out,
+        "canaryctl_envoy_nack_info",
+        "gauge",
+        "The configuration an Envoy rejected last, and Envoy's reason, until it accepts a newer one.",
+    );
+    for envoy in &envoys {
+        if let Some(nack) = &envoy.nack {
+            let reason: String = nack.reason.chars().take(MAX_REASON).collect();
+            let _ = writeln!(
+                out,
+                "canaryctl_envoy_nack_info{{node=\"{}\",version=\"{}\",reason=\"{}\"}} 1",
+                escape(&envoy.node),
+                escape(&nack.version),
+                escape(&reason)
+            );
+        }
     }
     metric(
         &mut out,
@@ -123,6 +144,7 @@ mod tests {
             "canaryctl_ecds_acks_total 0",
             "canaryctl_envoys_connected 1",
             "canaryctl_envoy_rejecting{node=\"edge-\\\"1\\\"\"} 1",
+            "canaryctl_envoy_nack_info{node=\"edge-\\\"1\\\"\",version=\"v2\",reason=\"no\"} 1",
             "canaryctl_config_info{version=\"v2\"} 1",
             "canaryctl_route_weight_percent{route=\"web\",variant=\"canary\"} 12.5",
             "# TYPE canaryctl_route_weight_percent gauge",

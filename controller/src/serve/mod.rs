@@ -51,12 +51,11 @@ pub struct ServeArgs {
     /// The filter module to serve at /filter.wasm.
     #[arg(long, value_name = "PATH")]
     pub module: Option<PathBuf>,
-    /// A file holding the bearer token that mutating API calls need.
-    #[arg(long, value_name = "PATH", conflicts_with = "token")]
+    /// A file holding the bearer token that mutating API calls need (else the token is taken
+    /// from the CANARYCTL_TOKEN environment variable; never from the command line, where any
+    /// local user could read it).
+    #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
-    /// The bearer token (prefer --token-file: the environment is easier to leak).
-    #[arg(long, env = "CANARYCTL_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     /// How often the target is read for changes made by others, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub poll_ms: u64,
@@ -211,11 +210,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 fn config(args: ServeArgs) -> anyhow::Result<Config> {
     let target: Target = args.target.target.parse()?;
-    let secret = match (&args.token_file, &args.token) {
+    let secret = match (&args.token_file, std::env::var("CANARYCTL_TOKEN")) {
         (Some(path), _) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the token file {}", path.display()))?,
-        (None, Some(token)) => token.clone(),
-        (None, None) => anyhow::bail!(
+        (None, Ok(token)) => token,
+        (None, Err(_)) => anyhow::bail!(
             "a bearer token is required for the mutating API calls: --token-file PATH or CANARYCTL_TOKEN"
         ),
     };
