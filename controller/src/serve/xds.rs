@@ -86,6 +86,11 @@ impl ExtensionConfigDiscoveryService for Ecds {
         _request: Request<DiscoveryRequest>,
     ) -> Result<Response<DiscoveryResponse>, Status> {
         let snapshot = self.snapshots.borrow().clone();
+        if snapshot.resource.is_none() {
+            return Err(Status::not_found(
+                "this controller's target is delivered by istiod; it serves no ECDS resource",
+            ));
+        }
         let nonce = self.nonces.fetch_add(1, Ordering::Relaxed).to_string();
         Ok(Response::new(response(&snapshot, nonce)))
     }
@@ -191,6 +196,12 @@ impl Session {
     /// Sends the current snapshot; false if the stream has gone.
     async fn push(&mut self) -> bool {
         let snapshot = self.snapshots.borrow_and_update().clone();
+        if snapshot.resource.is_none() {
+            // A kube:// target: istiod delivers the configuration, and an empty response would
+            // tell this Envoy to drop the one it has.
+            debug!(node = %self.node, "no ECDS resource to push for this target");
+            return true;
+        }
         let nonce = self.nonces.fetch_add(1, Ordering::Relaxed).to_string();
         let response = response(&snapshot, nonce.clone());
         self.pending = Some((nonce, snapshot.version.clone()));
