@@ -446,15 +446,14 @@ async fn a_pause_waits_for_resume_and_abort_stops_the_rollout() {
         "10",
     ];
     let run = tokio::spawn(finish(rollout(&s.envoy, &metrics, &options)));
-    let canaryctl = |args: &[&str]| {
-        let mut command = std::process::Command::new(canaryctl_bin());
-        command
-            .args(args)
-            .args(["--target", &target(&s.envoy), "--route", "web"]);
-        command.output().expect("canaryctl ran")
+    let ecds_target = target(&s.envoy);
+    let canaryctl = |command: &'static str| {
+        tokio::process::Command::new(canaryctl_bin())
+            .args([command, "--target", &ecds_target, "--route", "web"])
+            .output()
     };
 
-    let nothing_paused = canaryctl(&["resume"]);
+    let nothing_paused = canaryctl("resume").await.expect("canaryctl ran");
     assert_eq!(nothing_paused.status.code(), Some(1), "{nothing_paused:?}");
 
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -464,7 +463,7 @@ async fn a_pause_waits_for_resume_and_abort_stops_the_rollout() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(canary_weight(&s.envoy), 10.0, "held at the gate");
-    let resumed = canaryctl(&["resume"]);
+    let resumed = canaryctl("resume").await.expect("canaryctl ran");
     assert!(resumed.status.success(), "{resumed:?}");
 
     while canary_weight(&s.envoy) < 50.0 {
@@ -474,7 +473,7 @@ async fn a_pause_waits_for_resume_and_abort_stops_the_rollout() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let aborted = canaryctl(&["abort"]);
+    let aborted = canaryctl("abort").await.expect("canaryctl ran");
     assert!(aborted.status.success(), "{aborted:?}");
     assert!(
         String::from_utf8_lossy(&aborted.stdout)
