@@ -1,8 +1,12 @@
-//! The rollout record on `kube://` targets: an annotation on the WasmPlugin, read and written
-//! by `resume` and `abort` through a stand-in Kubernetes API server (merge patches carrying the
-//! resourceVersion, 409 on a stale one).
+//! `rollout` on `kube://` targets: the weights and the rollout record (an annotation on the
+//! WasmPlugin) written through a stand-in Kubernetes API server (merge patches carrying the
+//! resourceVersion, 409 on a stale one), with metrics from a stand-in Envoy admin endpoint
+//! whose counters grow at every read.
 
 mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use support::canaryctl;
@@ -117,4 +121,98 @@ fn abort_leaves_a_finished_rollout_alone() {
         1,
         "only the weights were written"
     );
+}
+
+/// An Envoy admin endpoint whose `/stats` shows 50 more responses for each variant at every
+/// read, `errors_in_50` of the canary's being 5xx.
+fn stand_in_envoy_admin(errors_in_50: u64) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    let reads = Arc::new(AtomicU64::new(0));
+    let app = axum::Router::new().route(
+        "/stats",
+        axum::routing::get(move || {
+            let n = reads.fetch_add(1, Ordering::Relaxed) + 1;
+            let stat = |name: &str, value: u64| {
+                json!({"name": format!("wasmcustom.canary.route.reviews.variant.{name}"), "value": value})
+            };
+            let body = json!({"stats": [
+                stat("canary.response.2xx", n * (50 - errors_in_50)),
+                stat("canary.response.5xx", n * errors_in_50),
+                stat("stable.response.2xx", n * 50),
+            ]});
+            async move { axum::Json(body) }
+        }),
+    );
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            axum::serve(listener, app).await.expect("serve");
+        });
+    });
+    format!("envoy:http://{addr}")
+}
+
+fn rollout(c: &Cluster, metrics: &str) -> support::Run {
+    c.run(&[
+        "rollout",
+        "--variant",
+        "canary",
+        "--steps",
+        "10,50",
+        "--interval",
+        "1s",
+        "--metrics",
+        metrics,
+        "--min-requests",
+        "20",
+        "--progress",
+        "lines",
+    ])
+}
+
+fn weights(c: &Cluster) -> (Value, Value) {
+    let variants = &c.plugin()["spec"]["pluginConfig"]["routes"][0]["variants"];
+    (variants[0]["weight"].clone(), variants[1]["weight"].clone())
+}
+
+#[test]
+fn a_healthy_rollout_is_promoted_and_recorded_on_the_wasm_plugin() {
+    let c = cluster(&record("rolled-back"));
+    let run = rollout(&c, &stand_in_envoy_admin(0));
+    assert!(run.succeeded(), "{run:?}");
+    assert!(run.stdout.contains("step 2/2 passed"), "{run:?}");
+    assert_eq!(weights(&c), (json!(0), json!(100)));
+    let record = c.record();
+    assert_eq!(record["state"], "promoted");
+    assert_ne!(
+        record["id"], "run-1",
+        "a new rollout replaced the finished one"
+    );
+    assert_eq!(c.plugin()["metadata"]["annotations"]["team"], "reviews");
+}
+
+#[test]
+fn a_failing_rollout_is_rolled_back_and_recorded_on_the_wasm_plugin() {
+    let c = cluster(&record("promoted"));
+    c.api.force_conflicts(2);
+    let run = rollout(&c, &stand_in_envoy_admin(10));
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("step 1/2 at 10 % failed: error rate 20.00 % (10 5xx of 50 responses)"),
+        "{run:?}"
+    );
+    assert_eq!(weights(&c), (json!(100), json!(0)));
+    let record = c.record();
+    assert_eq!(record["state"], "rolled-back");
+    assert!(record["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("error rate"));
 }
