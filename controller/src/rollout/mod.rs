@@ -32,6 +32,7 @@ pub const EXIT_ABORTED: u8 = 3;
 pub struct RolloutArgs {
     #[command(flatten)]
     pub target: TargetArg,
+    /// The route whose variant is rolled out.
     #[arg(long)]
     pub route: String,
     /// The variant to roll out; the route's first variant is the baseline it is compared with.
@@ -83,6 +84,7 @@ pub struct RolloutArgs {
     /// Weights at which to wait, once the step has passed, for `canaryctl resume`.
     #[arg(long, value_delimiter = ',', value_name = "PCT")]
     pub pause_at: Vec<String>,
+    /// How progress is shown.
     #[arg(long, value_enum, default_value_t = progress::Mode::Auto)]
     pub progress: progress::Mode,
 }

@@ -15,7 +15,9 @@ const BAR_WIDTH: usize = 24;
 pub enum Mode {
     /// A progress bar when standard output is a terminal, plain lines otherwise.
     Auto,
+    /// A progress bar redrawn in place, with the live split.
     Bar,
+    /// One plain line per event.
     Lines,
 }
 
