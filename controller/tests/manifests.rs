@@ -205,3 +205,36 @@ fn the_controller_manifests_fit_together() {
     assert_eq!(rule.resource_names, None);
     assert_eq!(rule.non_resource_urls, None);
 }
+
+#[test]
+fn the_example_envoy_bootstrap_reaches_the_service_ports() {
+    let docs = documents();
+    let service: Service = one(&docs, "Service");
+    let port = |name: &str| {
+        service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .map(|p| i64::from(p.port))
+            .unwrap_or_else(|| panic!("no Service port {name}"))
+    };
+    let path = manifest_path().with_file_name("envoy-ecds-grpc.yaml");
+    let bootstrap: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cluster_port = |name: &str| {
+        bootstrap["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| {
+                c.pointer("/load_assignment/endpoints/0/lb_endpoints/0/endpoint/address/socket_address/port_value")
+            })
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| panic!("no cluster {name}"))
+    };
+    assert_eq!(cluster_port("canaryctl"), port("grpc-ecds"));
+    assert_eq!(cluster_port("canary-module"), port("http"));
+}

@@ -135,3 +135,31 @@ async fn sigterm_closes_the_streams_and_exits_zero_while_envoy_keeps_serving() {
     }
     assert_eq!(envoy.stat(&ecds_stat("update_rejected")).await, Some(0));
 }
+
+/// `envoy --mode validate` on a bootstrap; the error output if Envoy rejects it.
+fn envoy_validate(path: &std::path::Path) -> Result<(), String> {
+    let output = Command::new(canary_e2e::envoy_bin())
+        .args(["--mode", "validate", "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[test]
+fn the_example_envoy_bootstrap_for_canaryctl_serve_validates() {
+    let example = canary_e2e::workspace_root().join("envoyfilter/controller/envoy-ecds-grpc.yaml");
+    envoy_validate(&example).unwrap_or_else(|e| panic!("{}: {e}", example.display()));
+    // The check bites: the same bootstrap with a misspelt field does not validate.
+    let text = std::fs::read_to_string(&example).unwrap();
+    let broken = text.replace("transport_api_version", "transport_api_versoin");
+    assert_ne!(broken, text);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(&path, broken).unwrap();
+    assert!(envoy_validate(&path).is_err());
+}
