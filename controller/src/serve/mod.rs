@@ -104,7 +104,8 @@ impl Server {
 
         let http = bind(config.listen).await?;
         let grpc = bind(config.grpc_listen).await?;
-        let (http_addr, grpc_addr) = (local_addr(&http)?, local_addr(&grpc)?);
+        let http_addr = local_addr(&http, config.listen)?;
+        let grpc_addr = local_addr(&grpc, config.grpc_listen)?;
 
         let router = api::router(api::Api {
             store: Arc::clone(&store),
@@ -172,11 +173,11 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|error| ServeError::Listen { addr, error })
 }
 
-fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServeError> {
-    listener.local_addr().map_err(|error| ServeError::Listen {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        error,
-    })
+/// The address bound (the port chosen, for port 0).
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServeError> {
+    listener
+        .local_addr()
+        .map_err(|error| ServeError::Listen { addr, error })
 }
 
 async fn until_stopped(mut stop: watch::Receiver<bool>) {
