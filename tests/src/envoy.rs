@@ -50,6 +50,7 @@ pub struct EnvoyBuilder {
     module_server: Option<std::net::SocketAddr>,
     current_dir: Option<PathBuf>,
     request_header_limits: Option<(u32, u32)>,
+    stats_flush_interval: Option<std::time::Duration>,
 }
 
 /// How the listener routes: through the filter (the default), or without it for comparison.
@@ -153,6 +154,13 @@ impl EnvoyBuilder {
         self
     }
 
+    /// How often Envoy merges histograms and flushes stats (Envoy's default: 5 s). Histograms
+    /// on `/stats` and `/stats/prometheus` change only at a flush.
+    pub fn stats_flush_interval(mut self, interval: std::time::Duration) -> Self {
+        self.stats_flush_interval = Some(interval);
+        self
+    }
+
     /// Starts Envoy and waits until it serves with the filter configured.
     pub async fn start(self) -> Envoy {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -169,6 +177,9 @@ impl EnvoyBuilder {
         }
         if let Some(addr) = self.module_server {
             add_cluster(&mut bootstrap, MODULE_CLUSTER, addr, false);
+        }
+        if let Some(interval) = self.stats_flush_interval {
+            bootstrap["stats_flush_interval"] = json!(format!("{:.3}s", interval.as_secs_f64()));
         }
         let bootstrap_path = dir.path().join("envoy.json");
         std::fs::write(&bootstrap_path, bootstrap.to_string()).expect("write bootstrap");
@@ -464,6 +475,7 @@ impl Envoy {
             module_server: None,
             current_dir: None,
             request_header_limits: None,
+            stats_flush_interval: None,
         }
     }
 

@@ -21,6 +21,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+/// Envoy merges histograms at each stats flush: once a second here, so a step of a few seconds
+/// sees its latency samples.
+const FLUSH: Duration = Duration::from_secs(1);
+
 fn config() -> String {
     serde_json::json!({
         "routes": [{
@@ -134,6 +138,7 @@ async fn setup_with(canary: Canary) -> Setup {
         .variant("stable", &stable)
         .variant_at("canary", canary.addr)
         .plugin_config(&config())
+        .stats_flush_interval(FLUSH)
         .start()
         .await;
     Setup {
@@ -227,7 +232,16 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
     let s = setup().await;
     let prometheus = Prometheus::start(&s.envoy.admin_url("")[7..]).await;
     let load = Load::start(&s.envoy);
-    let options = ["--steps", "10,50,100", "--interval", "3s"];
+    let options = [
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "3s",
+        "--max-p99-ms",
+        "1000",
+        "--max-p99-ratio",
+        "20",
+    ];
     let (code, out, err) =
         finish(rollout(&s.envoy, &prometheus_source(&prometheus), &options)).await;
     load.stop().await;
@@ -401,16 +415,16 @@ async fn a_slow_canary_is_rolled_back_on_the_latency_check() {
         .variant("stable", &stable)
         .variant("canary", &slow)
         .plugin_config(&config())
+        .stats_flush_interval(FLUSH)
         .start()
         .await;
     let prometheus = Prometheus::start(&envoy.admin_url("")[7..]).await;
     let load = Load::start(&envoy);
-    // Envoy merges histograms every 5 s: a 6 s step always sees a merge.
     let options = [
         "--steps",
         "10,50,100",
         "--interval",
-        "6s",
+        "3s",
         "--max-p99-ms",
         "40",
     ];

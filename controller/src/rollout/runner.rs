@@ -643,7 +643,7 @@ mod tests {
         };
         assert!(prometheus
             .metrics()
-            .queries("web", "canary", 30)
+            .queries("web", "canary", Duration::from_secs(30))
             .requests
             .contains(r#"destination_version="v2""#));
         assert_eq!(

@@ -46,6 +46,7 @@ async fn main() {
         .variant("stable", &v1)
         .variant("canary", &v2)
         .plugin_config(&config(10))
+        .stats_flush_interval(Duration::from_secs(1))
         .start()
         .await;
     let module = std::fs::metadata(canary_e2e::wasm_path()).map_or(0, |m| m.len());
@@ -196,6 +197,7 @@ async fn progressive_rollouts(envoy: &Envoy) {
         .variant("stable", &stable)
         .variant("canary", &broken)
         .plugin_config(&config(0))
+        .stats_flush_interval(Duration::from_secs(1))
         .start()
         .await;
     let traffic = Traffic::start(&envoy);

@@ -16,7 +16,7 @@
 //! `source`: the proxy running the filter, which also sees failures to connect).
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use tracing::debug;
@@ -52,7 +52,7 @@ impl std::fmt::Display for Metrics {
     }
 }
 
-/// The three queries for one variant over a window of `range_secs`.
+/// The three queries for one variant over the `range` before the evaluation time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queries {
     pub requests: String,
@@ -61,8 +61,8 @@ pub struct Queries {
 }
 
 impl Metrics {
-    pub fn queries(&self, route: &str, variant: &str, range_secs: u64) -> Queries {
-        let range = format!("[{range_secs}s]");
+    pub fn queries(&self, route: &str, variant: &str, range: Duration) -> Queries {
+        let range = range_selector(range);
         let (requests_metric, error_matcher, bucket_metric, selector) = match self {
             Metrics::Filter => (
                 "canary_response",
@@ -108,6 +108,16 @@ impl Metrics {
     }
 }
 
+/// A range selector for exactly `range` (whole milliseconds, at least one): `[30s]`, `[3050ms]`.
+fn range_selector(range: Duration) -> String {
+    let ms = range.as_millis().max(1);
+    if ms % 1000 == 0 {
+        format!("[{}s]", ms / 1000)
+    } else {
+        format!("[{ms}ms]")
+    }
+}
+
 /// A PromQL string literal's content.
 fn escape(value: &str) -> String {
     value.replace('\\', r"\\").replace('"', r#"\""#)
@@ -139,8 +149,7 @@ impl Prometheus {
     pub fn measure(&self, started: SystemTime, route: &str, variant: &str) -> Result<Measured> {
         let now = SystemTime::now();
         let elapsed = now.duration_since(started).unwrap_or_default();
-        let range_secs = elapsed.as_secs() + u64::from(elapsed.subsec_nanos() > 0);
-        let queries = self.metrics.queries(route, variant, range_secs.max(1));
+        let queries = self.metrics.queries(route, variant, elapsed);
         let at = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -153,7 +162,7 @@ impl Prometheus {
         debug!(
             route,
             variant,
-            range_secs,
+            range = ?elapsed,
             ?measured,
             "measured from Prometheus"
         );
@@ -227,7 +236,7 @@ mod tests {
 
     #[test]
     fn filter_queries() {
-        let q = Metrics::Filter.queries("web", "canary", 30);
+        let q = Metrics::Filter.queries("web", "canary", Duration::from_secs(30));
         assert_eq!(
             q.requests,
             r#"sum(increase(canary_response{canary_route="web",canary_variant="canary"}[30s]))"#
@@ -249,7 +258,7 @@ mod tests {
             reporter: "source".into(),
             versions: BTreeMap::new(),
         };
-        let q = by_name.queries("reviews", "v2", 60);
+        let q = by_name.queries("reviews", "v2", Duration::from_secs(60));
         assert_eq!(
             q.requests,
             r#"sum(increase(istio_requests_total{reporter="source",destination_service_name="reviews",destination_version="v2"}[60s]))"#
@@ -268,16 +277,25 @@ mod tests {
             versions: BTreeMap::from([("canary".to_owned(), "v3".to_owned())]),
         };
         assert_eq!(
-            by_fqdn.queries("reviews", "v1", 5).requests,
+            by_fqdn
+                .queries("reviews", "v1", Duration::from_secs(5))
+                .requests,
             r#"sum(increase(istio_requests_total{reporter="destination",destination_service="reviews.bookinfo.svc.cluster.local",destination_version="v1"}[5s]))"#
         );
         assert!(
             by_fqdn
-                .queries("reviews", "canary", 5)
+                .queries("reviews", "canary", Duration::from_secs(5))
                 .requests
                 .contains(r#"destination_version="v3""#),
             "a variant mapped to its pods' version label"
         );
+    }
+
+    #[test]
+    fn the_range_is_the_step_to_the_millisecond() {
+        assert_eq!(range_selector(Duration::from_secs(30)), "[30s]");
+        assert_eq!(range_selector(Duration::from_millis(3050)), "[3050ms]");
+        assert_eq!(range_selector(Duration::from_micros(10)), "[1ms]");
     }
 
     #[test]
@@ -288,7 +306,7 @@ mod tests {
             versions: BTreeMap::new(),
         };
         assert!(odd
-            .queries("r", "v", 1)
+            .queries("r", "v", Duration::from_secs(1))
             .requests
             .contains(r#"destination_service="a\"b\\c""#));
     }
