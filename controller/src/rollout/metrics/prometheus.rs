@@ -111,7 +111,7 @@ impl Metrics {
 /// A range selector for exactly `range` (whole milliseconds, at least one): `[30s]`, `[3050ms]`.
 fn range_selector(range: Duration) -> String {
     let ms = range.as_millis().max(1);
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("[{}s]", ms / 1000)
     } else {
         format!("[{ms}ms]")
