@@ -222,7 +222,7 @@ fn read_variant(path: &str, variant: &Value) -> Result<VariantWeight, WeightErro
 
 /// A weight as JSON: an integer when whole (`30`, not `30.0`), else at most three decimals.
 pub fn weight_json(weight: Weight) -> Value {
-    if weight.0 % 1000 == 0 {
+    if weight.0.is_multiple_of(1000) {
         Value::from(weight.0 / 1000)
     } else {
         Value::from(weight.percent())
