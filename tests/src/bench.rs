@@ -55,9 +55,9 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            duration: Duration::from_secs(10),
+            duration: Duration::from_secs(6),
             warmup: Duration::from_secs(3),
-            rounds: 3,
+            rounds: 5,
             connections: 16,
             propagation_trials: 20,
             configure_trials: 10,
@@ -518,7 +518,7 @@ async fn propagation(
     let mut times = Vec::new();
     for trial in 0..trials {
         // Each trial flips the weights; the user's variant flips with them.
-        let (config, want) = if trial % 2 == 0 {
+        let (config, want) = if trial.is_multiple_of(2) {
             (&low, "stable")
         } else {
             (&high, "canary")
@@ -754,7 +754,10 @@ impl Machine {
                 .filter(|l| l.starts_with("processor"))
                 .count(),
             kernel: read_trimmed("/proc/sys/kernel/osrelease"),
-            envoy: output(&crate::envoy_bin().display().to_string(), "--version"),
+            envoy: output(&crate::envoy_bin().display().to_string(), "--version")
+                .split_once("version: ")
+                .map(|(_, version)| version.to_owned())
+                .unwrap_or_default(),
             wrk: output("wrk", "-v"),
             load_before: read_trimmed("/proc/loadavg"),
             started: Some(Instant::now()),
