@@ -103,7 +103,7 @@ async fn respond(
     if !behaviour.delay.is_zero() {
         tokio::time::sleep(behaviour.delay).await;
     }
-    let status = if behaviour.fail_every > 0 && n % behaviour.fail_every == 0 {
+    let status = if behaviour.fail_every > 0 && n.is_multiple_of(behaviour.fail_every) {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
         StatusCode::OK

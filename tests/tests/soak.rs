@@ -98,7 +98,7 @@ impl Load {
                         i += 1;
                         let user = format!("load-{c}-{}", i % 2_000);
                         let mut headers = vec![("x-user-id", user.as_str())];
-                        if i % 7 == 0 {
+                        if i.is_multiple_of(7) {
                             headers.push(("x-tenant", "t-42"));
                         }
                         let outcome = get(&client, &url, &headers).await;
