@@ -321,38 +321,13 @@ fn compile_rule(
 ) -> Option<TargetingRule> {
     let before = errors.len();
     check_name(errors, &format!("{path}.name"), &rule.name);
-    let source = match (&rule.header, &rule.cookie) {
-        (Some(h), None) => {
-            let name = header_name(errors, &format!("{path}.header"), h);
-            if name == decision_header {
-                errors.push(
-                    format!("{path}.header"),
-                    "cannot target on the decision header: the filter removes it from every request",
-                );
-            }
-            Some(Source::Header(name))
-        }
-        (None, Some(c)) => {
-            if !cookie::is_valid_name(c) {
-                errors.push(
-                    format!("{path}.cookie"),
-                    format!("{c:?} is not a valid cookie name"),
-                );
-            }
-            Some(Source::Cookie(c.clone()))
-        }
-        (None, None) => {
-            errors.push(path, "needs a source: one of header, cookie");
-            None
-        }
-        (Some(_), Some(_)) => {
-            errors.push(
-                path,
-                "has both header and cookie; a rule reads exactly one source",
-            );
-            None
-        }
-    };
+    let source = compile_source(
+        errors,
+        path,
+        (rule.header.as_ref(), rule.cookie.as_ref()),
+        decision_header,
+        "target on",
+    );
 
     let mut predicates = Vec::new();
     if let Some(v) = &rule.equals {
@@ -465,13 +440,31 @@ fn compile_key(
     key: &KeyConfig,
     decision_header: &str,
 ) -> Option<Source> {
-    match (&key.header, &key.cookie) {
+    compile_source(
+        errors,
+        path,
+        (key.header.as_ref(), key.cookie.as_ref()),
+        decision_header,
+        "use as an identity",
+    )
+}
+
+/// A value's source, for a targeting rule or an identity key: exactly one of a header (not the
+/// decision header, which the filter removes from every request) or a cookie.
+fn compile_source(
+    errors: &mut Errors,
+    path: &str,
+    (header, cookie): (Option<&String>, Option<&String>),
+    decision_header: &str,
+    purpose: &str,
+) -> Option<Source> {
+    match (header, cookie) {
         (Some(h), None) => {
             let name = header_name(errors, &format!("{path}.header"), h);
             if name == decision_header {
                 errors.push(
                     format!("{path}.header"),
-                    "cannot use the decision header as an identity",
+                    format!("cannot {purpose} the decision header: the filter removes it from every request"),
                 );
             }
             Some(Source::Header(name))
@@ -486,11 +479,11 @@ fn compile_key(
             Some(Source::Cookie(c.clone()))
         }
         (None, None) => {
-            errors.push(path, "needs exactly one of header, cookie");
+            errors.push(path, "needs a source: one of header, cookie");
             None
         }
         (Some(_), Some(_)) => {
-            errors.push(path, "has both header and cookie; a key reads exactly one");
+            errors.push(path, "has both header and cookie; use exactly one");
             None
         }
     }

@@ -365,7 +365,7 @@ fn each_error_names_its_path_and_reason() {
             "key without source",
             route(|r| r["stickiness"]["keys"][0] = json!({})),
             "routes[0].stickiness.keys[0]",
-            "needs exactly one of header, cookie",
+            "needs a source: one of header, cookie",
         ),
         (
             "key with two sources",
