@@ -7,6 +7,7 @@ pub mod args;
 pub mod commands;
 pub mod document;
 pub mod ecds;
+pub mod http;
 pub mod observed;
 pub mod package;
 pub mod render;

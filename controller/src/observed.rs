@@ -4,30 +4,18 @@
 //! The counters count since the Envoy started, across configuration updates.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use tracing::debug;
 
 const PREFIX: &str = "wasmcustom.canary.route.";
 /// The admin `filter` parameter: `^wasmcustom\.canary\.route\.`, URL-encoded.
 const FILTER: &str = "%5Ewasmcustom%5C.canary%5C.route%5C.";
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObservedError {
-    #[error("invalid Envoy admin URL {url:?}: {reason}")]
-    Url { url: String, reason: String },
-    #[error("cannot start the HTTP client runtime: {0}")]
-    Runtime(std::io::Error),
-    #[error("cannot read {url}: {reason}")]
-    Fetch { url: String, reason: String },
-    #[error("{url} answered {status}")]
-    Status { url: String, status: u16 },
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     #[error("{url} did not answer Envoy stats JSON: {reason}")]
     Body { url: String, reason: String },
 }
@@ -100,51 +88,12 @@ pub fn fetch(admin_url: &str) -> Result<Observed, ObservedError> {
         "{}/stats?format=json&filter={FILTER}",
         admin_url.trim_end_matches('/')
     );
-    let uri: hyper::Uri =
-        url.parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| ObservedError::Url {
-                url: admin_url.to_owned(),
-                reason: e.to_string(),
-            })?;
-    if uri.scheme_str() != Some("http") {
-        return Err(ObservedError::Url {
-            url: admin_url.to_owned(),
-            reason: "the admin endpoint is reached over plain http://".to_owned(),
-        });
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(ObservedError::Runtime)?;
-    let body = runtime.block_on(get(&url, uri))?;
+    let body = crate::http::get(&url)?;
     debug!(url, bytes = body.len(), "read Envoy stats");
     parse_stats_json(&body).map_err(|e| ObservedError::Body {
         url,
         reason: e.to_string(),
     })
-}
-
-async fn get(url: &str, uri: hyper::Uri) -> Result<Bytes, ObservedError> {
-    let fetch_error = |reason: String| ObservedError::Fetch {
-        url: url.to_owned(),
-        reason,
-    };
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let response = tokio::time::timeout(TIMEOUT, client.get(uri))
-        .await
-        .map_err(|_| fetch_error(format!("no answer within {TIMEOUT:?}")))?
-        .map_err(|e| fetch_error(e.to_string()))?;
-    if !response.status().is_success() {
-        return Err(ObservedError::Status {
-            url: url.to_owned(),
-            status: response.status().as_u16(),
-        });
-    }
-    let body = tokio::time::timeout(TIMEOUT, response.into_body().collect())
-        .await
-        .map_err(|_| fetch_error(format!("no complete answer within {TIMEOUT:?}")))?
-        .map_err(|e| fetch_error(e.to_string()))?;
-    Ok(body.to_bytes())
 }
 
 /// A horizontal bar `width` cells wide, filled in proportion to `share` (0..=1), in eighths.
@@ -225,8 +174,11 @@ mod tests {
     fn fetch_refuses_a_non_http_url() {
         assert!(matches!(
             fetch("https://127.0.0.1:1"),
-            Err(ObservedError::Url { .. })
+            Err(ObservedError::Http(crate::http::HttpError::Url { .. }))
         ));
-        assert!(matches!(fetch("not a url"), Err(ObservedError::Url { .. })));
+        assert!(matches!(
+            fetch("not a url"),
+            Err(ObservedError::Http(crate::http::HttpError::Url { .. }))
+        ));
     }
 }

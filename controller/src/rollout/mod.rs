@@ -9,7 +9,6 @@
 //! - [`runner`]: the loop tying them together.
 
 pub mod analysis;
-mod http;
 pub mod metrics;
 pub mod progress;
 mod runner;

@@ -15,8 +15,8 @@ use serde_json::Value;
 use tracing::debug;
 
 use super::{MetricsError, Result};
+use crate::http;
 use crate::rollout::analysis::{quantile, Measured};
-use crate::rollout::http;
 
 const PREFIX: &str = "wasmcustom.canary.route.";
 

@@ -9,7 +9,7 @@ pub mod prometheus;
 use std::time::SystemTime;
 
 use super::analysis::Measured;
-use super::http::HttpError;
+use crate::http::HttpError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {

@@ -22,8 +22,8 @@ use serde::Deserialize;
 use tracing::debug;
 
 use super::{MetricsError, Result};
+use crate::http;
 use crate::rollout::analysis::Measured;
-use crate::rollout::http;
 
 /// Which metrics the queries read.
 #[derive(Debug, Clone, PartialEq, Eq)]

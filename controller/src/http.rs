@@ -1,5 +1,5 @@
-//! A plain-HTTP GET for the metrics sources, run to completion on its own small runtime:
-//! the rollout loop is synchronous.
+//! A plain-HTTP GET (Envoy admin, Prometheus), run to completion on its own small runtime:
+//! its callers (`status`, the rollout loop) are synchronous.
 
 use std::time::Duration;
 
