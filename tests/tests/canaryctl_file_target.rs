@@ -5,12 +5,10 @@
 //! exactly what `main` does), on a blocking thread, as the binary would be.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use canary_e2e::envoy::ecds_stat;
-use canary_e2e::{client, get, variants_of, Envoy, Upstream};
+use canary_e2e::{client, get, variants_of, Envoy, Load, Upstream};
 use canaryctl::args::{Args, Command, Output, TargetArg};
 
 fn config(canary_weight: u32) -> String {
@@ -141,59 +139,6 @@ async fn time_until_share(envoy: &Envoy, range: std::ops::RangeInclusive<f64>) -
     }
 }
 
-/// Requests from many users until stopped: (sent, failed).
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    fn start(envoy: &Envoy) -> Self {
-        let (stop, sent, failed) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicU64::new(0)),
-        );
-        let task = {
-            let (stop, sent, failed, url) =
-                (stop.clone(), sent.clone(), failed.clone(), envoy.url("/"));
-            tokio::spawn(async move {
-                let client = client();
-                let deadline = Instant::now() + Duration::from_secs(30);
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    i += 1;
-                    let user = format!("load-{}", i % 1000);
-                    let ok = get(&client, &url, &[("x-user-id", &user)])
-                        .await
-                        .is_ok_and(|r| r.status == 200);
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    if !ok {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        };
-        Load {
-            stop,
-            sent,
-            failed,
-            task,
-        }
-    }
-
-    async fn stop(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.expect("load task");
-        (
-            self.sent.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-}
-
 /// `set-weight canary=30` against the ECDS file: the observed split moves from 10 % to about
 /// 30 % within 2 seconds, Envoy accepts the update, and no request fails meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,14 +155,13 @@ async fn set_weight_moves_the_observed_split_within_two_seconds() {
         .await
         .unwrap_or(0);
 
-    let load = Load::start(&s.envoy);
+    let load = Load::start(&s.envoy, 8, 300);
     tokio::time::sleep(Duration::from_millis(200)).await;
     canaryctl(set_weight(&s.envoy, "web", &["canary=30"]))
         .await
         .expect("set-weight");
     let took = time_until_share(&s.envoy, 24.0..=36.0).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (sent, failed) = load.stop().await;
+    let (sent, failed) = load.stop_after(200).await;
 
     eprintln!("set-weight canary=30: the observed split moved after {took:?}");
     assert!(
@@ -298,7 +242,7 @@ async fn an_invalid_change_is_refused_and_the_file_left_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_and_abort_move_all_traffic() {
     let s = setup(10).await;
-    let load = Load::start(&s.envoy);
+    let load = Load::start(&s.envoy, 8, 300);
 
     canaryctl(promote(&s.envoy, "web", "canary"))
         .await
@@ -319,7 +263,7 @@ async fn promote_and_abort_move_all_traffic() {
     .expect("request");
     assert_eq!(reply.upstream.as_deref(), Some("canary"), "{reply:?}");
 
-    let (sent, failed) = load.stop().await;
+    let (sent, failed) = load.stop_after(200).await;
     assert!(sent > 100, "too little load to mean anything: {sent}");
     assert_eq!(
         failed, 0,

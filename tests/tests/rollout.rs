@@ -4,14 +4,14 @@
 
 use std::convert::Infallible;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use canary_e2e::canaryctl::canaryctl_bin;
 use canary_e2e::prometheus::Prometheus;
-use canary_e2e::{client, get, Envoy, Upstream};
+use canary_e2e::{client, get, Envoy, Load, Upstream};
 use canaryctl::rollout::state::{self, Record, State};
 use canaryctl::target::Target;
 use http_body_util::Full;
@@ -88,41 +88,6 @@ impl Canary {
 impl Drop for Canary {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// Requests from many users until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(envoy: &Envoy) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..8)
-            .map(|worker| {
-                let (stop, url) = (Arc::clone(&stop), envoy.url("/"));
-                tokio::spawn(async move {
-                    let client = client();
-                    let deadline = Instant::now() + Duration::from_secs(90);
-                    let mut i = 0u64;
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        i += 1;
-                        let user = format!("load-{worker}-{}", i % 300);
-                        let _ = get(&client, &url, &[("x-user-id", &user)]).await;
-                    }
-                })
-            })
-            .collect();
-        Load { stop, tasks }
-    }
-
-    async fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            let _ = task.await;
-        }
     }
 }
 
@@ -231,7 +196,7 @@ async fn served(envoy: &Envoy, n: usize) -> Vec<String> {
 async fn a_healthy_canary_is_promoted_through_every_step() {
     let s = setup().await;
     let prometheus = Prometheus::start(&s.envoy.admin_url("")[7..]).await;
-    let load = Load::start(&s.envoy);
+    let load = Load::start(&s.envoy, 8, 300);
     let options = [
         "--steps",
         "10,50,100",
@@ -269,7 +234,7 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
 async fn a_failing_canary_is_rolled_back_within_one_interval() {
     let s = setup().await;
     let prometheus = Prometheus::start(&s.envoy.admin_url("")[7..]).await;
-    let load = Load::start(&s.envoy);
+    let load = Load::start(&s.envoy, 8, 300);
     let interval = Duration::from_secs(3);
     let child = rollout(
         &s.envoy,
@@ -363,7 +328,7 @@ async fn without_traffic_the_rollout_says_no_data_and_does_not_promote() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_rollout_resumes_at_its_recorded_step() {
     let s = setup().await;
-    let load = Load::start(&s.envoy);
+    let load = Load::start(&s.envoy, 8, 300);
     let metrics = format!("envoy:{}", s.envoy.admin_url(""));
     let options = ["--steps", "10,30,50,100", "--interval", "2s"];
     let mut first = rollout(&s.envoy, &metrics, &options)
@@ -419,7 +384,7 @@ async fn a_slow_canary_is_rolled_back_on_the_latency_check() {
         .start()
         .await;
     let prometheus = Prometheus::start(&envoy.admin_url("")[7..]).await;
-    let load = Load::start(&envoy);
+    let load = Load::start(&envoy, 8, 300);
     let options = [
         "--steps",
         "10,50,100",
@@ -449,7 +414,7 @@ async fn a_slow_canary_is_rolled_back_on_the_latency_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_waits_for_resume_and_abort_stops_the_rollout() {
     let s = setup().await;
-    let load = Load::start(&s.envoy);
+    let load = Load::start(&s.envoy, 8, 300);
     let metrics = format!("envoy:{}", s.envoy.admin_url(""));
     let options = [
         "--steps",
@@ -517,7 +482,7 @@ async fn the_envoy_admin_source_rolls_back_on_a_relative_check() {
     let canary = Canary::start().await;
     canary.fail_every.store(5, Ordering::Relaxed);
     let s = setup_with(canary).await;
-    let load = Load::start(&s.envoy);
+    let load = Load::start(&s.envoy, 8, 300);
     let metrics = format!("envoy:{}", s.envoy.admin_url(""));
     let options = [
         "--steps",

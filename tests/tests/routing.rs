@@ -2,11 +2,9 @@
 //! the decision header, the identity cookie, rejected updates and metrics.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use canary_e2e::{client, concurrently, get, variants_of, Envoy, Upstream};
+use canary_e2e::{client, concurrently, get, variants_of, Envoy, Load, Upstream};
 
 fn config(canary_weight: f64) -> String {
     serde_json::json!({
@@ -122,45 +120,14 @@ async fn live_weight_change_keeps_canary_users_and_fails_nothing() {
     let ids = users(5_000, "live");
     let before = served(&variants_of(&s.envoy, &ids, 64).await);
 
-    let (stop, sent, failed) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let load = {
-        let (stop, sent, failed, url) =
-            (stop.clone(), sent.clone(), failed.clone(), s.envoy.url("/"));
-        tokio::spawn(async move {
-            let client = client();
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let user = format!("load-{}", i % 500);
-                let ok = get(&client, &url, &[("x-user-id", &user)])
-                    .await
-                    .is_ok_and(|r| r.status == 200);
-                sent.fetch_add(1, Ordering::Relaxed);
-                if !ok {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
+    let load = Load::start(&s.envoy, 4, 500);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let update = s.envoy.push_config(&config(30.0)).await;
     assert_eq!(update.rejected, 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.expect("load task");
-    assert!(
-        sent.load(Ordering::Relaxed) > 100,
-        "too little load to mean anything"
-    );
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed during the update"
-    );
+    let (sent, failed) = load.stop_after(200).await;
+    assert!(sent > 100, "too little load to mean anything: {sent}");
+    assert_eq!(failed, 0, "requests failed during the update ({sent} sent)");
 
     let after = served(&variants_of(&s.envoy, &ids, 64).await);
     let kept = before
@@ -371,38 +338,17 @@ async fn invalid_update_is_rejected_and_the_last_good_one_serves() {
     let ids = users(1_000, "reject");
     let before = served(&variants_of(&s.envoy, &ids, 32).await);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let failed = Arc::new(AtomicU64::new(0));
-    let load = {
-        let (stop, failed, url) = (stop.clone(), failed.clone(), s.envoy.url("/"));
-        tokio::spawn(async move {
-            let c = client();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let user = format!("reject-{}", n % 1000);
-                if !get(&c, &url, &[("x-user-id", &user)])
-                    .await
-                    .is_ok_and(|r| r.status == 200)
-                {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            n
-        })
-    };
+    let load = Load::start(&s.envoy, 4, 1000);
     let mut bad: serde_json::Value = serde_json::from_str(&config(30.0)).expect("json");
     bad["routes"][0]["variants"][1]["weight"] = serde_json::json!(130);
     let update = s.envoy.push_config(&bad.to_string()).await;
     assert_eq!(update.rejected, 1, "Envoy did not reject the update");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let sent = load.await.expect("load task");
-    assert!(sent > 50, "too little load to mean anything");
+    let (sent, failed) = load.stop_after(100).await;
+    assert!(sent > 50, "too little load to mean anything: {sent}");
     assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed around the rejected update"
+        failed, 0,
+        "requests failed around the rejected update ({sent} sent)"
     );
 
     let after = served(&variants_of(&s.envoy, &ids, 32).await);

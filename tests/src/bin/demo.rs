@@ -4,12 +4,10 @@
 //! Last, progressive rollouts with `canaryctl rollout`: a healthy canary promoted step by step,
 //! then a failing canary rolled back, with the live split at every step.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use canary_e2e::canaryctl::canaryctl_bin;
-use canary_e2e::{client, get, variants_of, Envoy, Reply, Upstream};
+use canary_e2e::{client, get, variants_of, Envoy, Load, Reply, Upstream};
 
 const USERS: usize = 5_000;
 const REPEATS: usize = 5;
@@ -185,7 +183,7 @@ async fn main() {
 async fn progressive_rollouts(envoy: &Envoy) {
     println!("\nProgressive rollout: canaryctl steps the canary up and checks it at every step");
     envoy.push_config(&config(0)).await;
-    let traffic = Traffic::start(envoy);
+    let traffic = Load::start(envoy, 8, 500);
     let healthy = rollout(envoy).await;
     traffic.stop().await;
     println!("  canaryctl exit code: {healthy}\n");
@@ -200,7 +198,7 @@ async fn progressive_rollouts(envoy: &Envoy) {
         .stats_flush_interval(Duration::from_secs(1))
         .start()
         .await;
-    let traffic = Traffic::start(&envoy);
+    let traffic = Load::start(&envoy, 8, 500);
     let failed = rollout(&envoy).await;
     traffic.stop().await;
     let users: Vec<String> = (0..1_000).map(|i| format!("after-{i}")).collect();
@@ -242,41 +240,6 @@ async fn rollout(envoy: &Envoy) -> i32 {
         .status()
         .await;
     status.ok().and_then(|s| s.code()).unwrap_or(-1)
-}
-
-/// Steady requests from many users until stopped.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Traffic {
-    fn start(envoy: &Envoy) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..8)
-            .map(|worker| {
-                let (stop, url) = (Arc::clone(&stop), envoy.url("/"));
-                tokio::spawn(async move {
-                    let client = client();
-                    let deadline = Instant::now() + Duration::from_secs(60);
-                    let mut i = 0u64;
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        i += 1;
-                        let user = format!("live-{worker}-{}", i % 500);
-                        let _ = get(&client, &url, &[("x-user-id", &user)]).await;
-                    }
-                })
-            })
-            .collect();
-        Traffic { stop, tasks }
-    }
-
-    async fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
 }
 
 fn served(replies: &[Reply]) -> Vec<String> {
