@@ -14,5 +14,5 @@ pub mod render;
 pub mod rollout;
 pub mod serve;
 pub mod spec;
-pub mod target;
+pub mod targets;
 pub mod weights;

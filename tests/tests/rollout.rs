@@ -13,7 +13,7 @@ use canary_e2e::canaryctl::canaryctl_bin;
 use canary_e2e::prometheus::Prometheus;
 use canary_e2e::{client, get, Envoy, Load, Upstream};
 use canaryctl::rollout::state::{self, Record, State};
-use canaryctl::target::Target;
+use canaryctl::targets::Target;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode};

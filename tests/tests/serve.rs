@@ -14,7 +14,7 @@ use canary_e2e::{client, get, wasm_path, Envoy, Upstream};
 use canary_filter::Weight;
 use canaryctl::ecds::{self, ModuleSource};
 use canaryctl::serve::{Config, Module, Server, Token};
-use canaryctl::target::Target;
+use canaryctl::targets::Target;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "test-token-0123456789";

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use crate::target::Target;
+use crate::targets::Target;
 use crate::weights::Change;
 
 /// Gives the baseline all the traffic. A rollout under way on the route is marked aborted

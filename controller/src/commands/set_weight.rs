@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::target::Target;
+use crate::targets::Target;
 use crate::weights::{self, Change};
 
 pub fn run(target: &str, route: &str, weights: &[String]) -> anyhow::Result<ExitCode> {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::args::Output;
 use crate::observed::{self, Observed};
-use crate::target::Target;
+use crate::targets::Target;
 use crate::weights::{self, weight_json, weight_text, RouteWeights};
 
 const BAR_WIDTH: usize = 40;

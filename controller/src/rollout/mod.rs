@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::args::TargetArg;
-use crate::target::Target;
+use crate::targets::Target;
 
 /// Exit code of a rollout rolled back by a failed check or for lack of data.
 pub const EXIT_ROLLED_BACK: u8 = 2;

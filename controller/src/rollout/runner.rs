@@ -14,7 +14,7 @@ use super::metrics::{prometheus::Metrics, Source, Window};
 use super::progress::{self, Progress, Row, Tick};
 use super::state::{self, Record, State};
 use super::RolloutArgs;
-use crate::target::Target;
+use crate::targets::Target;
 use crate::weights::{self, weight_text, Change};
 
 /// What a rollout ended in.

@@ -1,12 +1,12 @@
 //! The progress of a rollout, recorded with the target (an annotation on the WasmPlugin, a file
-//! next to the ECDS file: see [`crate::target::record`]) so that a restarted `rollout` resumes
+//! next to the ECDS file: see [`crate::targets::record`]) so that a restarted `rollout` resumes
 //! at its step, `resume` lifts a pause and `abort` stops it:
 //!
 //! `{"id":"…","route":"web","variant":"canary","step":2,"steps":["10","50","100"],"state":"running"}`
 
 use serde::{Deserialize, Serialize};
 
-use crate::target::{self, Target};
+use crate::targets::{self, Target};
 
 /// Where a rollout is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +91,7 @@ impl Owner {
 }
 
 /// The route's rollout record; a record that does not parse counts as none.
-pub fn load(target: &Target, route: &str) -> target::Result<Option<Record>> {
+pub fn load(target: &Target, route: &str) -> targets::Result<Option<Record>> {
     Ok(target
         .read_record(route)?
         .and_then(|text| serde_json::from_str(&text).ok()))
@@ -103,7 +103,7 @@ pub fn transition(
     target: &Target,
     route: &str,
     change: &dyn Fn(Option<Record>) -> Option<Record>,
-) -> target::Result<Option<Record>> {
+) -> targets::Result<Option<Record>> {
     let kept = target.update_record(route, &|current| {
         let current = current.and_then(|text| serde_json::from_str(text).ok());
         change(current).and_then(|record| serde_json::to_string(&record).ok())
@@ -113,7 +113,7 @@ pub fn transition(
 
 /// Records `record` as this run's progress, unless the run was aborted meanwhile. Returns the
 /// record now kept: `record`, or the aborted one.
-pub fn save(target: &Target, record: &Record) -> target::Result<Option<Record>> {
+pub fn save(target: &Target, record: &Record) -> targets::Result<Option<Record>> {
     transition(target, &record.route, &|current| match current {
         Some(current) if current.id == record.id && current.state == State::Aborted => None,
         _ => Some(record.clone()),
@@ -122,7 +122,7 @@ pub fn save(target: &Target, record: &Record) -> target::Result<Option<Record>> 
 
 /// Marks an active rollout of `route` aborted. The aborted record, or None when no rollout was
 /// under way.
-pub fn abort(target: &Target, route: &str) -> target::Result<Option<Record>> {
+pub fn abort(target: &Target, route: &str) -> targets::Result<Option<Record>> {
     changed(target, route, &|mut record| {
         record.state.active().then(|| {
             record.state = State::Aborted;
@@ -134,7 +134,7 @@ pub fn abort(target: &Target, route: &str) -> target::Result<Option<Record>> {
 
 /// Lifts the pause of a paused rollout of `route`. The resumed record, or None when no rollout
 /// was paused.
-pub fn resume(target: &Target, route: &str) -> target::Result<Option<Record>> {
+pub fn resume(target: &Target, route: &str) -> targets::Result<Option<Record>> {
     changed(target, route, &|mut record| {
         (record.state == State::Paused).then(|| {
             record.state = State::Running;
@@ -150,7 +150,7 @@ fn changed(
     target: &Target,
     route: &str,
     change: &dyn Fn(Record) -> Option<Record>,
-) -> target::Result<Option<Record>> {
+) -> targets::Result<Option<Record>> {
     let made = std::cell::RefCell::new(None);
     transition(target, route, &|current| {
         let new = current.and_then(change);

@@ -22,7 +22,7 @@ use super::fleet::Fleet;
 use super::metrics;
 use super::module::Module;
 use super::store::{Snapshot, Store, StoreError};
-use crate::target;
+use crate::targets;
 use crate::weights::{self, weight_json, Change, WeightError};
 
 #[derive(Clone)]
@@ -282,7 +282,7 @@ fn change_error(error: StoreError, variant_path: &str) -> ApiError {
         other => other.to_owned(),
     };
     match error {
-        StoreError::Target(target::Error::Edit(edit)) => match edit {
+        StoreError::Target(targets::Error::Edit(edit)) => match edit {
             WeightError::UnknownRoute { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "route", edit.to_string())
             }
@@ -294,7 +294,7 @@ fn change_error(error: StoreError, variant_path: &str) -> ApiError {
             }
             other => ApiError::bad(variant_path, other.to_string()),
         },
-        StoreError::Target(target::Error::Invalid(errors)) => ApiError {
+        StoreError::Target(targets::Error::Invalid(errors)) => ApiError {
             status: StatusCode::BAD_REQUEST,
             errors: errors
                 .iter()

@@ -36,7 +36,7 @@ pub use self::module::Module;
 pub use self::resource::{Resource, ResourceError};
 pub use self::store::{Snapshot, StoreError};
 use crate::args::TargetArg;
-use crate::target::Target;
+use crate::targets::Target;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {

@@ -16,13 +16,13 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use super::resource::{self, Resource, ResourceError};
-use crate::target::{self, Target};
+use crate::targets::{self, Target};
 use crate::weights::Change;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
-    Target(#[from] target::Error),
+    Target(#[from] targets::Error),
     #[error("cannot read {path}: {reason}")]
     Read { path: String, reason: String },
     #[error("{path}: {error}")]
