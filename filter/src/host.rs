@@ -19,8 +19,6 @@ pub enum MetricKind {
 /// What the filter needs from its host. Calls that can fail on the host side report it as
 /// `None` / `false` and never panic: the filter carries on without the result.
 pub trait Host {
-    /// The first value of request header `name` (lowercase).
-    fn request_header(&self, name: &str) -> Option<Vec<u8>>;
     /// Every request header (lowercase names), in order, in one call.
     fn request_headers(&self) -> Vec<(String, Vec<u8>)>;
     /// Sets request header `name` to `value`, replacing every value; `None` removes it.

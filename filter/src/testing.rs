@@ -104,15 +104,18 @@ impl MockHost {
     }
 }
 
-impl Host for MockHost {
-    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+impl MockHost {
+    /// The first value of request header `name`.
+    pub fn request_header(&self, name: &str) -> Option<Vec<u8>> {
         self.request
             .borrow()
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     }
+}
 
+impl Host for MockHost {
     fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
         self.request.borrow().clone()
     }

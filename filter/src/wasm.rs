@@ -118,13 +118,6 @@ impl EnvoyHost {
 }
 
 impl Host for EnvoyHost {
-    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).unwrap_or_else(|s| {
-            self.failed("get request header", s);
-            None
-        })
-    }
-
     fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
         hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_else(|s| {
             self.failed("get request headers", s);
