@@ -143,6 +143,18 @@ async fn live_weight_change_keeps_canary_users_and_fails_nothing() {
         (canary - 30.0).abs() <= 2.0,
         "canary share {canary:.2} % at weight 30"
     );
+    // The counters live in Envoy's stats store by name: they kept counting across the update,
+    // every request counted once, before and after it.
+    let mut counted = 0;
+    for variant in ["stable", "canary"] {
+        let name = format!("canary.route.web.variant.{variant}.decision.hash");
+        counted += s.envoy.counter(&name).await.unwrap_or(0);
+    }
+    assert_eq!(
+        counted,
+        2 * ids.len() as u64 + sent,
+        "hash decisions counted"
+    );
 }
 
 /// 4. Header and cookie rules, into canary and out of it, win over hashing, in rule order.
