@@ -7,6 +7,7 @@ VENV          := .venv
 ENVOY         := $(VENV)/bin/envoy
 TARGET_DIR    := $(or $(CARGO_TARGET_DIR),target)
 WASM          := $(TARGET_DIR)/wasm32-wasip1/release/canary_filter.wasm
+NOOP_WASM     := $(TARGET_DIR)/wasm32-wasip1/release/canary_noop_filter.wasm
 CARGO         ?= cargo
 
 export ENVOY_BIN   := $(abspath $(ENVOY))
@@ -26,9 +27,10 @@ all: build
 build: wasm controller
 
 wasm: wasm-target wasm-opt-tool
-	$(CARGO) build -p canary-filter --target wasm32-wasip1 --release
+	$(CARGO) build -p canary-filter -p canary-noop-filter --target wasm32-wasip1 --release
 	$(WASM_OPT) $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM)
-	@ls -l $(WASM) | awk '{ printf "%s: %d bytes\n", $$NF, $$5 }'
+	$(WASM_OPT) $(NOOP_WASM) -o $(NOOP_WASM).opt && mv $(NOOP_WASM).opt $(NOOP_WASM)
+	@ls -l $(WASM) $(NOOP_WASM) | awk '{ printf "%s: %d bytes\n", $$NF, $$5 }'
 
 controller:
 	$(CARGO) build -p canaryctl

@@ -52,6 +52,22 @@ pub fn wasm_path() -> PathBuf {
     path
 }
 
+/// The proxy-wasm filter that does nothing (`tests/noop-filter`), the benchmarks' floor:
+/// `$CANARY_NOOP_WASM`, or the release build of `make build`.
+pub fn noop_wasm_path() -> PathBuf {
+    let path = std::env::var_os("CANARY_NOOP_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace_root().join("target/wasm32-wasip1/release/canary_noop_filter.wasm")
+        });
+    assert!(
+        path.exists(),
+        "no no-op filter module at {}: `make build` builds it (or set CANARY_NOOP_WASM)",
+        path.display()
+    );
+    path
+}
+
 /// An HTTP client with connection pooling and no cookie jar: tests carry cookies by hand.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -20,7 +20,7 @@ async fn every_configuration_is_measured() {
     };
     let report = bench::run(options).await.expect("benchmark run");
 
-    assert_eq!(report.scenarios.len(), 5, "configurations (1) to (5)");
+    assert_eq!(report.scenarios.len(), 6, "configurations (0) to (5)");
     for s in &report.scenarios {
         let [run] = s.runs.as_slice() else {
             panic!("{}: {} runs, expected 1", s.name, s.runs.len());
@@ -49,6 +49,8 @@ async fn every_configuration_is_measured() {
     let text = report.markdown("cargo test --test bench_smoke", &[]);
     for row in [
         "(1) Envoy, no filter",
+        "(0) a proxy-wasm filter that does nothing",
+        "CPU/request (3) vs (0)",
         "(5) filter",
         "Propagation",
         "| .wasm size |",
