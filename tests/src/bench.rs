@@ -29,7 +29,8 @@ pub const MANY_RULES: usize = 10;
 /// The route the large configuration's load is sent to.
 const MATCHED_ROUTE: usize = MANY_ROUTES / 2;
 /// The reference row: a proxy-wasm filter that does nothing (`tests/noop-filter`).
-pub const FLOOR: &str = "(0) a proxy-wasm filter that does nothing (the floor of any proxy-wasm filter)";
+pub const FLOOR: &str =
+    "(0) a proxy-wasm filter that does nothing (the floor of any proxy-wasm filter)";
 /// CPU the Envoys under test run on when pinned; everything else runs on the other.
 const ENVOY_CPU: usize = 0;
 const LOAD_CPU: usize = 1;
