@@ -11,6 +11,7 @@ pub mod decide;
 pub mod error;
 pub mod host;
 pub mod http;
+pub mod json;
 pub mod metrics;
 mod router;
 pub mod table;
