@@ -127,31 +127,36 @@ impl TryFrom<&PluginConfig> for RoutingTable {
 
     fn try_from(config: &PluginConfig) -> Result<Self, ConfigErrors> {
         let mut errors = Errors::default();
-        let decision_header = header_name(&mut errors, "decisionHeader", &config.decision_header);
+        let decision_header = header_name(
+            &mut errors,
+            &At::root("decisionHeader"),
+            &config.decision_header,
+        );
 
+        let at = At::root("routes");
         match config.routes.len() {
-            0 => errors.push("routes", "must have at least one route"),
+            0 => errors.push(&at, "must have at least one route"),
             n if n > MAX_ROUTES => errors.push(
-                "routes",
+                &at,
                 format!("has {n} routes; at most {MAX_ROUTES} are allowed"),
             ),
             _ => {}
         }
-        let mut seen = HashMap::new();
+        let mut seen = HashMap::with_capacity(config.routes.len());
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
-            let path = format!("routes[{i}]");
-            check_name(&mut errors, &format!("{path}.name"), &route.name);
+            let at = at.index(i);
+            check_name(&mut errors, &at.key("name"), &route.name);
             if let Some(first) = seen.insert(route.name.as_str(), i) {
                 errors.push(
-                    format!("{path}.name"),
+                    &at.key("name"),
                     format!(
                         "duplicate route name {:?} (also routes[{first}])",
                         route.name
                     ),
                 );
             }
-            if let Some(r) = compile_route(&mut errors, &path, route, &decision_header) {
+            if let Some(r) = compile_route(&mut errors, &at, route, &decision_header) {
                 routes.push(r);
             }
         }
@@ -173,53 +178,48 @@ impl TryFrom<&PluginConfig> for RoutingTable {
 
 fn compile_route(
     errors: &mut Errors,
-    path: &str,
+    at: &At<'_>,
     route: &RouteConfig,
     decision_header: &str,
 ) -> Option<Route> {
     let before = errors.len();
-    let matcher = route.matcher.clone().unwrap_or_default();
-    if let Some(hosts) = &matcher.hosts {
-        let p = format!("{path}.match.hosts");
+    let matcher = route.matcher.as_ref();
+    let at_match = at.key("match");
+    if let Some(hosts) = matcher.and_then(|m| m.hosts.as_ref()) {
+        let at = at_match.key("hosts");
         if hosts.is_empty() {
-            errors.push(&p, "must not be empty (leave it out to match any host)");
+            errors.push(&at, "must not be empty (leave it out to match any host)");
         }
         for (j, host) in hosts.iter().enumerate() {
             if let Err(reason) = check_host(host) {
-                errors.push(format!("{p}[{j}]"), reason);
+                errors.push(&at.index(j), reason);
             }
         }
     }
-    if let Some(prefixes) = &matcher.path_prefixes {
-        let p = format!("{path}.match.pathPrefixes");
+    if let Some(prefixes) = matcher.and_then(|m| m.path_prefixes.as_ref()) {
+        let at = at_match.key("pathPrefixes");
         if prefixes.is_empty() {
-            errors.push(&p, "must not be empty (leave it out to match any path)");
+            errors.push(&at, "must not be empty (leave it out to match any path)");
         }
         for (j, prefix) in prefixes.iter().enumerate() {
             if !prefix.starts_with('/') {
-                errors.push(
-                    format!("{p}[{j}]"),
-                    format!("{prefix:?} must start with '/'"),
-                );
+                errors.push(&at.index(j), format!("{prefix:?} must start with '/'"));
             }
         }
     }
 
-    let variants = compile_variants(errors, path, &route.variants);
-    let targeting = route
-        .targeting
-        .iter()
-        .enumerate()
-        .filter_map(|(j, rule)| {
-            let p = format!("{path}.targeting[{j}]");
-            compile_rule(errors, &p, rule, &route.variants, decision_header)
-        })
-        .collect::<Vec<_>>();
-    let mut rule_names = HashMap::new();
+    let variants = compile_variants(errors, &at.key("variants"), &route.variants);
+    let at_targeting = at.key("targeting");
+    let mut targeting = Vec::with_capacity(route.targeting.len());
+    let mut rule_names = HashMap::with_capacity(route.targeting.len());
     for (j, rule) in route.targeting.iter().enumerate() {
+        let at = at_targeting.index(j);
+        if let Some(rule) = compile_rule(errors, &at, rule, &route.variants, decision_header) {
+            targeting.push(rule);
+        }
         if let Some(first) = rule_names.insert(rule.name.as_str(), j) {
             errors.push(
-                format!("{path}.targeting[{j}].name"),
+                &at.key("name"),
                 format!(
                     "duplicate rule name {:?} (also targeting[{first}])",
                     rule.name
@@ -230,7 +230,7 @@ fn compile_route(
     let default = StickinessConfig::default();
     let stickiness = compile_stickiness(
         errors,
-        &format!("{path}.stickiness"),
+        &at.key("stickiness"),
         route.stickiness.as_ref().unwrap_or(&default),
         &route.name,
         decision_header,
@@ -238,33 +238,34 @@ fn compile_route(
 
     (errors.len() == before).then(|| Route {
         name: route.name.clone(),
-        path_prefixes: matcher.path_prefixes.unwrap_or_default(),
+        path_prefixes: matcher
+            .and_then(|m| m.path_prefixes.clone())
+            .unwrap_or_default(),
         variants,
         targeting,
         stickiness,
     })
 }
 
-fn compile_variants(errors: &mut Errors, path: &str, variants: &[VariantConfig]) -> Vec<Variant> {
-    let p = format!("{path}.variants");
+fn compile_variants(errors: &mut Errors, at: &At<'_>, variants: &[VariantConfig]) -> Vec<Variant> {
     match variants.len() {
-        0 => errors.push(&p, "must have at least one variant"),
+        0 => errors.push(at, "must have at least one variant"),
         n if n > MAX_VARIANTS => errors.push(
-            &p,
+            at,
             format!("has {n} variants; at most {MAX_VARIANTS} are allowed"),
         ),
         _ => {}
     }
-    let mut seen = HashMap::new();
+    let mut seen = HashMap::with_capacity(variants.len());
     let mut total: u64 = 0;
     let mut all_weights_valid = true;
     let mut compiled = Vec::with_capacity(variants.len());
     for (k, variant) in variants.iter().enumerate() {
-        let vp = format!("{p}[{k}]");
-        check_name(errors, &format!("{vp}.name"), &variant.name);
+        let at = at.index(k);
+        check_name(errors, &at.key("name"), &variant.name);
         if let Some(first) = seen.insert(variant.name.as_str(), k) {
             errors.push(
-                format!("{vp}.name"),
+                &at.key("name"),
                 format!(
                     "duplicate variant name {:?} (also variants[{first}])",
                     variant.name
@@ -281,17 +282,14 @@ fn compile_variants(errors: &mut Errors, path: &str, variants: &[VariantConfig])
             }
             Err(reason) => {
                 all_weights_valid = false;
-                errors.push(format!("{vp}.weight"), reason);
+                errors.push(&at.key("weight"), reason);
             }
         }
     }
     if all_weights_valid && !variants.is_empty() && total != u64::from(Weight::FULL.0) {
         errors.push(
-            &p,
-            format!(
-                "weights must sum to 100, not {}",
-                Weight(u32::try_from(total).unwrap_or(u32::MAX)).percent()
-            ),
+            at,
+            format!("weights must sum to 100, not {}", percent(total)),
         );
     }
     compiled
@@ -300,30 +298,103 @@ fn compile_variants(errors: &mut Errors, path: &str, variants: &[VariantConfig])
 /// A percentage with at most three decimals, as thousandths of a percent.
 pub fn parse_weight(weight: f64) -> Result<Weight, String> {
     if !(0.0..=100.0).contains(&weight) {
-        return Err(format!("must be between 0 and 100, not {weight}"));
+        return Err(format!(
+            "must be between 0 and 100, not {}",
+            decimal(weight)
+        ));
     }
     let thousandths = (weight * 1000.0).round();
     if (weight * 1000.0 - thousandths).abs() > 1e-6 {
         return Err(format!(
-            "{weight} has more than 3 decimals (the resolution is 0.001 %)"
+            "{} has more than 3 decimals (the resolution is 0.001 %)",
+            decimal(weight)
         ));
     }
     // In range by the check above: 0 ..= 100_000.
     Ok(Weight(thousandths as u32))
 }
 
+/// Thousandths of a percent as a percentage: `110`, `99.5`.
+fn percent(thousandths: u64) -> String {
+    let (whole, fraction) = (thousandths / 1000, thousandths % 1000);
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let fraction = format!("{fraction:03}");
+    format!("{whole}.{}", fraction.trim_end_matches('0'))
+}
+
+/// A number as the shortest decimal that reads back as the same `f64`: `130`, `33.3335`,
+/// `1e300`. Error messages use this rather than `{}` on the float, whose formatting code would
+/// be a large part of the module; this needs only integer formatting and parsing.
+pub fn decimal(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".to_owned();
+    }
+    let sign = if x < 0.0 { "-" } else { "" };
+    let x = x.abs();
+    if x.is_infinite() {
+        return format!("{sign}inf");
+    }
+    let reads_back = |text: &str| text.parse::<f64>() == Ok(x);
+    // Fixed point, while the digits fit in a u64.
+    let mut scale = 1.0;
+    for decimals in 0..=17 {
+        let scaled = x * scale;
+        if scaled >= 1e19 {
+            break;
+        }
+        let text = with_point(scaled.round() as u64, decimals);
+        if reads_back(&text) {
+            return format!("{sign}{text}");
+        }
+        scale *= 10.0;
+    }
+    // Exponent form, with as few significant digits as read back.
+    let exponent = libm::floor(libm::log10(x)) as i32;
+    let mut text = String::new();
+    for digits in 1..=17 {
+        let shift = digits - 1 - exponent;
+        let half = libm::pow(10.0, f64::from(shift / 2));
+        let rest = libm::pow(10.0, f64::from(shift - shift / 2));
+        let mantissa = (x * half * rest).round() as u64;
+        text = format!(
+            "{}e{exponent}",
+            with_point(mantissa, digits.unsigned_abs() - 1)
+        );
+        if reads_back(&text) {
+            break;
+        }
+    }
+    format!("{sign}{text}")
+}
+
+/// `digits` with a decimal point before the last `decimals` of them: (12345, 2) is `123.45`.
+fn with_point(digits: u64, decimals: u32) -> String {
+    let digits = digits.to_string();
+    let decimals = decimals as usize;
+    if decimals == 0 {
+        return digits;
+    }
+    let padded = format!("{digits:0>width$}", width = decimals + 1);
+    match padded.split_at_checked(padded.len() - decimals) {
+        Some((whole, fraction)) => format!("{whole}.{fraction}"),
+        None => padded,
+    }
+}
+
 fn compile_rule(
     errors: &mut Errors,
-    path: &str,
+    at: &At<'_>,
     rule: &TargetingRuleConfig,
     variants: &[VariantConfig],
     decision_header: &str,
 ) -> Option<TargetingRule> {
     let before = errors.len();
-    check_name(errors, &format!("{path}.name"), &rule.name);
+    check_name(errors, &at.key("name"), &rule.name);
     let source = compile_source(
         errors,
-        path,
+        at,
         (rule.header.as_ref(), rule.cookie.as_ref()),
         decision_header,
         "target on",
@@ -335,7 +406,7 @@ fn compile_rule(
     }
     if let Some(values) = &rule.one_of {
         if values.is_empty() {
-            errors.push(format!("{path}.in"), "must list at least one value");
+            errors.push(&at.key("in"), "must list at least one value");
         }
         predicates.push(Predicate::In(
             values.iter().map(|v| v.as_bytes().to_vec()).collect(),
@@ -353,7 +424,7 @@ fn compile_rule(
         {
             Ok(regex) => predicates.push(Predicate::Matches(regex)),
             Err(e) => errors.push(
-                format!("{path}.matches"),
+                &at.key("matches"),
                 format!("invalid regex: {}", one_line(&e.to_string())),
             ),
         }
@@ -373,12 +444,12 @@ fn compile_rule(
     .count();
     match count {
         0 => errors.push(
-            path,
+            at,
             "needs a predicate: one of equals, in, prefix, matches, present",
         ),
         1 => {}
         _ => errors.push(
-            path,
+            at,
             "has more than one predicate; use exactly one of equals, in, prefix, matches, present",
         ),
     }
@@ -386,7 +457,7 @@ fn compile_rule(
     let variant = variants.iter().position(|v| v.name == rule.variant);
     if variant.is_none() {
         errors.push(
-            format!("{path}.variant"),
+            &at.key("variant"),
             format!("unknown variant {:?}", rule.variant),
         );
     }
@@ -403,27 +474,26 @@ fn compile_rule(
 
 fn compile_stickiness(
     errors: &mut Errors,
-    path: &str,
+    at: &At<'_>,
     stickiness: &StickinessConfig,
     route_name: &str,
     decision_header: &str,
 ) -> Stickiness {
+    let at_keys = at.key("keys");
     let keys = stickiness
         .keys
         .iter()
         .enumerate()
-        .filter_map(|(j, key)| {
-            compile_key(errors, &format!("{path}.keys[{j}]"), key, decision_header)
-        })
+        .filter_map(|(j, key)| compile_key(errors, &at_keys.index(j), key, decision_header))
         .collect();
     let cookie = stickiness
         .cookie
         .as_ref()
-        .map(|c| compile_cookie(errors, &format!("{path}.cookie"), c));
+        .map(|c| compile_cookie(errors, &at.key("cookie"), c));
     let salt = match &stickiness.salt {
         Some(salt) if salt.is_empty() => {
             errors.push(
-                format!("{path}.salt"),
+                &at.key("salt"),
                 "must not be empty (leave it out to use the route name)",
             );
             String::new()
@@ -436,13 +506,13 @@ fn compile_stickiness(
 
 fn compile_key(
     errors: &mut Errors,
-    path: &str,
+    at: &At<'_>,
     key: &KeyConfig,
     decision_header: &str,
 ) -> Option<Source> {
     compile_source(
         errors,
-        path,
+        at,
         (key.header.as_ref(), key.cookie.as_ref()),
         decision_header,
         "use as an identity",
@@ -453,17 +523,17 @@ fn compile_key(
 /// decision header, which the filter removes from every request) or a cookie.
 fn compile_source(
     errors: &mut Errors,
-    path: &str,
+    at: &At<'_>,
     (header, cookie): (Option<&String>, Option<&String>),
     decision_header: &str,
     purpose: &str,
 ) -> Option<Source> {
     match (header, cookie) {
         (Some(h), None) => {
-            let name = header_name(errors, &format!("{path}.header"), h);
+            let name = header_name(errors, &at.key("header"), h);
             if name == decision_header {
                 errors.push(
-                    format!("{path}.header"),
+                    &at.key("header"),
                     format!("cannot {purpose} the decision header: the filter removes it from every request"),
                 );
             }
@@ -472,34 +542,34 @@ fn compile_source(
         (None, Some(c)) => {
             if !cookie::is_valid_name(c) {
                 errors.push(
-                    format!("{path}.cookie"),
+                    &at.key("cookie"),
                     format!("{c:?} is not a valid cookie name"),
                 );
             }
             Some(Source::Cookie(c.clone()))
         }
         (None, None) => {
-            errors.push(path, "needs a source: one of header, cookie");
+            errors.push(at, "needs a source: one of header, cookie");
             None
         }
         (Some(_), Some(_)) => {
-            errors.push(path, "has both header and cookie; use exactly one");
+            errors.push(at, "has both header and cookie; use exactly one");
             None
         }
     }
 }
 
-fn compile_cookie(errors: &mut Errors, path: &str, c: &IdentityCookieConfig) -> IdentityCookie {
+fn compile_cookie(errors: &mut Errors, at: &At<'_>, c: &IdentityCookieConfig) -> IdentityCookie {
     if !cookie::is_valid_name(&c.name) {
         errors.push(
-            format!("{path}.name"),
+            &at.key("name"),
             format!("{:?} is not a valid cookie name", c.name),
         );
     }
     let max_age = c.max_age.unwrap_or(DEFAULT_COOKIE_MAX_AGE);
     if max_age == 0 {
         errors.push(
-            format!("{path}.maxAge"),
+            &at.key("maxAge"),
             "must be at least 1 second (0 deletes the cookie)",
         );
     }
@@ -510,7 +580,7 @@ fn compile_cookie(errors: &mut Errors, path: &str, c: &IdentityCookieConfig) -> 
             .any(|b| b == b';' || !(0x21..0x7f).contains(&b))
     {
         errors.push(
-            format!("{path}.path"),
+            &at.key("path"),
             format!(
                 "{cookie_path:?} must start with '/' and hold no ';', spaces or control characters"
             ),
@@ -520,7 +590,7 @@ fn compile_cookie(errors: &mut Errors, path: &str, c: &IdentityCookieConfig) -> 
     let same_site = c.same_site.unwrap_or(SameSite::Lax);
     if same_site == SameSite::None && !secure {
         errors.push(
-            format!("{path}.sameSite"),
+            &at.key("sameSite"),
             "None requires secure: true (browsers drop such cookies otherwise)",
         );
     }
@@ -535,7 +605,7 @@ fn compile_cookie(errors: &mut Errors, path: &str, c: &IdentityCookieConfig) -> 
 }
 
 /// Route, variant and rule names: `[a-z0-9-]{1,63}`; they appear in metric names.
-fn check_name(errors: &mut Errors, path: &str, name: &str) {
+fn check_name(errors: &mut Errors, at: &At<'_>, name: &str) {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name
@@ -543,16 +613,16 @@ fn check_name(errors: &mut Errors, path: &str, name: &str) {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !valid {
         errors.push(
-            path,
+            at,
             format!("{name:?} must be 1 to {MAX_NAME_LEN} characters of a-z, 0-9 and '-'"),
         );
     }
 }
 
 /// A request header name, lowercased as Envoy presents it.
-fn header_name(errors: &mut Errors, path: &str, name: &str) -> String {
+fn header_name(errors: &mut Errors, at: &At<'_>, name: &str) -> String {
     if name.is_empty() || !name.bytes().all(cookie::is_token_byte) {
-        errors.push(path, format!("{name:?} is not a valid HTTP header name"));
+        errors.push(at, format!("{name:?} is not a valid HTTP header name"));
     }
     name.to_ascii_lowercase()
 }
@@ -588,13 +658,77 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Where in the configuration compilation is: a chain of steps on the stack, from the key at the
+/// top level down. It costs nothing to build; the path is written out
+/// (`routes[3].variants[0].weight`) only when an error is recorded.
+#[derive(Clone, Copy)]
+struct At<'p> {
+    parent: Option<&'p At<'p>>,
+    step: Step,
+}
+
+#[derive(Clone, Copy)]
+enum Step {
+    Key(&'static str),
+    Index(usize),
+}
+
+impl<'p> At<'p> {
+    fn root(key: &'static str) -> At<'static> {
+        At {
+            parent: None,
+            step: Step::Key(key),
+        }
+    }
+
+    fn key(&'p self, key: &'static str) -> At<'p> {
+        At {
+            parent: Some(self),
+            step: Step::Key(key),
+        }
+    }
+
+    fn index(&'p self, index: usize) -> At<'p> {
+        At {
+            parent: Some(self),
+            step: Step::Index(index),
+        }
+    }
+
+    fn path(&self) -> String {
+        let mut steps = Vec::new();
+        let mut at = Some(self);
+        while let Some(a) = at {
+            steps.push(a.step);
+            at = a.parent;
+        }
+        let mut path = String::new();
+        for step in steps.iter().rev() {
+            match step {
+                Step::Key(key) => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key);
+                }
+                Step::Index(i) => {
+                    path.push('[');
+                    path.push_str(&i.to_string());
+                    path.push(']');
+                }
+            }
+        }
+        path
+    }
+}
+
 /// Errors collected in document order.
 #[derive(Default)]
 struct Errors(Vec<ConfigError>);
 
 impl Errors {
-    fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
-        self.0.push(ConfigError::new(path, reason));
+    fn push(&mut self, at: &At<'_>, reason: impl Into<String>) {
+        self.0.push(ConfigError::new(at.path(), reason));
     }
 
     fn len(&self) -> usize {
