@@ -23,7 +23,9 @@
 //!   may land on a third variant whose weight did not change, while some of that variant's users
 //!   join `j`; shares still match the weights.)
 
-use xxhash_rust::xxh64::Xxh64;
+use xxhash_rust::xxh64::{xxh64, Xxh64};
+
+use crate::table::MAX_NAME_LEN;
 
 /// The version of the assignment algorithm described above.
 pub const ALGORITHM_VERSION: u32 = 1;
@@ -48,18 +50,27 @@ pub fn assign<'a, I>(salt: &[u8], identity: &[u8], variants: I) -> usize
 where
     I: IntoIterator<Item = (&'a [u8], Weight)>,
 {
-    let mut prefix = Xxh64::new(0);
-    write_field(&mut prefix, salt);
-    write_field(&mut prefix, identity);
+    // Clearing the buffer is a fixed cost per request: a short one takes a few vector stores, a
+    // long one a string instruction costing as much as a hash.
+    if FIELDS + salt.len() + identity.len() + MAX_NAME_LEN <= SHORT {
+        assign_framed::<SHORT, I>(salt, identity, variants)
+    } else {
+        assign_framed::<LONG, I>(salt, identity, variants)
+    }
+}
 
+fn assign_framed<'a, const N: usize, I>(salt: &[u8], identity: &[u8], variants: I) -> usize
+where
+    I: IntoIterator<Item = (&'a [u8], Weight)>,
+{
+    let mut buf = [0; N];
+    let prefix = put_field(&mut buf, 0, salt).and_then(|at| put_field(&mut buf, at, identity));
     let mut best: Option<(usize, f64)> = None;
     for (index, (name, weight)) in variants.into_iter().enumerate() {
         if weight.0 == 0 {
             continue;
         }
-        let mut hasher = prefix.clone();
-        write_field(&mut hasher, name);
-        let s = score(weight, hasher.digest());
+        let s = score(weight, hash_framed(&mut buf, prefix, salt, identity, name));
         if best.is_none_or(|(_, top)| s > top) {
             best = Some((index, s));
         }
@@ -76,11 +87,52 @@ pub fn score(weight: Weight, hash: u64) -> f64 {
 
 /// The hash of one (salt, identity, variant) triple, exposed for documentation and tests.
 pub fn variant_hash(salt: &[u8], identity: &[u8], variant: &[u8]) -> u64 {
-    let mut hasher = Xxh64::new(0);
-    write_field(&mut hasher, salt);
-    write_field(&mut hasher, identity);
-    write_field(&mut hasher, variant);
-    hasher.digest()
+    let mut buf = [0; LONG];
+    let prefix = put_field(&mut buf, 0, salt).and_then(|at| put_field(&mut buf, at, identity));
+    hash_framed(&mut buf, prefix, salt, identity, variant)
+}
+
+/// Framed inputs up to `SHORT` or `LONG` bytes are hashed in one call from a buffer on the
+/// stack; longer ones (a long salt or identity) go through the streaming hasher, which gives the
+/// same hash.
+const SHORT: usize = 128;
+const LONG: usize = 512;
+/// The three length prefixes.
+const FIELDS: usize = 12;
+
+/// The hash of `field(salt) ‖ field(identity) ‖ field(variant)`, where `buf` holds the first two
+/// fields up to `prefix` (`None` if they did not fit). Each variant's field is written after
+/// them and the whole hashed in one go: a one-shot xxh64 over a few dozen bytes costs a fraction
+/// of the streaming hasher's buffering.
+fn hash_framed(
+    buf: &mut [u8],
+    prefix: Option<usize>,
+    salt: &[u8],
+    identity: &[u8],
+    variant: &[u8],
+) -> u64 {
+    let end = prefix.and_then(|at| put_field(buf, at, variant));
+    match end.and_then(|end| buf.get(..end)) {
+        Some(framed) => xxh64(framed, 0),
+        None => {
+            let mut hasher = Xxh64::new(0);
+            write_field(&mut hasher, salt);
+            write_field(&mut hasher, identity);
+            write_field(&mut hasher, variant);
+            hasher.digest()
+        }
+    }
+}
+
+/// Writes `field(bytes)` into `buf` at `at` and returns where it ends, or `None` if it does not
+/// fit.
+fn put_field(buf: &mut [u8], at: usize, bytes: &[u8]) -> Option<usize> {
+    let len = u32::try_from(bytes.len()).ok()?.to_le_bytes();
+    let body = at.checked_add(len.len())?;
+    let end = body.checked_add(bytes.len())?;
+    buf.get_mut(at..body)?.copy_from_slice(&len);
+    buf.get_mut(body..end)?.copy_from_slice(bytes);
+    Some(end)
 }
 
 fn write_field(hasher: &mut Xxh64, bytes: &[u8]) {
@@ -169,6 +221,36 @@ mod tests {
             [0, 0, 2, 0, 0, 0, 0, 2, 1, 1, 1, 2, 1, 1, 1, 2, 2, 1, 0, 2, 1, 2, 2, 1],
             "ids 0..24 at 33.333/33.333/33.334, salt bookinfo"
         );
+    }
+
+    /// Inputs too long for the stack buffer take the streaming hasher; both give xxh64 of the
+    /// same framed bytes, whichever side of the limit an input falls.
+    #[test]
+    fn long_inputs_hash_the_same_framed_bytes() {
+        let framed = |parts: &[&[u8]]| {
+            let mut bytes = Vec::new();
+            for part in parts {
+                bytes.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                bytes.extend_from_slice(part);
+            }
+            bytes
+        };
+        for len in [
+            0, 1, 31, 32, 53, 54, 100, 200, 480, 487, 488, 489, 500, 512, 1000, 70_000,
+        ] {
+            let identity = vec![b'x'; len];
+            for (salt, variant) in [
+                (&b"reviews"[..], &b"canary"[..]),
+                (&[b's'; 300][..], &b""[..]),
+            ] {
+                assert_eq!(
+                    variant_hash(salt, &identity, variant),
+                    xxh64(&framed(&[salt, &identity, variant]), 0),
+                    "identity of {len} bytes, salt of {}",
+                    salt.len()
+                );
+            }
+        }
     }
 
     #[test]
