@@ -6,16 +6,19 @@
 //! configuration order, so the first route of each list whose path prefixes fit is that list's
 //! best, and the lowest of those is the first route in configuration order that fits.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::table::Route;
 
+/// Hosts (lowercase bytes) to the routes naming them, in configuration order.
+type HostMap = HashMap<Box<[u8]>, Vec<usize>, BuildHasherDefault<HostHasher>>;
+
 #[derive(Debug, Default)]
 pub(crate) struct RouteIndex {
-    exact: HashMap<String, Vec<usize>>,
+    exact: HostMap,
     /// Keyed by the suffix with its leading dot: `*.example.com` → `.example.com`.
-    wildcard: HashMap<String, Vec<usize>>,
+    wildcard: HostMap,
     any_host: Vec<usize>,
 }
 
@@ -29,10 +32,10 @@ impl RouteIndex {
                 continue;
             }
             for host in hosts {
-                let host = host.to_ascii_lowercase();
-                let (map, key) = match host.strip_prefix('*') {
-                    Some(suffix) => (&mut index.wildcard, suffix.to_owned()),
-                    None => (&mut index.exact, host),
+                let host = host.to_ascii_lowercase().into_bytes();
+                let (map, key) = match host.strip_prefix(b"*") {
+                    Some(suffix) => (&mut index.wildcard, suffix.into()),
+                    None => (&mut index.exact, host.into_boxed_slice()),
                 };
                 let list = map.entry(key).or_default();
                 if list.last() != Some(&i) {
@@ -56,44 +59,105 @@ impl RouteIndex {
         let first_fit = |list: &Vec<usize>| list.iter().copied().find(fits);
 
         let mut best = first_fit(&self.any_host);
+        if self.exact.is_empty() && self.wildcard.is_empty() {
+            return best;
+        }
         let mut consider = |candidate: Option<usize>| {
             if let Some(c) = candidate {
                 best = Some(best.map_or(c, |b| b.min(c)));
             }
         };
-        if let Some(host) = host_of(authority) {
-            consider(self.exact.get(host.as_ref()).and_then(first_fit));
+        with_host(authority, |host| {
+            consider(self.exact.get(host).and_then(first_fit));
             if !self.wildcard.is_empty() {
                 // Every proper suffix starting at a dot, with at least one character before it.
-                for (at, _) in host.match_indices('.').filter(|(at, _)| *at > 0) {
+                let dots = host.iter().enumerate().skip(1).filter(|(_, b)| **b == b'.');
+                for (at, _) in dots {
                     if let Some(suffix) = host.get(at..) {
                         consider(self.wildcard.get(suffix).and_then(first_fit));
                     }
                 }
             }
-        }
+        });
         best
     }
 }
 
-/// The lowercase host of an `:authority`, without its port. `None` if not UTF-8.
-fn host_of(authority: &[u8]) -> Option<Cow<'_, str>> {
-    let authority = std::str::from_utf8(authority).ok()?;
-    let host = if authority.starts_with('[') {
+/// Room for the longest DNS name (253 characters); longer hosts are lowercased on the heap.
+const HOST_BUF: usize = 256;
+
+/// Calls `f` with the lowercase host of an `:authority`, without its port, unless the authority
+/// is not UTF-8. Lowercasing copies the host to the stack, only when it has uppercase letters.
+fn with_host<R>(authority: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    if !authority.is_ascii() {
+        std::str::from_utf8(authority).ok()?;
+    }
+    let host = if authority.first() == Some(&b'[') {
         // An IPv6 literal: keep the brackets, drop the port after them.
         authority
-            .find(']')
+            .iter()
+            .position(|b| *b == b']')
             .and_then(|end| authority.get(..=end))
             .unwrap_or(authority)
     } else {
-        authority.split(':').next().unwrap_or(authority)
+        authority.split(|b| *b == b':').next().unwrap_or(authority)
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    if !host.iter().any(u8::is_ascii_uppercase) {
+        return Some(f(host));
+    }
+    let mut buf = [0; HOST_BUF];
+    Some(match buf.get_mut(..host.len()) {
+        Some(lower) => {
+            lower.copy_from_slice(host);
+            lower.make_ascii_lowercase();
+            f(lower)
+        }
+        None => f(&host.to_ascii_lowercase()),
     })
+}
+
+/// A fast hash for host names, which are short. The host map is built from the configuration
+/// and only looked up per request, so a request cannot grow its probe sequences; a keyed hash
+/// (std's SipHash) buys nothing here and costs most of a lookup.
+#[derive(Default)]
+struct HostHasher(u64);
+
+impl HostHasher {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    /// Mixes one word in with a folded 64 × 64 → 128-bit multiply, which carries every input
+    /// bit into every output bit (the bucket index and the tag both come from the hash).
+    fn mix(&mut self, word: u64) {
+        let product = u128::from(self.0 ^ word) * u128::from(Self::K);
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
+impl Hasher for HostHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0; 8];
+            word.iter_mut().zip(rest).for_each(|(w, b)| *w = *b);
+            // The length keeps "a" and "a\0" apart.
+            self.mix(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[cfg(test)]
