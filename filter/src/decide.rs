@@ -4,7 +4,8 @@
 //! from a key or the identity cookie → `hash`; otherwise a new random identity → `new`.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt;
+use std::ops::Deref;
 
 use crate::table::{Route, RoutingTable, Source};
 
@@ -53,7 +54,44 @@ pub struct Decision {
     pub variant: usize,
     pub reason: Reason,
     /// A new identity to hand to the client with `Set-Cookie`.
-    pub issue_identity: Option<String>,
+    pub issue_identity: Option<NewIdentity>,
+}
+
+/// A new identity: [`IDENTITY_BYTES`] random bytes as lowercase hex, held inline so that
+/// making one allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NewIdentity([u8; IDENTITY_BYTES * 2]);
+
+impl NewIdentity {
+    pub fn from_random(bytes: &[u8; IDENTITY_BYTES]) -> Self {
+        let digit = |n: u8| if n < 10 { b'0' + n } else { b'a' + (n - 10) };
+        let mut hex = [0; IDENTITY_BYTES * 2];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
+            if let [high, low] = pair {
+                (*high, *low) = (digit(byte >> 4), digit(byte & 0xf));
+            }
+        }
+        NewIdentity(hex)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Hex digits only, so always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Deref for NewIdentity {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for NewIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 impl RoutingTable {
@@ -98,7 +136,7 @@ fn decide_route(
     if !random(&mut bytes) {
         return decision(0, Reason::New, None);
     }
-    let identity = hex(&bytes);
+    let identity = NewIdentity::from_random(&bytes);
     let variant = route.assign(identity.as_bytes());
     let issue = route.stickiness.cookie.as_ref().map(|_| identity);
     decision(variant, Reason::New, issue)
@@ -116,14 +154,6 @@ fn identity<'r>(route: &Route, request: &'r impl RequestView) -> Option<Cow<'r, 
         .iter()
         .filter_map(|c| request.cookie(&c.name));
     keys.chain(cookie).find(|value| !value.is_empty())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 #[cfg(test)]
@@ -368,6 +398,17 @@ mod tests {
             Req::new("reviews", "/").cookie(Box::leak(format!("canary_id={id}").into_boxed_str()));
         let again = t.decide(&replay, never).unwrap();
         assert_eq!((again.variant, again.reason), (d.variant, Reason::Hash));
+    }
+
+    #[test]
+    fn new_identity_is_lowercase_hex_of_the_random_bytes() {
+        let bytes: [u8; IDENTITY_BYTES] = std::array::from_fn(|i| (i as u8) * 17);
+        let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(NewIdentity::from_random(&bytes).as_str(), want);
+        assert_eq!(
+            NewIdentity::from_random(&[0xff; IDENTITY_BYTES]).as_str(),
+            "f".repeat(2 * IDENTITY_BYTES)
+        );
     }
 
     #[test]
