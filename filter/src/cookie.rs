@@ -51,13 +51,16 @@ pub fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// The attributes of the identity cookie, rendered once at configuration time.
+/// The identity cookie's name and attributes, rendered once at configuration time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityCookie {
     pub name: String,
     /// `; Max-Age=…; Path=…` and the flags, appended after `name=value`.
     attributes: String,
 }
+
+/// `Set-Cookie` values up to this length are rendered on the stack.
+const SET_COOKIE_BUF: usize = 256;
 
 impl IdentityCookie {
     pub fn new(
@@ -85,7 +88,36 @@ impl IdentityCookie {
 
     /// The `Set-Cookie` header value that hands out `identity`.
     pub fn set_cookie(&self, identity: &str) -> String {
-        format!("{}={identity}{}", self.name, self.attributes)
+        self.with_set_cookie(identity, |value| {
+            String::from_utf8_lossy(value).into_owned()
+        })
+    }
+
+    /// Calls `f` with the `Set-Cookie` header value that hands out `identity`, rendered without
+    /// allocating when it fits in a small buffer (it does unless the cookie path is long).
+    pub fn with_set_cookie<R>(&self, identity: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+        let parts = [
+            self.name.as_bytes(),
+            b"=",
+            identity.as_bytes(),
+            self.attributes.as_bytes(),
+        ];
+        let len = parts.iter().map(|p| p.len()).sum();
+        let mut buf = [0; SET_COOKIE_BUF];
+        match buf.get_mut(..len) {
+            Some(value) => {
+                let mut rest = &mut *value;
+                for part in parts {
+                    let Some((head, tail)) = rest.split_at_mut_checked(part.len()) else {
+                        break;
+                    };
+                    head.copy_from_slice(part);
+                    rest = tail;
+                }
+                f(value)
+            }
+            None => f(&parts.concat()),
+        }
     }
 }
 
@@ -146,6 +178,13 @@ mod tests {
         assert_eq!(
             plain.set_cookie("z"),
             "id=z; Max-Age=1; Path=/app; SameSite=Strict"
+        );
+        let path = format!("/{}", "p".repeat(SET_COOKIE_BUF));
+        let long = IdentityCookie::new("id".into(), 1, &path, false, false, SameSite::Strict);
+        assert_eq!(
+            long.set_cookie("z"),
+            format!("id=z; Max-Age=1; Path={path}; SameSite=Strict"),
+            "longer than the stack buffer"
         );
     }
 

@@ -119,22 +119,29 @@ impl Stream {
         };
         if let (Some(identity), Some(cookie)) = (&decision.issue_identity, &route.stickiness.cookie)
         {
-            host.add_response_header("set-cookie", cookie.set_cookie(identity).as_bytes());
+            cookie.with_set_cookie(identity, |value| {
+                host.add_response_header("set-cookie", value);
+            });
         }
         if plugin.table.debug_header {
             let variant = route
                 .variants
                 .get(decision.variant)
                 .map_or("", |v| v.name.as_str());
-            let reason = match decision.reason {
-                Reason::Rule(i) => format!(
-                    "rule:{}",
-                    route.targeting.get(i).map_or("", |r| r.name.as_str())
-                ),
-                other => other.label().to_owned(),
+            let (colon, rule) = match decision.reason {
+                Reason::Rule(i) => (":", route.targeting.get(i).map_or("", |r| r.name.as_str())),
+                _ => ("", ""),
             };
-            let value = format!("{};{variant};{reason}", route.name);
-            host.add_response_header(DEBUG_HEADER, value.as_bytes());
+            let parts = [
+                route.name.as_str(),
+                ";",
+                variant,
+                ";",
+                decision.reason.label(),
+                colon,
+                rule,
+            ];
+            host.add_response_header(DEBUG_HEADER, parts.concat().as_bytes());
         }
         let status = host
             .response_header(":status")
