@@ -13,8 +13,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-/// Arrays and objects nest at most this deep (the same limit as serde_json's).
-pub const MAX_DEPTH: usize = 128;
+/// Arrays and objects nest at most this deep: what serde_json accepts too.
+pub const MAX_DEPTH: usize = 127;
 
 /// Objects with more members than this are checked for duplicate keys with a hash map.
 const LINEAR_KEY_CHECK: usize = 16;
@@ -73,13 +73,16 @@ pub fn parse(input: &[u8]) -> Result<Value<'_>, Error> {
         members: Vec::new(),
     };
     parser.skip_whitespace();
-    let value = parser.value(0)?;
+    let value = parser.value(0).map_err(|e| *e)?;
     parser.skip_whitespace();
     if parser.pos < input.len() {
-        return Err(parser.error("trailing characters"));
+        return Err(*parser.error("trailing characters"));
     }
     Ok(value)
 }
+
+/// Errors are boxed while parsing: the results passed up for every value stay small.
+type Parsed<T> = Result<T, Box<Error>>;
 
 struct Parser<'a> {
     text: &'a str,
@@ -93,8 +96,12 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    fn error(&self, reason: impl Into<String>) -> Error {
-        Error::at(self.bytes, self.pos, reason)
+    fn error(&self, reason: impl Into<String>) -> Box<Error> {
+        self.error_at(self.pos, reason)
+    }
+
+    fn error_at(&self, offset: usize, reason: impl Into<String>) -> Box<Error> {
+        Box::new(Error::at(self.bytes, offset, reason))
     }
 
     #[inline(always)]
@@ -105,8 +112,14 @@ impl<'a> Parser<'a> {
     /// Moves past the bytes for which `skip` holds.
     #[inline(always)]
     fn skip_while(&mut self, skip: impl Fn(u8) -> bool) {
-        let rest = self.bytes.get(self.pos..).unwrap_or_default();
-        self.pos += rest.iter().position(|b| !skip(*b)).unwrap_or(rest.len());
+        let mut pos = self.pos;
+        while let Some(b) = self.bytes.get(pos) {
+            if !skip(*b) {
+                break;
+            }
+            pos += 1;
+        }
+        self.pos = pos;
     }
 
     fn skip_whitespace(&mut self) {
@@ -114,7 +127,7 @@ impl<'a> Parser<'a> {
     }
 
     /// The text from `start` to the current position; both are at ASCII bytes.
-    fn slice(&self, start: usize) -> Result<&'a str, Error> {
+    fn slice(&self, start: usize) -> Parsed<&'a str> {
         self.text
             .get(start..self.pos)
             .ok_or_else(|| self.error("invalid UTF-8"))
@@ -122,7 +135,7 @@ impl<'a> Parser<'a> {
 
     /// A value starting at the current position (no whitespace before it). `depth` counts the
     /// arrays and objects around it.
-    fn value(&mut self, depth: usize) -> Result<Value<'a>, Error> {
+    fn value(&mut self, depth: usize) -> Parsed<Value<'a>> {
         match self.peek() {
             None => Err(self.error("unexpected end of input, expected a value")),
             Some(b'{') => self.object(depth + 1),
@@ -136,7 +149,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn enter(&self, depth: usize) -> Result<(), Error> {
+    fn enter(&self, depth: usize) -> Parsed<()> {
         if depth > MAX_DEPTH {
             Err(self.error(format!("nested deeper than {MAX_DEPTH} levels")))
         } else {
@@ -144,7 +157,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn literal(&mut self, word: &str, value: Value<'a>) -> Result<Value<'a>, Error> {
+    fn literal(&mut self, word: &str, value: Value<'a>) -> Parsed<Value<'a>> {
         let end = self.pos + word.len();
         if self.bytes.get(self.pos..end) == Some(word.as_bytes()) {
             self.pos = end;
@@ -154,7 +167,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value<'a>, Error> {
+    fn array(&mut self, depth: usize) -> Parsed<Value<'a>> {
         self.enter(depth)?;
         self.pos += 1;
         let first = self.items.len();
@@ -185,7 +198,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value<'a>, Error> {
+    fn object(&mut self, depth: usize) -> Parsed<Value<'a>> {
         self.enter(depth)?;
         self.pos += 1;
         let first = self.members.len();
@@ -208,11 +221,7 @@ impl<'a> Parser<'a> {
             let earlier = self.members.get(first..).unwrap_or_default();
             if earlier.len() < LINEAR_KEY_CHECK {
                 if earlier.iter().any(|(k, _)| *k == key) {
-                    return Err(Error::at(
-                        self.bytes,
-                        key_start,
-                        format!("duplicate key {key:?}"),
-                    ));
+                    return Err(self.error_at(key_start, format!("duplicate key {key:?}")));
                 }
             } else {
                 later_keys.push(key_start);
@@ -252,7 +261,7 @@ impl<'a> Parser<'a> {
         &self,
         members: &[(Cow<'a, str>, Value<'a>)],
         later_keys: &[usize],
-    ) -> Result<(), Error> {
+    ) -> Parsed<()> {
         let mut seen: HashMap<&str, usize> = HashMap::with_capacity(members.len());
         for (i, (key, _)) in members.iter().enumerate() {
             if seen.insert(key.as_ref(), i).is_some() {
@@ -261,18 +270,14 @@ impl<'a> Parser<'a> {
                     .and_then(|j| later_keys.get(j))
                     .copied()
                     .unwrap_or(self.pos);
-                return Err(Error::at(
-                    self.bytes,
-                    offset,
-                    format!("duplicate key {key:?}"),
-                ));
+                return Err(self.error_at(offset, format!("duplicate key {key:?}")));
             }
         }
         Ok(())
     }
 
     /// A string starting at its opening quote. Without escapes it borrows the input.
-    fn string(&mut self) -> Result<Cow<'a, str>, Error> {
+    fn string(&mut self) -> Parsed<Cow<'a, str>> {
         self.pos += 1;
         let start = self.pos;
         self.skip_while(is_plain);
@@ -304,7 +309,7 @@ impl<'a> Parser<'a> {
     }
 
     /// The character an escape stands for, the position at its backslash.
-    fn escape(&mut self) -> Result<char, Error> {
+    fn escape(&mut self) -> Parsed<char> {
         let start = self.pos;
         self.pos += 1;
         let c = match self.peek() {
@@ -328,41 +333,29 @@ impl<'a> Parser<'a> {
     }
 
     /// `\uXXXX`, after the `u`; a surrogate pair is two of them.
-    fn unicode_escape(&mut self, start: usize) -> Result<char, Error> {
+    fn unicode_escape(&mut self, start: usize) -> Parsed<char> {
         let first = self.hex4()?;
         let code = match first {
             0xd800..=0xdbff => {
                 if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
-                    return Err(Error::at(
-                        self.bytes,
-                        start,
-                        "lone leading surrogate in a \\u escape",
-                    ));
+                    return Err(self.error_at(start, "lone leading surrogate in a \\u escape"));
                 }
                 self.pos += 2;
                 let second = self.hex4()?;
                 if !(0xdc00..=0xdfff).contains(&second) {
-                    return Err(Error::at(
-                        self.bytes,
-                        start,
-                        "lone leading surrogate in a \\u escape",
-                    ));
+                    return Err(self.error_at(start, "lone leading surrogate in a \\u escape"));
                 }
                 0x10000 + ((first - 0xd800) << 10) + (second - 0xdc00)
             }
             0xdc00..=0xdfff => {
-                return Err(Error::at(
-                    self.bytes,
-                    start,
-                    "lone trailing surrogate in a \\u escape",
-                ))
+                return Err(self.error_at(start, "lone trailing surrogate in a \\u escape"))
             }
             _ => first,
         };
-        char::from_u32(code).ok_or_else(|| Error::at(self.bytes, start, "invalid \\u escape"))
+        char::from_u32(code).ok_or_else(|| self.error_at(start, "invalid \\u escape"))
     }
 
-    fn hex4(&mut self) -> Result<u32, Error> {
+    fn hex4(&mut self) -> Parsed<u32> {
         let mut code = 0;
         for _ in 0..4 {
             let digit = self
@@ -376,7 +369,7 @@ impl<'a> Parser<'a> {
     }
 
     /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, kept as text.
-    fn number(&mut self) -> Result<Value<'a>, Error> {
+    fn number(&mut self) -> Parsed<Value<'a>> {
         let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
@@ -409,7 +402,7 @@ impl<'a> Parser<'a> {
         self.skip_while(|b| b.is_ascii_digit());
     }
 
-    fn required_digits(&mut self) -> Result<(), Error> {
+    fn required_digits(&mut self) -> Parsed<()> {
         match self.peek() {
             Some(b'0'..=b'9') => {
                 self.digits();
@@ -421,6 +414,7 @@ impl<'a> Parser<'a> {
 }
 
 /// A byte that stands for itself in a string: not a quote, a backslash or a control character.
+#[inline(always)]
 fn is_plain(b: u8) -> bool {
     b != b'"' && b != b'\\' && b >= 0x20
 }
@@ -466,4 +460,405 @@ fn from_serde_at(value: &serde_json::Value, depth: usize) -> Result<Value<'_>, S
             )
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ok(text: &str) -> Value<'_> {
+        parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    }
+
+    fn err(text: &[u8]) -> String {
+        match parse(text) {
+            Ok(value) => panic!("{text:?} parsed as {value:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn string(s: &str) -> Value<'_> {
+        Value::String(Cow::Borrowed(s))
+    }
+
+    fn number(s: &str) -> Value<'_> {
+        Value::Number(Cow::Borrowed(s))
+    }
+
+    #[test]
+    fn scalars_and_whitespace() {
+        assert_eq!(ok("null"), Value::Null);
+        assert_eq!(ok(" \t\r\ntrue\n"), Value::Bool(true));
+        assert_eq!(ok("false"), Value::Bool(false));
+        assert_eq!(ok(r#""x""#), string("x"));
+        assert_eq!(
+            ok("[ 1 , {\"a\" :\n[] } ]"),
+            Value::Array(vec![
+                number("1"),
+                Value::Object(vec![(Cow::Borrowed("a"), Value::Array(vec![]))])
+            ])
+        );
+        assert_eq!(
+            err(b""),
+            "unexpected end of input, expected a value at line 1 column 1"
+        );
+        assert_eq!(
+            err(b"  \n "),
+            "unexpected end of input, expected a value at line 2 column 2"
+        );
+        assert!(
+            err(b"\x0c1").starts_with("expected a value"),
+            "form feed is not whitespace"
+        );
+        assert!(
+            err(b"\xc2\xa01").starts_with("expected a value"),
+            "nor is U+00A0"
+        );
+        assert!(err(b"nul").starts_with("expected a value"));
+        assert!(err(b"True").starts_with("expected a value"));
+    }
+
+    #[test]
+    fn strings_and_escapes() {
+        assert_eq!(
+            ok(r#""a\"\\\/\b\f\n\r\tz""#),
+            Value::String(Cow::Owned("a\"\\/\u{8}\u{c}\n\r\tz".to_owned()))
+        );
+        assert_eq!(ok(r#""\u00e9\u20AC""#), string("é€"));
+        assert_eq!(ok("\"é€ 😀\""), string("é€ 😀"), "UTF-8 as it is");
+        assert!(matches!(ok(r#""plain""#), Value::String(Cow::Borrowed(_))));
+        assert_eq!(ok(r#""\ud83d\ude00""#), string("😀"), "a surrogate pair");
+        assert_eq!(ok(r#""\uD83D\uDE00x""#), string("😀x"));
+        assert_eq!(ok(r#""\u0000""#), string("\0"));
+        for (text, reason) in [
+            (r#""\ud83d""#, "lone leading surrogate"),
+            (r#""\ud83dx""#, "lone leading surrogate"),
+            (r#""\ud83d\u0041""#, "lone leading surrogate"),
+            (r#""\ud83d\ud83d""#, "lone leading surrogate"),
+            (r#""\ude00""#, "lone trailing surrogate"),
+            (r#""\u12""#, "invalid \\u escape"),
+            (r#""\u12g4""#, "invalid \\u escape"),
+            (r#""\x""#, "invalid escape"),
+            (r#""\'""#, "invalid escape"),
+            ("\"a\nb\"", "control character"),
+            ("\"a\tb\"", "control character"),
+            ("\"\\n\u{1f}\"", "control character"),
+            (r#""abc"#, "unexpected end of input in a string"),
+            (r#""abc\"#, "unexpected end of input in a string"),
+        ] {
+            let e = err(text.as_bytes());
+            assert!(e.starts_with(reason), "{text}: {e}");
+        }
+        assert_eq!(
+            ok("\"\u{7f}\""),
+            string("\u{7f}"),
+            "DEL is not a control character in JSON"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_rejected_where_it_is() {
+        assert_eq!(err(b"\"ab\xff\""), "invalid UTF-8 at line 1 column 4");
+        assert_eq!(err(b"[\"\xc3\"]"), "invalid UTF-8 at line 1 column 3");
+        assert_eq!(
+            err(b"\"\xed\xa0\x80\""),
+            "invalid UTF-8 at line 1 column 2",
+            "an encoded surrogate"
+        );
+        assert_eq!(
+            err(b"\"\xc0\xaf\""),
+            "invalid UTF-8 at line 1 column 2",
+            "overlong"
+        );
+        assert_eq!(err(b"{}\n\"\xe2\x82\""), "invalid UTF-8 at line 2 column 2");
+        assert_eq!(
+            err("\"é\"x".as_bytes()),
+            "trailing characters at line 1 column 4",
+            "columns count characters"
+        );
+    }
+
+    #[test]
+    fn numbers_follow_the_grammar_and_keep_their_text() {
+        for text in [
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "10",
+            "0.5",
+            "-0.0",
+            "1e5",
+            "1E5",
+            "1e+5",
+            "1e-5",
+            "1.25e-3",
+            "123456789012345678901234567890",
+            "1e400",
+            "-1e-400",
+            "18446744073709551616",
+        ] {
+            assert_eq!(ok(text), number(text));
+        }
+        for text in [
+            "01",
+            "-01",
+            "00",
+            "-",
+            "--1",
+            "+1",
+            ".5",
+            "1.",
+            "1.e5",
+            "1e",
+            "1e+",
+            "-e1",
+            "0x10",
+            "1.5.2",
+            "Infinity",
+            "NaN",
+            "-Infinity",
+            "1 2",
+        ] {
+            assert!(
+                parse(text.as_bytes()).is_err(),
+                "{text} is not a JSON number"
+            );
+        }
+        assert_eq!(
+            err(b"012"),
+            "invalid number: leading zero at line 1 column 2"
+        );
+        assert_eq!(
+            err(b"[-]"),
+            "invalid number: expected a digit at line 1 column 3"
+        );
+    }
+
+    #[test]
+    fn structure_errors() {
+        assert_eq!(err(b"[1,]"), "trailing comma at line 1 column 4");
+        assert_eq!(err(b"{\"a\":1,}"), "trailing comma at line 1 column 8");
+        assert_eq!(err(b"[1 2]"), "expected `,` or `]` at line 1 column 4");
+        assert_eq!(err(b"{\"a\" 1}"), "expected `:` at line 1 column 6");
+        assert_eq!(
+            err(b"{a:1}"),
+            "expected a key (a string) at line 1 column 2"
+        );
+        assert_eq!(
+            err(b"{\"a\":1 \"b\":2}"),
+            "expected `,` or `}` at line 1 column 8"
+        );
+        assert_eq!(err(b"[,1]"), "expected a value at line 1 column 2");
+        assert_eq!(err(b"{} {}"), "trailing characters at line 1 column 4");
+        assert_eq!(err(b"1 x"), "trailing characters at line 1 column 3");
+        assert_eq!(
+            err(b"[1"),
+            "unexpected end of input, expected `,` or `]` at line 1 column 3"
+        );
+        assert_eq!(
+            err(b"{\"a\":"),
+            "unexpected end of input, expected a value at line 1 column 6"
+        );
+        assert_eq!(
+            err(b"{\"a\""),
+            "unexpected end of input, expected `:` at line 1 column 5"
+        );
+        assert_eq!(
+            err(b"{"),
+            "unexpected end of input, expected a key at line 1 column 2"
+        );
+        assert_eq!(err(b"]"), "expected a value at line 1 column 1");
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected() {
+        assert_eq!(
+            err(br#"{"a":1,"b":2,"a":3}"#),
+            "duplicate key \"a\" at line 1 column 14"
+        );
+        assert_eq!(
+            err(br#"{"a":1,"\u0061":2}"#),
+            "duplicate key \"a\" at line 1 column 8",
+            "keys are compared after unescaping"
+        );
+        assert!(
+            parse(br#"{"a":{"a":1},"b":[{"a":2}]}"#).is_ok(),
+            "only within one object"
+        );
+        // Past the linear scan: the first repeated key in document order is reported.
+        let mut members: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        members.push("\"k33\":0".to_owned());
+        members.push("\"k3\":0".to_owned());
+        let text = format!("{{{}}}", members.join(","));
+        let column = text.find("\"k33\":0").unwrap() + 1;
+        assert_eq!(
+            err(text.as_bytes()),
+            format!("duplicate key \"k33\" at line 1 column {column}")
+        );
+        members.truncate(40);
+        let text = format!("{{{}}}", members.join(","));
+        assert!(parse(text.as_bytes()).is_ok(), "40 distinct keys");
+    }
+
+    #[test]
+    fn nesting_is_limited_like_serde_json() {
+        for depth in [1, 126, 127, 128, 200, 100_000] {
+            let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            for text in [arrays, objects] {
+                let ours = parse(text.as_bytes());
+                let theirs = serde_json::from_str::<serde_json::Value>(&text);
+                assert_eq!(ours.is_ok(), theirs.is_ok(), "depth {depth}: {ours:?}");
+                assert_eq!(ours.is_ok(), depth <= MAX_DEPTH);
+                if let Err(e) = ours {
+                    assert!(e.reason.starts_with("nested deeper than 127 levels"), "{e}");
+                }
+            }
+        }
+    }
+
+    /// Our tree as a serde_json `Value`, numbers read by serde_json from their text.
+    fn to_serde(value: &Value<'_>) -> serde_json::Value {
+        match value {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Number(n) => serde_json::from_str(n).unwrap(),
+            Value::String(s) => serde_json::Value::String(s.to_string()),
+            Value::Array(items) => serde_json::Value::Array(items.iter().map(to_serde).collect()),
+            Value::Object(members) => serde_json::Value::Object(
+                members
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), to_serde(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// JSON text with varied whitespace, escapes and number forms; object keys are distinct
+    /// (serde_json keeps the last of duplicate keys, where this parser rejects them).
+    fn document() -> impl Strategy<Value = String> {
+        let ws = prop::sample::select(vec!["", " ", "\n", "\t", "\r\n", "  "]);
+        let number = (
+            any::<bool>(),
+            prop::sample::select(vec![
+                "0",
+                "7",
+                "42",
+                "100",
+                "18446744073709551615",
+                "12345678901234567890123",
+            ]),
+            prop::option::of("[0-9]{1,6}"),
+            prop::option::of((
+                prop::sample::select(vec!["e", "E"]),
+                prop::sample::select(vec!["", "+", "-"]),
+                0u32..280,
+            )),
+        )
+            .prop_map(|(neg, int, frac, exp)| {
+                let mut s = String::new();
+                if neg {
+                    s.push('-');
+                }
+                s.push_str(int);
+                if let Some(f) = frac {
+                    s.push('.');
+                    s.push_str(&f);
+                }
+                if let Some((e, sign, n)) = exp {
+                    s.push_str(e);
+                    s.push_str(sign);
+                    s.push_str(&n.to_string());
+                }
+                s
+            });
+        let piece = prop_oneof![
+            "[a-zA-Z0-9 é€😀/]{0,4}",
+            prop::sample::select(vec![
+                "\\\"",
+                "\\\\",
+                "\\/",
+                "\\b",
+                "\\f",
+                "\\n",
+                "\\r",
+                "\\t",
+                "\\u0041",
+                "\\u00e9",
+                "\\ud83d\\ude00",
+                "\\u0000",
+                "\\uFFFF",
+            ])
+            .prop_map(str::to_owned),
+        ];
+        let string = prop::collection::vec(piece, 0..4).prop_map(|p| format!("\"{}\"", p.concat()));
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            number,
+            string.clone(),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            let ws = ws.clone();
+            prop_oneof![
+                (
+                    prop::collection::vec((inner.clone(), ws.clone()), 0..6),
+                    ws.clone()
+                )
+                    .prop_map(|(items, ws)| {
+                        let items: Vec<String> = items
+                            .into_iter()
+                            .map(|(v, w)| format!("{w}{v}{w}"))
+                            .collect();
+                        format!("[{ws}{}]", items.join(","))
+                    }),
+                (
+                    prop::collection::btree_map("[a-z]{0,3}", (inner, ws.clone()), 0..6),
+                    ws.clone()
+                )
+                    .prop_map(|(members, ws)| {
+                        let members: Vec<String> = members
+                            .into_iter()
+                            .map(|(k, (v, w))| format!("{w}\"{k}\"{w}:{w}{v}{w}"))
+                            .collect();
+                        format!("{{{ws}{}}}", members.join(","))
+                    }),
+            ]
+        })
+    }
+
+    proptest! {
+        /// On documents serde_json accepts, the same tree; where it rejects, so do we.
+        #[test]
+        fn agrees_with_serde_json(text in document(), cut in any::<prop::sample::Index>(),
+                                  byte in any::<u8>(), edit in 0..3u8) {
+            let ours = parse(text.as_bytes());
+            let theirs: serde_json::Value = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(to_serde(&ours.unwrap()), theirs);
+
+            // The same document broken in one place.
+            let mut bytes = text.into_bytes();
+            let at = cut.index(bytes.len() + 1);
+            match edit {
+                0 => bytes.truncate(at),
+                1 => bytes.insert(at, byte),
+                _ if at < bytes.len() => { bytes.remove(at); }
+                _ => {}
+            }
+            let ours = parse(&bytes);
+            match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(theirs) => match ours {
+                    Ok(ours) => prop_assert_eq!(to_serde(&ours), theirs),
+                    Err(e) => prop_assert!(e.reason.starts_with("duplicate key"), "{}", e),
+                },
+                Err(theirs) => {
+                    let out_of_range = theirs.to_string().starts_with("number out of range");
+                    prop_assert!(ours.is_err() || out_of_range, "serde_json: {}", theirs);
+                }
+            }
+        }
+    }
 }
