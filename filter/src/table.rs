@@ -142,12 +142,14 @@ impl TryFrom<&PluginConfig> for RoutingTable {
             ),
             _ => {}
         }
-        let mut seen = HashMap::with_capacity(config.routes.len());
+        let mut duplicates = duplicates(&config.routes, |r| &r.name)
+            .into_iter()
+            .peekable();
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
             let at = at.index(i);
             check_name(&mut errors, &at.key("name"), &route.name);
-            if let Some(first) = seen.insert(route.name.as_str(), i) {
+            if let Some((_, first)) = duplicates.next_if(|(d, _)| *d == i) {
                 errors.push(
                     &at.key("name"),
                     format!(
@@ -211,13 +213,15 @@ fn compile_route(
     let variants = compile_variants(errors, &at.key("variants"), &route.variants);
     let at_targeting = at.key("targeting");
     let mut targeting = Vec::with_capacity(route.targeting.len());
-    let mut rule_names = HashMap::with_capacity(route.targeting.len());
+    let mut duplicates = duplicates(&route.targeting, |r| &r.name)
+        .into_iter()
+        .peekable();
     for (j, rule) in route.targeting.iter().enumerate() {
         let at = at_targeting.index(j);
         if let Some(rule) = compile_rule(errors, &at, rule, &route.variants, decision_header) {
             targeting.push(rule);
         }
-        if let Some(first) = rule_names.insert(rule.name.as_str(), j) {
+        if let Some((_, first)) = duplicates.next_if(|(d, _)| *d == j) {
             errors.push(
                 &at.key("name"),
                 format!(
@@ -256,14 +260,14 @@ fn compile_variants(errors: &mut Errors, at: &At<'_>, variants: &[VariantConfig]
         ),
         _ => {}
     }
-    let mut seen = HashMap::with_capacity(variants.len());
+    let mut duplicates = duplicates(variants, |v| &v.name).into_iter().peekable();
     let mut total: u64 = 0;
     let mut all_weights_valid = true;
     let mut compiled = Vec::with_capacity(variants.len());
     for (k, variant) in variants.iter().enumerate() {
         let at = at.index(k);
         check_name(errors, &at.key("name"), &variant.name);
-        if let Some(first) = seen.insert(variant.name.as_str(), k) {
+        if let Some((_, first)) = duplicates.next_if(|(d, _)| *d == k) {
             errors.push(
                 &at.key("name"),
                 format!(
@@ -324,9 +328,10 @@ fn percent(thousandths: u64) -> String {
     format!("{whole}.{}", fraction.trim_end_matches('0'))
 }
 
-/// A number as the shortest decimal that reads back as the same `f64`: `130`, `33.3335`,
-/// `1e300`. Error messages use this rather than `{}` on the float, whose formatting code would
-/// be a large part of the module; this needs only integer formatting and parsing.
+/// A number as the shortest decimal that reads back as the same `f64`: `130`, `33.3335`.
+/// Extreme values take the exponent form, `1e300`, exact to at least 15 significant digits.
+/// Error messages use this rather than `{}` on the float, whose formatting code would be a
+/// large part of the module; this needs only integer formatting and parsing.
 pub fn decimal(x: f64) -> String {
     if x.is_nan() {
         return "NaN".to_owned();
@@ -344,8 +349,7 @@ pub fn decimal(x: f64) -> String {
         if scaled >= 1e19 {
             break;
         }
-        let text = with_point(scaled.round() as u64, decimals);
-        if reads_back(&text) {
+        if let Some(text) = nearby(scaled, 1, |m| with_point(m, decimals), reads_back) {
             return format!("{sign}{text}");
         }
         scale *= 10.0;
@@ -353,20 +357,48 @@ pub fn decimal(x: f64) -> String {
     // Exponent form, with as few significant digits as read back.
     let exponent = libm::floor(libm::log10(x)) as i32;
     let mut text = String::new();
-    for digits in 1..=17 {
-        let shift = digits - 1 - exponent;
-        let half = libm::pow(10.0, f64::from(shift / 2));
-        let rest = libm::pow(10.0, f64::from(shift - shift / 2));
-        let mantissa = (x * half * rest).round() as u64;
-        text = format!(
-            "{}e{exponent}",
-            with_point(mantissa, digits.unsigned_abs() - 1)
-        );
-        if reads_back(&text) {
-            break;
+    for digits in 1..=17i32 {
+        let point = digits.unsigned_abs() - 1;
+        let write = |m| format!("{}e{exponent}", with_point(m, point));
+        let scaled = times_ten_to(x, digits - 1 - exponent);
+        if let Some(found) = nearby(scaled, 16, write, reads_back) {
+            return format!("{sign}{found}");
         }
+        text = write(scaled.round() as u64);
     }
     format!("{sign}{text}")
+}
+
+/// `x` times ten to the `shift`, by exact powers of ten (up to 1e22), so with few roundings.
+fn times_ten_to(x: f64, shift: i32) -> f64 {
+    let mut scaled = x;
+    let mut left = shift.unsigned_abs();
+    while left > 0 {
+        let step = left.min(22);
+        let power = (0..step).fold(1.0, |p, _| p * 10.0);
+        scaled = if shift > 0 {
+            scaled * power
+        } else {
+            scaled / power
+        };
+        left -= step;
+    }
+    scaled
+}
+
+/// The first of the integers nearest `scaled` (which carries rounding errors, up to `radius`
+/// units) whose text reads back.
+fn nearby(
+    scaled: f64,
+    radius: u64,
+    write: impl Fn(u64) -> String,
+    reads_back: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let m = scaled.round() as u64;
+    (0..=radius)
+        .flat_map(|d| [m.saturating_sub(d), m.saturating_add(d)])
+        .map(write)
+        .find(|text| reads_back(text))
 }
 
 /// `digits` with a decimal point before the last `decimals` of them: (12345, 2) is `123.45`.
@@ -604,6 +636,29 @@ fn compile_cookie(errors: &mut Errors, at: &At<'_>, c: &IdentityCookieConfig) ->
     )
 }
 
+/// The items whose name appeared earlier in the list, each with the index of the latest earlier
+/// one, in order. Short lists (a route's variants and rules) are scanned, which allocates
+/// nothing when there is no duplicate; long ones (the routes) go through a hash map.
+fn duplicates<T>(items: &[T], name: impl Fn(&T) -> &str) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    if items.len() <= 16 {
+        for (i, item) in items.iter().enumerate() {
+            let earlier = items.get(..i).unwrap_or_default();
+            if let Some(first) = earlier.iter().rposition(|e| name(e) == name(item)) {
+                found.push((i, first));
+            }
+        }
+    } else {
+        let mut seen = HashMap::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if let Some(first) = seen.insert(name(item), i) {
+                found.push((i, first));
+            }
+        }
+    }
+    found
+}
+
 /// Route, variant and rule names: `[a-z0-9-]{1,63}`; they appear in metric names.
 fn check_name(errors: &mut Errors, at: &At<'_>, name: &str) {
     let valid = !name.is_empty()
@@ -740,6 +795,67 @@ impl Errors {
             Ok(())
         } else {
             Err(ConfigErrors(self.0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn numbers_in_messages_read_as_written() {
+        for (x, text) in [
+            (130.0, "130"),
+            (-1.0, "-1"),
+            (0.0, "0"),
+            (100.5, "100.5"),
+            (33.3335, "33.3335"),
+            (89.9995, "89.9995"),
+            (0.0001, "0.0001"),
+            (1e-7, "0.0000001"),
+            (123456789012345.0, "123456789012345"),
+            (1e300, "1e300"),
+            (-1.5e-300, "-1.5e-300"),
+            (5e-324, "5e-324"),
+        ] {
+            assert_eq!(decimal(x), text);
+        }
+        assert_eq!(
+            parse_weight(130.0),
+            Err("must be between 0 and 100, not 130".to_owned())
+        );
+        assert_eq!(
+            parse_weight(33.3335),
+            Err("33.3335 has more than 3 decimals (the resolution is 0.001 %)".to_owned())
+        );
+        assert_eq!(
+            [
+                percent(110_000),
+                percent(99_500),
+                percent(100_001),
+                percent(0)
+            ],
+            ["110", "99.5", "100.001", "0"]
+        );
+    }
+
+    proptest! {
+        /// The same number (to 15 digits in exponent form, for extreme values); for numbers
+        /// written with a few decimals, what `{}` writes.
+        #[test]
+        fn decimal_reads_back(bits in any::<u64>(), whole in -1_000_000i64..1_000_000, decimals in 0u32..5) {
+            let x = f64::from_bits(bits);
+            let read: f64 = decimal(x).parse().unwrap_or(f64::NAN);
+            if x == 0.0 || (1e-7..1e15).contains(&x.abs()) {
+                prop_assert_eq!(read, x);
+            } else if x.is_finite() {
+                prop_assert!(((read - x) / x).abs() < 1e-14, "{} for {:e}", decimal(x), x);
+            }
+            let typed = format!("{whole}.{:0width$}", bits % 10u64.pow(decimals), width = decimals as usize);
+            let x: f64 = typed.parse().unwrap();
+            prop_assert_eq!(decimal(x), format!("{x}"));
         }
     }
 }
