@@ -493,7 +493,8 @@ fn every_route_with_a_decoding_error_is_reported() {
         c["routes"] = json!([
             { "name": "a", "variants": [{ "name": "x", "weight": "100" }] },
             { "name": "b", "variants": [{ "name": "x", "weight": 100 }] },
-            { "name": "c", "variants": [{ "name": "x", "weight": 100, "extra": true }] }
+            { "name": "c", "variants": [{ "name": "x", "weight": 100, "extra": true }] },
+            { "name": 4, "variants": [{ "weight": 100 }], "match": { "hosts": "h" } }
         ]);
     });
     let paths: Vec<String> = errors(&config).into_iter().map(|(p, _)| p).collect();
@@ -501,8 +502,30 @@ fn every_route_with_a_decoding_error_is_reported() {
         paths,
         [
             "routes[0].variants[0].weight",
-            "routes[2].variants[0].extra"
-        ]
+            "routes[2].variants[0].extra",
+            "routes[3].name",
+            "routes[3].variants[0]",
+            "routes[3].match.hosts",
+        ],
+        "every decoding error of a route, not just its first"
+    );
+}
+
+#[test]
+fn duplicate_keys_are_malformed_json() {
+    let config = with(|_| {}).replacen(
+        "\"name\":\"reviews\"",
+        "\"name\":\"reviews\",\"name\":\"x\"",
+        1,
+    );
+    let found = errors(&config);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "$");
+    assert!(
+        found[0]
+            .1
+            .starts_with("invalid JSON: duplicate key \"name\" at line 1 column "),
+        "{found:?}"
     );
 }
 
