@@ -4,16 +4,13 @@
 //! beyond JSON types; [`crate::table::RoutingTable`] is built from them by [`parse`] /
 //! [`from_value`], which check everything else and report every error with its JSON path.
 //!
-//! The JSON is read by [`crate::json`]'s reader and decoded here by hand, straight into these
-//! types: unknown fields are rejected, and every type error and missing field is reported at
-//! its path, not just the first. With the `serde` feature (the controller's), the types also
-//! serialize, and [`from_value`] / [`decode`] take a `serde_json::Value` through the same
-//! decoder.
+//! The JSON is read by [`crate::json`] and decoded here by hand: unknown fields are rejected,
+//! and every type error and missing field is reported at its path, not just the first. With
+//! the `serde` feature (the controller's), the types also serialize, and [`from_value`] /
+//! [`decode`] take a `serde_json::Value` through the same decoder.
 
 use crate::error::{ConfigError, ConfigErrors};
-use std::borrow::Cow;
-
-use crate::json::{self, Kind, Reader};
+use crate::json::{self, Value};
 use crate::table::RoutingTable;
 
 /// Header the decision is written to when the configuration names none.
@@ -150,27 +147,14 @@ pub fn parse(bytes: &[u8]) -> Result<RoutingTable, ConfigErrors> {
     RoutingTable::try_from(&config)
 }
 
-/// Reads the plugin configuration bytes and decodes the JSON types only: the types are built
-/// straight from the bytes, with no document tree in between.
+/// Reads the plugin configuration bytes and decodes the JSON types only.
 pub fn decode_json(bytes: &[u8]) -> Result<PluginConfig, ConfigErrors> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::new("$", "configuration is empty").into());
     }
-    let invalid =
-        |e: json::Error| ConfigErrors::from(ConfigError::new("$", format!("invalid JSON: {e}")));
-    let mut reader = Reader::new(bytes).map_err(invalid)?;
-    let mut decoder = Decoder::default();
-    let config = decoder
-        .document(&mut reader)
-        .and_then(|config| reader.finish().map(|()| config))
-        .map_err(|e| invalid(*e))?;
-    match config {
-        Some(config) if decoder.errors.is_empty() => Ok(config),
-        _ if decoder.errors.is_empty() => {
-            Err(ConfigError::new("$", "invalid configuration").into())
-        }
-        _ => Err(ConfigErrors(decoder.errors)),
-    }
+    let document = json::parse(bytes)
+        .map_err(|e| ConfigErrors::from(ConfigError::new("$", format!("invalid JSON: {e}"))))?;
+    decode_document(&document)
 }
 
 /// Decodes and compiles a configuration already read as JSON (or converted from YAML).
@@ -180,13 +164,27 @@ pub fn from_value(value: serde_json::Value) -> Result<RoutingTable, ConfigErrors
     RoutingTable::try_from(&config)
 }
 
-/// Decodes the JSON types only, with the same decoder and errors as [`parse`]: the value is
-/// written out as JSON and read back.
+/// Decodes the JSON types only, with the same decoder and errors as [`parse`].
 #[cfg(feature = "serde")]
 pub fn decode(value: serde_json::Value) -> Result<PluginConfig, ConfigErrors> {
-    let text = serde_json::to_vec(&value)
-        .map_err(|e| ConfigErrors::from(ConfigError::new("$", e.to_string())))?;
-    decode_json(&text)
+    let document = json::from_serde(&value)
+        .map_err(|reason| ConfigErrors::from(ConfigError::new("$", reason)))?;
+    decode_document(&document)
+}
+
+/// Decodes a JSON document into a [`PluginConfig`], collecting every error.
+pub fn decode_document(document: &Value<'_>) -> Result<PluginConfig, ConfigErrors> {
+    if !matches!(document, Value::Object(_)) {
+        return Err(ConfigError::new("$", "must be a JSON object").into());
+    }
+    let mut decoder = Decoder::default();
+    match decoder.plugin(document) {
+        Some(config) if decoder.errors.is_empty() => Ok(config),
+        _ if decoder.errors.is_empty() => {
+            Err(ConfigError::new("$", "invalid configuration").into())
+        }
+        _ => Err(ConfigErrors(decoder.errors)),
+    }
 }
 
 const PLUGIN_FIELDS: &[&str] = &["decisionHeader", "debugHeader", "routes"];
@@ -201,19 +199,17 @@ const KEY_FIELDS: &[&str] = &["header", "cookie"];
 const COOKIE_FIELDS: &[&str] = &["name", "maxAge", "path", "secure", "httpOnly", "sameSite"];
 const SAME_SITE: &str = "one of `Strict`, `Lax`, `None`";
 
-/// One step of a JSON path: a field or an array index.
-enum Step {
-    Key(&'static str),
+/// One step of a JSON path: an object key or an array index.
+enum Step<'t> {
+    Key(&'t str),
     Index(usize),
 }
 
-/// Decodes the configuration types from a [`Reader`], recording every error at its path. The
-/// path is a stack of steps, written out only when an error is recorded. A syntax error ends
-/// decoding (the `Err` of each method); a decoding error is recorded, its value skipped, and
-/// the method returns `Ok(None)`.
+/// Decodes the configuration types from a document, recording every error at its path. The
+/// path is a stack of steps, written out only when an error is recorded.
 #[derive(Default)]
-struct Decoder {
-    path: Vec<Step>,
+struct Decoder<'t> {
+    path: Vec<Step<'t>>,
     errors: Vec<ConfigError>,
 }
 
@@ -247,25 +243,19 @@ impl<T> Field<T> {
     }
 }
 
-type Decoded<T> = json::Parsed<Option<T>>;
-
-impl Decoder {
+impl<'t> Decoder<'t> {
     /// The current path, `routes[3].variants[0].weight`; `$` at the root.
-    fn path(&self, last: Option<&str>) -> String {
+    fn path(&self) -> String {
         let mut path = String::new();
-        let keys = self.path.iter().map(|step| match step {
-            Step::Key(key) => Ok(*key),
-            Step::Index(i) => Err(*i),
-        });
-        for step in keys.chain(last.map(Ok)) {
+        for step in &self.path {
             match step {
-                Ok(key) => {
+                Step::Key(key) => {
                     if !path.is_empty() {
                         path.push('.');
                     }
                     path.push_str(key);
                 }
-                Err(i) => {
+                Step::Index(i) => {
                     path.push('[');
                     path.push_str(&i.to_string());
                     path.push(']');
@@ -279,15 +269,15 @@ impl Decoder {
     }
 
     fn error(&mut self, reason: String) {
-        let path = self.path(None);
+        let path = self.path();
         self.errors.push(ConfigError::new(path, reason));
     }
 
-    /// Records that the next value is not what was `expected`, and skips it.
-    fn invalid_type<T>(&mut self, reader: &mut Reader<'_>, expected: &str) -> Decoded<T> {
-        let found = unexpected(reader)?;
-        self.error(format!("invalid type: {found}, expected {expected}"));
-        Ok(None)
+    fn invalid_type(&mut self, value: &Value<'_>, expected: &str) {
+        self.error(format!(
+            "invalid type: {}, expected {expected}",
+            unexpected(value)
+        ));
     }
 
     /// A required field: `None` if it is absent (recorded as missing) or invalid.
@@ -302,284 +292,234 @@ impl Decoder {
         }
     }
 
-    /// Hands each member of the object that comes next to `field`, by its name in `names`.
-    /// Unknown members are recorded and skipped. Returns `false` if the value is not an object
-    /// (recorded, with `not_object` as the reason when given).
-    fn fields<'a>(
+    /// Hands each member of an object to `field`, which decodes it and returns `false` for a key
+    /// it does not know. Returns `false` if the value is not an object.
+    fn fields(
         &mut self,
-        reader: &mut Reader<'a>,
-        names: &'static [&'static str],
-        not_object: Option<&str>,
-        mut field: impl FnMut(&mut Self, &mut Reader<'a>, &'static str) -> json::Parsed<()>,
-    ) -> json::Parsed<bool> {
-        if reader.kind()? != Kind::Object {
-            match not_object {
-                Some(reason) => {
-                    reader.skip()?;
-                    self.error(reason.to_owned());
-                }
-                None => {
-                    self.invalid_type::<()>(reader, "an object")?;
-                }
+        value: &'t Value<'t>,
+        names: &[&str],
+        mut field: impl FnMut(&mut Self, &'t str, &'t Value<'t>) -> bool,
+    ) -> bool {
+        let Value::Object(members) = value else {
+            self.invalid_type(value, "an object");
+            return false;
+        };
+        for (key, value) in members {
+            self.path.push(Step::Key(key));
+            if !field(self, key, value) {
+                let expected = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>();
+                self.error(format!(
+                    "unknown field `{key}`, expected one of {}",
+                    expected.join(", ")
+                ));
             }
-            return Ok(false);
+            self.path.pop();
         }
-        reader.begin_object()?;
-        // The known fields seen, one bit each; the unknown keys, kept only if there are any.
-        let mut seen = 0u32;
-        let mut unknown: Vec<Cow<'a, str>> = Vec::new();
-        let mut next = reader.next_key(true)?;
-        while let Some((key, at)) = next {
-            match names.iter().position(|name| *name == key) {
-                Some(i) => {
-                    let bit = 1u32.checked_shl(i as u32).unwrap_or(0);
-                    if seen & bit != 0 {
-                        return Err(reader.error_at(at, format!("duplicate key {key:?}")));
-                    }
-                    seen |= bit;
-                    let name = names.get(i).copied().unwrap_or_default();
-                    self.path.push(Step::Key(name));
-                    field(self, reader, name)?;
-                    self.path.pop();
-                }
-                None => {
-                    if unknown.contains(&key) {
-                        return Err(reader.error_at(at, format!("duplicate key {key:?}")));
-                    }
-                    let expected = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>();
-                    let path = self.path(Some(&key));
-                    self.errors.push(ConfigError::new(
-                        path,
-                        format!(
-                            "unknown field `{key}`, expected one of {}",
-                            expected.join(", ")
-                        ),
-                    ));
-                    reader.skip()?;
-                    unknown.push(key);
-                }
-            }
-            next = reader.next_key(false)?;
-        }
-        Ok(true)
+        true
     }
 
-    /// The array that comes next, each item decoded by `item`; `None` if any item is invalid.
-    fn list<'a, T>(
+    /// An array, each item decoded by `item`; `None` if any item is invalid.
+    fn list<T>(
         &mut self,
-        reader: &mut Reader<'a>,
-        mut item: impl FnMut(&mut Self, &mut Reader<'a>) -> Decoded<T>,
-    ) -> Decoded<Vec<T>> {
-        if reader.kind()? != Kind::Array {
-            return self.invalid_type(reader, "a sequence");
-        }
-        reader.begin_array()?;
-        let mut decoded = Vec::new();
+        value: &'t Value<'t>,
+        mut item: impl FnMut(&mut Self, &'t Value<'t>) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let Value::Array(items) = value else {
+            self.invalid_type(value, "a sequence");
+            return None;
+        };
+        let mut decoded = Vec::with_capacity(items.len());
         let mut valid = true;
-        let mut index = 0;
-        let mut more = reader.next_item(true)?;
-        while more {
-            self.path.push(Step::Index(index));
-            index += 1;
-            match item(self, reader)? {
+        for (i, value) in items.iter().enumerate() {
+            self.path.push(Step::Index(i));
+            match item(self, value) {
                 Some(v) => decoded.push(v),
                 None => valid = false,
             }
             self.path.pop();
-            more = reader.next_item(false)?;
         }
-        Ok(valid.then_some(decoded))
+        valid.then_some(decoded)
     }
 
     /// An optional field's value: `null` is the same as leaving the field out.
-    fn nullable<'a, T>(
+    fn nullable<T>(
         &mut self,
-        reader: &mut Reader<'a>,
-        decode: impl FnOnce(&mut Self, &mut Reader<'a>) -> Decoded<T>,
-    ) -> Decoded<Option<T>> {
-        if reader.kind()? == Kind::Null {
-            reader.null()?;
-            return Ok(Some(None));
+        value: &'t Value<'t>,
+        decode: impl FnOnce(&mut Self, &'t Value<'t>) -> Option<T>,
+    ) -> Option<Option<T>> {
+        match value {
+            Value::Null => Some(None),
+            value => decode(self, value).map(Some),
         }
-        Ok(decode(self, reader)?.map(Some))
     }
 
-    fn string(&mut self, reader: &mut Reader<'_>) -> Decoded<String> {
-        if reader.kind()? != Kind::String {
-            return self.invalid_type(reader, "a string");
-        }
-        Ok(Some(reader.string()?.into_owned()))
-    }
-
-    fn strings(&mut self, reader: &mut Reader<'_>) -> Decoded<Vec<String>> {
-        self.list(reader, Self::string)
-    }
-
-    fn boolean(&mut self, reader: &mut Reader<'_>) -> Decoded<bool> {
-        if reader.kind()? != Kind::Bool {
-            return self.invalid_type(reader, "a boolean");
-        }
-        Ok(Some(reader.boolean()?))
-    }
-
-    fn number(&mut self, reader: &mut Reader<'_>) -> Decoded<f64> {
-        if reader.kind()? != Kind::Number {
-            return self.invalid_type(reader, "a number");
-        }
-        let text = reader.number()?;
-        match text.parse::<f64>() {
-            Ok(n) if n.is_finite() => Ok(Some(n)),
+    fn string(&mut self, value: &Value<'_>) -> Option<String> {
+        match value {
+            Value::String(s) => Some(String::from(s.as_ref())),
             _ => {
-                self.error(format!("number `{text}` is out of range"));
-                Ok(None)
+                self.invalid_type(value, "a string");
+                None
             }
         }
     }
 
-    fn unsigned(&mut self, reader: &mut Reader<'_>) -> Decoded<u64> {
-        const EXPECTED: &str = "a non-negative integer";
-        if reader.kind()? != Kind::Number {
-            return self.invalid_type(reader, EXPECTED);
+    fn strings(&mut self, value: &'t Value<'t>) -> Option<Vec<String>> {
+        self.list(value, Self::string)
+    }
+
+    fn boolean(&mut self, value: &Value<'_>) -> Option<bool> {
+        match value {
+            Value::Bool(b) => Some(*b),
+            _ => {
+                self.invalid_type(value, "a boolean");
+                None
+            }
         }
-        let text = reader.number()?;
+    }
+
+    fn number(&mut self, value: &Value<'_>) -> Option<f64> {
+        match value {
+            Value::Number(text) => match text.parse::<f64>() {
+                Ok(n) if n.is_finite() => Some(n),
+                _ => {
+                    self.error(format!("number `{text}` is out of range"));
+                    None
+                }
+            },
+            _ => {
+                self.invalid_type(value, "a number");
+                None
+            }
+        }
+    }
+
+    fn unsigned(&mut self, value: &Value<'_>) -> Option<u64> {
+        const EXPECTED: &str = "a non-negative integer";
+        let Value::Number(text) = value else {
+            self.invalid_type(value, EXPECTED);
+            return None;
+        };
         if !is_integer(text) {
-            self.error(format!(
-                "invalid type: floating point `{text}`, expected {EXPECTED}"
-            ));
-            return Ok(None);
+            self.invalid_type(value, EXPECTED);
+            return None;
         }
         if let Ok(n) = text.parse::<u64>() {
-            return Ok(Some(n));
+            return Some(n);
         }
         match text.strip_prefix('-') {
-            Some(digits) if digits.bytes().all(|b| b == b'0') => Ok(Some(0)),
+            Some(digits) if digits.bytes().all(|b| b == b'0') => Some(0),
             Some(_) => {
                 self.error(format!(
                     "invalid value: integer `{text}`, expected {EXPECTED}"
                 ));
-                Ok(None)
+                None
             }
             None => {
                 self.error(format!(
                     "invalid value: integer `{text}`, expected at most {}",
                     u64::MAX
                 ));
-                Ok(None)
+                None
             }
         }
     }
 
-    /// The whole document: a JSON object holding the plugin configuration.
-    fn document(&mut self, reader: &mut Reader<'_>) -> Decoded<PluginConfig> {
+    fn plugin(&mut self, value: &'t Value<'t>) -> Option<PluginConfig> {
         let mut decision_header = Field::Absent;
         let mut debug_header = Field::Absent;
         let mut routes = Field::Absent;
-        let object = self.fields(
-            reader,
-            PLUGIN_FIELDS,
-            Some("must be a JSON object"),
-            |d, r, key| {
-                match key {
-                    "decisionHeader" => decision_header.set(d.string(r)?),
-                    "debugHeader" => debug_header.set(d.boolean(r)?),
-                    _ => routes.set(d.list(r, Self::route)?),
-                }
-                Ok(())
-            },
-        )?;
-        if !object {
-            return Ok(None);
+        if !self.fields(value, PLUGIN_FIELDS, |d, key, v| {
+            match key {
+                "decisionHeader" => decision_header.set(d.string(v)),
+                "debugHeader" => debug_header.set(d.boolean(v)),
+                "routes" => routes.set(d.list(v, Self::route)),
+                _ => return false,
+            }
+            true
+        }) {
+            return None;
         }
         let routes = self.required(routes, "routes");
-        Ok((|| {
-            Some(PluginConfig {
-                decision_header: decision_header.or_else(|| DEFAULT_DECISION_HEADER.to_owned())?,
-                debug_header: debug_header.or_default()?,
-                routes: routes?,
-            })
-        })())
+        Some(PluginConfig {
+            decision_header: decision_header.or_else(|| DEFAULT_DECISION_HEADER.to_owned())?,
+            debug_header: debug_header.or_default()?,
+            routes: routes?,
+        })
     }
 
-    fn route(&mut self, reader: &mut Reader<'_>) -> Decoded<RouteConfig> {
+    fn route(&mut self, value: &'t Value<'t>) -> Option<RouteConfig> {
+        if !matches!(value, Value::Object(_)) {
+            self.error("must be an object".to_owned());
+            return None;
+        }
         let mut name = Field::Absent;
         let mut matcher = Field::Absent;
         let mut variants = Field::Absent;
         let mut targeting = Field::Absent;
         let mut stickiness = Field::Absent;
-        let object = self.fields(
-            reader,
-            ROUTE_FIELDS,
-            Some("must be an object"),
-            |d, r, key| {
-                match key {
-                    "name" => name.set(d.string(r)?),
-                    "match" => matcher.set(d.nullable(r, Self::matcher)?),
-                    "variants" => variants.set(d.list(r, Self::variant)?),
-                    "targeting" => targeting.set(d.list(r, Self::rule)?),
-                    _ => stickiness.set(d.nullable(r, Self::stickiness)?),
-                }
-                Ok(())
-            },
-        )?;
-        if !object {
-            return Ok(None);
-        }
+        self.fields(value, ROUTE_FIELDS, |d, key, v| {
+            match key {
+                "name" => name.set(d.string(v)),
+                "match" => matcher.set(d.nullable(v, Self::matcher)),
+                "variants" => variants.set(d.list(v, Self::variant)),
+                "targeting" => targeting.set(d.list(v, Self::rule)),
+                "stickiness" => stickiness.set(d.nullable(v, Self::stickiness)),
+                _ => return false,
+            }
+            true
+        });
         let name = self.required(name, "name");
         let variants = self.required(variants, "variants");
-        Ok((|| {
-            Some(RouteConfig {
-                name: name?,
-                matcher: matcher.or_default()?,
-                variants: variants?,
-                targeting: targeting.or_default()?,
-                stickiness: stickiness.or_default()?,
-            })
-        })())
+        Some(RouteConfig {
+            name: name?,
+            matcher: matcher.or_default()?,
+            variants: variants?,
+            targeting: targeting.or_default()?,
+            stickiness: stickiness.or_default()?,
+        })
     }
 
-    fn matcher(&mut self, reader: &mut Reader<'_>) -> Decoded<MatchConfig> {
+    fn matcher(&mut self, value: &'t Value<'t>) -> Option<MatchConfig> {
         let mut hosts = Field::Absent;
         let mut path_prefixes = Field::Absent;
-        let object = self.fields(reader, MATCH_FIELDS, None, |d, r, key| {
+        if !self.fields(value, MATCH_FIELDS, |d, key, v| {
             match key {
-                "hosts" => hosts.set(d.nullable(r, Self::strings)?),
-                _ => path_prefixes.set(d.nullable(r, Self::strings)?),
+                "hosts" => hosts.set(d.nullable(v, Self::strings)),
+                "pathPrefixes" => path_prefixes.set(d.nullable(v, Self::strings)),
+                _ => return false,
             }
-            Ok(())
-        })?;
-        Ok((|| {
-            object.then_some(())?;
-            Some(MatchConfig {
-                hosts: hosts.or_default()?,
-                path_prefixes: path_prefixes.or_default()?,
-            })
-        })())
+            true
+        }) {
+            return None;
+        }
+        Some(MatchConfig {
+            hosts: hosts.or_default()?,
+            path_prefixes: path_prefixes.or_default()?,
+        })
     }
 
-    fn variant(&mut self, reader: &mut Reader<'_>) -> Decoded<VariantConfig> {
+    fn variant(&mut self, value: &'t Value<'t>) -> Option<VariantConfig> {
         let mut name = Field::Absent;
         let mut weight = Field::Absent;
-        let object = self.fields(reader, VARIANT_FIELDS, None, |d, r, key| {
+        if !self.fields(value, VARIANT_FIELDS, |d, key, v| {
             match key {
-                "name" => name.set(d.string(r)?),
-                _ => weight.set(d.number(r)?),
+                "name" => name.set(d.string(v)),
+                "weight" => weight.set(d.number(v)),
+                _ => return false,
             }
-            Ok(())
-        })?;
-        if !object {
-            return Ok(None);
+            true
+        }) {
+            return None;
         }
         let name = self.required(name, "name");
         let weight = self.required(weight, "weight");
-        Ok((|| {
-            Some(VariantConfig {
-                name: name?,
-                weight: weight?,
-            })
-        })())
+        Some(VariantConfig {
+            name: name?,
+            weight: weight?,
+        })
     }
 
-    fn rule(&mut self, reader: &mut Reader<'_>) -> Decoded<TargetingRuleConfig> {
+    fn rule(&mut self, value: &'t Value<'t>) -> Option<TargetingRuleConfig> {
         let mut name = Field::Absent;
         let mut header = Field::Absent;
         let mut cookie = Field::Absent;
@@ -589,126 +529,123 @@ impl Decoder {
         let mut matches = Field::Absent;
         let mut present = Field::Absent;
         let mut variant = Field::Absent;
-        let object = self.fields(reader, RULE_FIELDS, None, |d, r, key| {
+        if !self.fields(value, RULE_FIELDS, |d, key, v| {
             match key {
-                "name" => name.set(d.string(r)?),
-                "header" => header.set(d.nullable(r, Self::string)?),
-                "cookie" => cookie.set(d.nullable(r, Self::string)?),
-                "equals" => equals.set(d.nullable(r, Self::string)?),
-                "in" => one_of.set(d.nullable(r, Self::strings)?),
-                "prefix" => prefix.set(d.nullable(r, Self::string)?),
-                "matches" => matches.set(d.nullable(r, Self::string)?),
-                "present" => present.set(d.nullable(r, Self::boolean)?),
-                _ => variant.set(d.string(r)?),
+                "name" => name.set(d.string(v)),
+                "header" => header.set(d.nullable(v, Self::string)),
+                "cookie" => cookie.set(d.nullable(v, Self::string)),
+                "equals" => equals.set(d.nullable(v, Self::string)),
+                "in" => one_of.set(d.nullable(v, Self::strings)),
+                "prefix" => prefix.set(d.nullable(v, Self::string)),
+                "matches" => matches.set(d.nullable(v, Self::string)),
+                "present" => present.set(d.nullable(v, Self::boolean)),
+                "variant" => variant.set(d.string(v)),
+                _ => return false,
             }
-            Ok(())
-        })?;
-        if !object {
-            return Ok(None);
+            true
+        }) {
+            return None;
         }
         let name = self.required(name, "name");
         let variant = self.required(variant, "variant");
-        Ok((|| {
-            Some(TargetingRuleConfig {
-                name: name?,
-                header: header.or_default()?,
-                cookie: cookie.or_default()?,
-                equals: equals.or_default()?,
-                one_of: one_of.or_default()?,
-                prefix: prefix.or_default()?,
-                matches: matches.or_default()?,
-                present: present.or_default()?,
-                variant: variant?,
-            })
-        })())
+        Some(TargetingRuleConfig {
+            name: name?,
+            header: header.or_default()?,
+            cookie: cookie.or_default()?,
+            equals: equals.or_default()?,
+            one_of: one_of.or_default()?,
+            prefix: prefix.or_default()?,
+            matches: matches.or_default()?,
+            present: present.or_default()?,
+            variant: variant?,
+        })
     }
 
-    fn stickiness(&mut self, reader: &mut Reader<'_>) -> Decoded<StickinessConfig> {
+    fn stickiness(&mut self, value: &'t Value<'t>) -> Option<StickinessConfig> {
         let mut keys = Field::Absent;
         let mut cookie = Field::Absent;
         let mut salt = Field::Absent;
-        let object = self.fields(reader, STICKINESS_FIELDS, None, |d, r, key| {
+        if !self.fields(value, STICKINESS_FIELDS, |d, key, v| {
             match key {
-                "keys" => keys.set(d.list(r, Self::key)?),
-                "cookie" => cookie.set(d.nullable(r, Self::identity_cookie)?),
-                _ => salt.set(d.nullable(r, Self::string)?),
+                "keys" => keys.set(d.list(v, Self::key)),
+                "cookie" => cookie.set(d.nullable(v, Self::identity_cookie)),
+                "salt" => salt.set(d.nullable(v, Self::string)),
+                _ => return false,
             }
-            Ok(())
-        })?;
-        Ok((|| {
-            object.then_some(())?;
-            Some(StickinessConfig {
-                keys: keys.or_default()?,
-                cookie: cookie.or_default()?,
-                salt: salt.or_default()?,
-            })
-        })())
+            true
+        }) {
+            return None;
+        }
+        Some(StickinessConfig {
+            keys: keys.or_default()?,
+            cookie: cookie.or_default()?,
+            salt: salt.or_default()?,
+        })
     }
 
-    fn key(&mut self, reader: &mut Reader<'_>) -> Decoded<KeyConfig> {
+    fn key(&mut self, value: &'t Value<'t>) -> Option<KeyConfig> {
         let mut header = Field::Absent;
         let mut cookie = Field::Absent;
-        let object = self.fields(reader, KEY_FIELDS, None, |d, r, key| {
+        if !self.fields(value, KEY_FIELDS, |d, key, v| {
             match key {
-                "header" => header.set(d.nullable(r, Self::string)?),
-                _ => cookie.set(d.nullable(r, Self::string)?),
+                "header" => header.set(d.nullable(v, Self::string)),
+                "cookie" => cookie.set(d.nullable(v, Self::string)),
+                _ => return false,
             }
-            Ok(())
-        })?;
-        Ok((|| {
-            object.then_some(())?;
-            Some(KeyConfig {
-                header: header.or_default()?,
-                cookie: cookie.or_default()?,
-            })
-        })())
+            true
+        }) {
+            return None;
+        }
+        Some(KeyConfig {
+            header: header.or_default()?,
+            cookie: cookie.or_default()?,
+        })
     }
 
-    fn identity_cookie(&mut self, reader: &mut Reader<'_>) -> Decoded<IdentityCookieConfig> {
+    fn identity_cookie(&mut self, value: &'t Value<'t>) -> Option<IdentityCookieConfig> {
         let mut name = Field::Absent;
         let mut max_age = Field::Absent;
         let mut path = Field::Absent;
         let mut secure = Field::Absent;
         let mut http_only = Field::Absent;
         let mut same_site = Field::Absent;
-        let object = self.fields(reader, COOKIE_FIELDS, None, |d, r, key| {
+        if !self.fields(value, COOKIE_FIELDS, |d, key, v| {
             match key {
-                "name" => name.set(d.string(r)?),
-                "maxAge" => max_age.set(d.nullable(r, Self::unsigned)?),
-                "path" => path.set(d.nullable(r, Self::string)?),
-                "secure" => secure.set(d.nullable(r, Self::boolean)?),
-                "httpOnly" => http_only.set(d.nullable(r, Self::boolean)?),
-                _ => same_site.set(d.nullable(r, Self::same_site)?),
+                "name" => name.set(d.string(v)),
+                "maxAge" => max_age.set(d.nullable(v, Self::unsigned)),
+                "path" => path.set(d.nullable(v, Self::string)),
+                "secure" => secure.set(d.nullable(v, Self::boolean)),
+                "httpOnly" => http_only.set(d.nullable(v, Self::boolean)),
+                "sameSite" => same_site.set(d.nullable(v, Self::same_site)),
+                _ => return false,
             }
-            Ok(())
-        })?;
-        if !object {
-            return Ok(None);
+            true
+        }) {
+            return None;
         }
         let name = self.required(name, "name");
-        Ok((|| {
-            Some(IdentityCookieConfig {
-                name: name?,
-                max_age: max_age.or_default()?,
-                path: path.or_default()?,
-                secure: secure.or_default()?,
-                http_only: http_only.or_default()?,
-                same_site: same_site.or_default()?,
-            })
-        })())
+        Some(IdentityCookieConfig {
+            name: name?,
+            max_age: max_age.or_default()?,
+            path: path.or_default()?,
+            secure: secure.or_default()?,
+            http_only: http_only.or_default()?,
+            same_site: same_site.or_default()?,
+        })
     }
 
-    fn same_site(&mut self, reader: &mut Reader<'_>) -> Decoded<SameSite> {
-        if reader.kind()? != Kind::String {
-            return self.invalid_type(reader, SAME_SITE);
-        }
-        match reader.string()?.as_ref() {
-            "Strict" => Ok(Some(SameSite::Strict)),
-            "Lax" => Ok(Some(SameSite::Lax)),
-            "None" => Ok(Some(SameSite::None)),
+    fn same_site(&mut self, value: &Value<'_>) -> Option<SameSite> {
+        let Value::String(s) = value else {
+            self.invalid_type(value, SAME_SITE);
+            return None;
+        };
+        match s.as_ref() {
+            "Strict" => Some(SameSite::Strict),
+            "Lax" => Some(SameSite::Lax),
+            "None" => Some(SameSite::None),
             other => {
                 self.error(format!("unknown variant `{other}`, expected {SAME_SITE}"));
-                Ok(None)
+                None
             }
         }
     }
@@ -719,32 +656,17 @@ fn is_integer(text: &str) -> bool {
     !text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'))
 }
 
-/// What the next value is, for an error message; the value is read past.
-fn unexpected(reader: &mut Reader<'_>) -> json::Parsed<String> {
-    Ok(match reader.kind()? {
-        Kind::Null => {
-            reader.null()?;
-            "null".to_owned()
-        }
-        Kind::Bool => format!("boolean `{}`", reader.boolean()?),
-        Kind::Number => {
-            let n = reader.number()?;
-            if is_integer(n) {
-                format!("integer `{n}`")
-            } else {
-                format!("floating point `{n}`")
-            }
-        }
-        Kind::String => format!("string {:?}", reader.string()?),
-        Kind::Array => {
-            reader.skip()?;
-            "sequence".to_owned()
-        }
-        Kind::Object => {
-            reader.skip()?;
-            "map".to_owned()
-        }
-    })
+/// What a value is, for an error message.
+fn unexpected(value: &Value<'_>) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("boolean `{b}`"),
+        Value::Number(n) if is_integer(n) => format!("integer `{n}`"),
+        Value::Number(n) => format!("floating point `{n}`"),
+        Value::String(s) => format!("string {s:?}"),
+        Value::Array(_) => "sequence".to_owned(),
+        Value::Object(_) => "map".to_owned(),
+    }
 }
 
 #[cfg(test)]
