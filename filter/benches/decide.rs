@@ -6,11 +6,10 @@
 
 #![allow(clippy::panic)]
 
-use std::borrow::Cow;
 use std::hint::black_box;
 
-use canary_filter::decide::IDENTITY_BYTES;
-use canary_filter::{config, RequestView, RoutingTable};
+use canary_filter::decide::{RequestHeaders, IDENTITY_BYTES};
+use canary_filter::{config, RoutingTable};
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 
@@ -67,25 +66,15 @@ fn many_routes() -> Value {
     json!({ "routes": routes })
 }
 
-/// A request as headers in memory, the way the filter sees them after reading the host.
-struct Request(Vec<(&'static str, &'static [u8])>);
-
-impl RequestView for Request {
-    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        self.0
+/// A request's headers, held the way the filter holds them after one host call, and read
+/// through the filter's own [`RequestView`] implementation.
+fn request(headers: &[(&str, &[u8])]) -> RequestHeaders {
+    RequestHeaders(
+        headers
             .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| Cow::Borrowed(*v))
-    }
-
-    fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        let cookies = self
-            .0
-            .iter()
-            .filter(|(n, _)| *n == "cookie")
-            .map(|(_, v)| *v);
-        canary_filter::cookie::find(cookies, name.as_bytes()).map(Cow::Borrowed)
-    }
+            .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
+            .collect(),
+    )
 }
 
 fn parse(config: &Value) -> RoutingTable {
@@ -103,13 +92,13 @@ fn random(buf: &mut [u8; IDENTITY_BYTES]) -> bool {
 fn decide(c: &mut Criterion) {
     let two = parse(&two_variants());
     let many = parse(&many_routes());
-    let identified = Request(vec![
+    let identified = request(&[
         (":authority", b"web.example.com"),
         (":path", b"/products/42"),
         ("x-user-id", b"user-42"),
     ]);
-    let anonymous = Request(vec![(":authority", b"web.example.com"), (":path", b"/")]);
-    let matched = Request(vec![
+    let anonymous = request(&[(":authority", b"web.example.com"), (":path", b"/")]);
+    let matched = request(&[
         (":authority", b"svc-500.bench.svc.cluster.local"),
         (":path", b"/products/42"),
         ("x-user-id", b"user-42"),

@@ -24,6 +24,35 @@ pub trait RequestView {
     }
 }
 
+/// A request's headers as the filter holds them once it has read them from the host in one
+/// call: lowercase names, in the order received, a name possibly repeated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHeaders(pub Vec<(String, Vec<u8>)>);
+
+const COOKIE: &str = "cookie";
+
+impl RequestView for RequestHeaders {
+    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        // A plain loop comparing lengths first: most names differ in length, and the byte
+        // comparison is a call.
+        for (n, value) in &self.0 {
+            if n.len() == name.len() && n == name {
+                return Some(Cow::Borrowed(value));
+            }
+        }
+        None
+    }
+
+    fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        let cookies = self
+            .0
+            .iter()
+            .filter(|(n, _)| n.len() == COOKIE.len() && n == COOKIE)
+            .map(|(_, v)| v.as_slice());
+        crate::cookie::find(cookies, name.as_bytes()).map(Cow::Borrowed)
+    }
+}
+
 /// Number of random bytes in a new identity: 128 bits.
 pub const IDENTITY_BYTES: usize = 16;
 

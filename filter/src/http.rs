@@ -6,7 +6,7 @@ use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::config;
-use crate::decide::{Decision, Reason, RequestView};
+use crate::decide::{Decision, Reason, RequestHeaders, RequestView};
 use crate::host::{Host, LogLevel};
 use crate::metrics::{class_of, Metric, Metrics};
 use crate::table::RoutingTable;
@@ -175,30 +175,23 @@ impl Stream {
 /// several (`:authority`, `:path`, the decision header, identity keys, targeting sources).
 struct HostRequest<'h, H> {
     host: &'h H,
-    headers: OnceCell<Vec<(String, Vec<u8>)>>,
+    headers: OnceCell<RequestHeaders>,
 }
 
 impl<H: Host> HostRequest<'_, H> {
-    fn headers(&self) -> &[(String, Vec<u8>)] {
-        self.headers.get_or_init(|| self.host.request_headers())
+    fn headers(&self) -> &RequestHeaders {
+        self.headers
+            .get_or_init(|| RequestHeaders(self.host.request_headers()))
     }
 }
 
 impl<H: Host> RequestView for HostRequest<'_, H> {
     fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        self.headers()
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| Cow::Borrowed(v.as_slice()))
+        self.headers().header(name)
     }
 
     fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        let cookies = self
-            .headers()
-            .iter()
-            .filter(|(n, _)| n == "cookie")
-            .map(|(_, v)| v.as_slice());
-        crate::cookie::find(cookies, name.as_bytes()).map(Cow::Borrowed)
+        self.headers().cookie(name)
     }
 }
 
