@@ -92,18 +92,20 @@ fn with_host<R>(authority: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     if !authority.is_ascii() {
         std::str::from_utf8(authority).ok()?;
     }
-    let host = if authority.first() == Some(&b'[') {
+    let (host, upper) = if authority.first() == Some(&b'[') {
         // An IPv6 literal: keep the brackets, drop the port after them.
-        authority
+        let host = authority
             .iter()
             .position(|b| *b == b']')
             .and_then(|end| authority.get(..=end))
-            .unwrap_or(authority)
+            .unwrap_or(authority);
+        (host, host.iter().any(u8::is_ascii_uppercase))
     } else {
-        authority.split(|b| *b == b':').next().unwrap_or(authority)
+        let (end, upper) = scan_host(authority);
+        (authority.get(..end).unwrap_or(authority), upper)
     };
     let host = host.strip_suffix(b".").unwrap_or(host);
-    if !host.iter().any(u8::is_ascii_uppercase) {
+    if !upper {
         return Some(f(host));
     }
     let mut buf = [0; HOST_BUF];
@@ -117,6 +119,51 @@ fn with_host<R>(authority: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     })
 }
 
+/// Where the host of an `authority` ends (at the first `:`, or its end) and whether the host
+/// has an ASCII uppercase letter, eight bytes at a time.
+fn scan_host(authority: &[u8]) -> (usize, bool) {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = !LOW7;
+    const fn ones(b: u8) -> u64 {
+        u64::from_le_bytes([b; 8])
+    }
+    let mut upper = false;
+    let mut scan = |at: usize, word: [u8; 8]| {
+        let word = u64::from_le_bytes(word);
+        // Per byte, with no carry between bytes: b7 + 0x3f has its top bit set iff b7 >= 'A',
+        // b7 + 0x25 iff b7 > 'Z'; a byte with its own top bit set is not ASCII.
+        let b7 = word & LOW7;
+        let uppercase = (b7 + ones(0x80 - b'A')) & !(b7 + ones(0x7f - b'Z')) & !word & HIGH;
+        // The lowest byte flagged here is the first ':' exactly (flags above it may be false).
+        let x = word ^ ones(b':');
+        let colon = x.wrapping_sub(ones(1)) & !x & HIGH;
+        if colon == 0 {
+            upper |= uppercase != 0;
+            return None;
+        }
+        let offset = colon.trailing_zeros() / 8;
+        let before = (1u64 << (offset * 8)) - 1;
+        upper |= uppercase & before != 0;
+        Some(at + offset as usize)
+    };
+    let mut chunks = authority.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let word = <[u8; 8]>::try_from(chunk).unwrap_or_default();
+        if let Some(end) = scan(at, word) {
+            return (end, upper);
+        }
+        at += 8;
+    }
+    // The rest, padded with zero bytes, which are neither ':' nor letters.
+    let mut word = [0; 8];
+    word.iter_mut()
+        .zip(chunks.remainder())
+        .for_each(|(w, b)| *w = *b);
+    let end = scan(at, word).unwrap_or(authority.len());
+    (end, upper)
+}
+
 /// A fast hash for host names, which are short. The host map is built from the configuration
 /// and only looked up per request, so a request cannot grow its probe sequences; a keyed hash
 /// (std's SipHash) buys nothing here and costs most of a lookup.
@@ -124,35 +171,49 @@ fn with_host<R>(authority: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
 struct HostHasher(u64);
 
 impl HostHasher {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    const K0: u64 = 0x243F_6A88_85A3_08D3;
+    const K1: u64 = 0x1319_8A2E_0370_7344;
 
-    /// Mixes one word in with a folded 64 × 64 → 128-bit multiply, which carries every input
-    /// bit into every output bit (the bucket index and the tag both come from the hash).
-    fn mix(&mut self, word: u64) {
-        let product = u128::from(self.0 ^ word) * u128::from(Self::K);
+    /// Mixes sixteen bytes in with a folded 64 × 64 → 128-bit multiply, which carries every
+    /// input bit into every output bit (the bucket index and the tag both come from the hash).
+    fn mix(&mut self, a: u64, b: u64) {
+        let product = u128::from(a ^ self.0 ^ Self::K0) * u128::from(b ^ Self::K1);
         self.0 = (product as u64) ^ ((product >> 64) as u64);
     }
 }
 
 impl Hasher for HostHasher {
     fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0; 8];
-            word.copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
+        let word = |at: usize| {
+            bytes
+                .get(at..at + 8)
+                .and_then(|w| <[u8; 8]>::try_from(w).ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        let len = bytes.len();
+        if len < 8 {
+            let mut short = [0; 8];
+            short.iter_mut().zip(bytes).for_each(|(w, b)| *w = *b);
+            self.mix(u64::from_le_bytes(short), len as u64);
+            return;
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0; 8];
-            word.iter_mut().zip(rest).for_each(|(w, b)| *w = *b);
-            // The length keeps "a" and "a\0" apart.
-            self.mix(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        // Sixteen bytes at a time, then the last sixteen (or eight) again, overlapping what came
+        // before: every byte is mixed in and no byte is read one at a time.
+        let mut at = 0;
+        while at + 16 < len {
+            self.mix(word(at), word(at + 8));
+            at += 16;
         }
+        let last = len - 8;
+        self.mix(
+            word(last.saturating_sub(8).max(at)),
+            word(last) ^ len as u64,
+        );
     }
 
     fn write_usize(&mut self, n: usize) {
-        self.mix(n as u64);
+        // The slice length, written before the bytes; folded in by the first mix.
+        self.0 ^= n as u64;
     }
 
     fn finish(&self) -> u64 {
@@ -231,6 +292,66 @@ mod tests {
                 .find(&t.routes, authority.as_bytes(), path.as_bytes())
                 .map(|i| t.routes[i].name.as_str());
             assert_eq!(got, *want, "{label}: {authority}{path}");
+        }
+    }
+
+    #[test]
+    fn scans_to_the_port_and_finds_uppercase_before_it() {
+        let bytes = [
+            (b'A', true),
+            (b'Z', true),
+            (b'@', false),
+            (b'[', false),
+            (b'a', false),
+            (0xc1, false),
+            (0xda, false),
+            (0xff, false),
+        ];
+        for len in 0..20 {
+            for at in 0..len {
+                for (c, upper) in bytes {
+                    let mut host = vec![b'x'; len];
+                    host[at] = c;
+                    let label = format!("{c:#x} at {at} of {len}");
+                    assert_eq!(super::scan_host(&host), (len, upper), "{label}");
+                    for colon in 0..len {
+                        let mut authority = host.clone();
+                        authority[colon] = b':';
+                        authority.extend_from_slice(b":8A");
+                        let want = (colon, at < colon && upper);
+                        assert_eq!(
+                            super::scan_host(&authority),
+                            want,
+                            "{label}, ':' at {colon}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn host_hash_sees_every_byte() {
+        use std::hash::Hasher;
+        let hash = |bytes: &[u8]| {
+            let mut h = super::HostHasher::default();
+            h.write(bytes);
+            h.finish()
+        };
+        for len in 0..40 {
+            let base = vec![b'a'; len];
+            let mut seen = std::collections::HashSet::new();
+            assert!(seen.insert(hash(&base)));
+            for at in 0..len {
+                let mut changed = base.clone();
+                changed[at] = b'b';
+                assert!(seen.insert(hash(&changed)), "byte {at} of {len} ignored");
+            }
+            assert_ne!(
+                hash(&base),
+                hash(&[base.as_slice(), b"\0"].concat()),
+                "length {len}"
+            );
         }
     }
 
