@@ -144,7 +144,7 @@ fn is_false(b: &bool) -> bool {
 /// Parses the plugin configuration bytes (JSON) and compiles it.
 pub fn parse(bytes: &[u8]) -> Result<RoutingTable, ConfigErrors> {
     let config = decode_json(bytes)?;
-    RoutingTable::try_from(&config)
+    RoutingTable::try_from(config)
 }
 
 /// Reads the plugin configuration bytes and decodes the JSON types only.
@@ -161,7 +161,7 @@ pub fn decode_json(bytes: &[u8]) -> Result<PluginConfig, ConfigErrors> {
 #[cfg(feature = "serde")]
 pub fn from_value(value: serde_json::Value) -> Result<RoutingTable, ConfigErrors> {
     let config = decode(value)?;
-    RoutingTable::try_from(&config)
+    RoutingTable::try_from(config)
 }
 
 /// Decodes the JSON types only, with the same decoder and errors as [`parse`].

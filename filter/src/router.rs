@@ -24,15 +24,17 @@ pub(crate) struct RouteIndex {
 
 impl RouteIndex {
     /// Builds the index from each route's host list, in configuration order (empty: any host).
-    pub(crate) fn build<'a>(hosts_per_route: impl Iterator<Item = &'a [String]>) -> Self {
+    /// The host names become the keys, lowercased in place.
+    pub(crate) fn build(hosts_per_route: Vec<Vec<String>>) -> Self {
         let mut index = RouteIndex::default();
-        for (i, hosts) in hosts_per_route.enumerate() {
+        for (i, hosts) in hosts_per_route.into_iter().enumerate() {
             if hosts.is_empty() || hosts.iter().any(|h| h == "*") {
                 index.any_host.push(i);
                 continue;
             }
             for host in hosts {
-                let host = host.to_ascii_lowercase().into_bytes();
+                let mut host = host.into_bytes();
+                host.make_ascii_lowercase();
                 let (map, key) = match host.strip_prefix(b"*") {
                     Some(suffix) => (&mut index.wildcard, suffix.into()),
                     None => (&mut index.exact, host.into_boxed_slice()),

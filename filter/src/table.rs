@@ -125,16 +125,28 @@ impl RoutingTable {
 impl TryFrom<&PluginConfig> for RoutingTable {
     type Error = ConfigErrors;
 
+    /// Compiles a copy of the configuration, for callers that keep theirs.
     fn try_from(config: &PluginConfig) -> Result<Self, ConfigErrors> {
+        RoutingTable::try_from(config.clone())
+    }
+}
+
+impl TryFrom<PluginConfig> for RoutingTable {
+    type Error = ConfigErrors;
+
+    /// Compiles the configuration, moving its strings into the table rather than copying them.
+    fn try_from(config: PluginConfig) -> Result<Self, ConfigErrors> {
+        let PluginConfig {
+            decision_header,
+            debug_header,
+            routes: configs,
+        } = config;
         let mut errors = Errors::default();
-        let decision_header = header_name(
-            &mut errors,
-            &At::root("decisionHeader"),
-            &config.decision_header,
-        );
+        let decision_header =
+            header_name(&mut errors, &At::root("decisionHeader"), decision_header);
 
         let at = At::root("routes");
-        match config.routes.len() {
+        match configs.len() {
             0 => errors.push(&at, "must have at least one route"),
             n if n > MAX_ROUTES => errors.push(
                 &at,
@@ -142,11 +154,10 @@ impl TryFrom<&PluginConfig> for RoutingTable {
             ),
             _ => {}
         }
-        let mut duplicates = duplicates(&config.routes, |r| &r.name)
-            .into_iter()
-            .peekable();
-        let mut routes = Vec::with_capacity(config.routes.len());
-        for (i, route) in config.routes.iter().enumerate() {
+        let mut duplicates = duplicates(&configs, |r| &r.name).into_iter().peekable();
+        let mut routes = Vec::with_capacity(configs.len());
+        let mut hosts_per_route = Vec::with_capacity(configs.len());
+        for (i, mut route) in configs.into_iter().enumerate() {
             let at = at.index(i);
             check_name(&mut errors, &at.key("name"), &route.name);
             if let Some((_, first)) = duplicates.next_if(|(d, _)| *d == i) {
@@ -158,36 +169,44 @@ impl TryFrom<&PluginConfig> for RoutingTable {
                     ),
                 );
             }
-            if let Some(r) = compile_route(&mut errors, &at, route, &decision_header) {
+            let hosts = route.matcher.as_mut().and_then(|m| m.hosts.take());
+            if let Some(r) =
+                compile_route(&mut errors, &at, route, hosts.as_deref(), &decision_header)
+            {
                 routes.push(r);
             }
+            hosts_per_route.push(hosts.unwrap_or_default());
         }
         errors.into_result()?;
-        let index = RouteIndex::build(config.routes.iter().map(|r| {
-            r.matcher
-                .as_ref()
-                .and_then(|m| m.hosts.as_deref())
-                .unwrap_or_default()
-        }));
+        let index = RouteIndex::build(hosts_per_route);
         Ok(RoutingTable {
             decision_header,
-            debug_header: config.debug_header,
+            debug_header,
             routes,
             index,
         })
     }
 }
 
+/// Compiles one route; its hosts, taken out of its `match`, are checked here and indexed by the
+/// caller.
 fn compile_route(
     errors: &mut Errors,
     at: &At<'_>,
-    route: &RouteConfig,
+    route: RouteConfig,
+    hosts: Option<&[String]>,
     decision_header: &str,
 ) -> Option<Route> {
     let before = errors.len();
-    let matcher = route.matcher.as_ref();
+    let RouteConfig {
+        name,
+        matcher,
+        variants,
+        targeting: rules,
+        stickiness,
+    } = route;
     let at_match = at.key("match");
-    if let Some(hosts) = matcher.and_then(|m| m.hosts.as_ref()) {
+    if let Some(hosts) = hosts {
         let at = at_match.key("hosts");
         if hosts.is_empty() {
             errors.push(&at, "must not be empty (leave it out to match any host)");
@@ -198,7 +217,8 @@ fn compile_route(
             }
         }
     }
-    if let Some(prefixes) = matcher.and_then(|m| m.path_prefixes.as_ref()) {
+    let path_prefixes = matcher.and_then(|m| m.path_prefixes);
+    if let Some(prefixes) = &path_prefixes {
         let at = at_match.key("pathPrefixes");
         if prefixes.is_empty() {
             errors.push(&at, "must not be empty (leave it out to match any path)");
@@ -210,48 +230,50 @@ fn compile_route(
         }
     }
 
-    let variants = compile_variants(errors, &at.key("variants"), &route.variants);
+    let variants = compile_variants(errors, &at.key("variants"), variants);
     let at_targeting = at.key("targeting");
-    let mut targeting = Vec::with_capacity(route.targeting.len());
-    let mut duplicates = duplicates(&route.targeting, |r| &r.name)
-        .into_iter()
-        .peekable();
-    for (j, rule) in route.targeting.iter().enumerate() {
+    let mut targeting = Vec::with_capacity(rules.len());
+    let mut duplicates = duplicates(&rules, |r| &r.name).into_iter().peekable();
+    for (j, rule) in rules.into_iter().enumerate() {
         let at = at_targeting.index(j);
-        if let Some(rule) = compile_rule(errors, &at, rule, &route.variants, decision_header) {
+        // Reported after the rule's own errors.
+        let duplicate = duplicates.next_if(|(d, _)| *d == j).map(|(_, first)| {
+            format!(
+                "duplicate rule name {:?} (also targeting[{first}])",
+                rule.name
+            )
+        });
+        if let Some(rule) = compile_rule(errors, &at, rule, &variants, decision_header) {
             targeting.push(rule);
         }
-        if let Some((_, first)) = duplicates.next_if(|(d, _)| *d == j) {
-            errors.push(
-                &at.key("name"),
-                format!(
-                    "duplicate rule name {:?} (also targeting[{first}])",
-                    rule.name
-                ),
-            );
+        if let Some(reason) = duplicate {
+            errors.push(&at.key("name"), reason);
         }
     }
-    let default = StickinessConfig::default();
     let stickiness = compile_stickiness(
         errors,
         &at.key("stickiness"),
-        route.stickiness.as_ref().unwrap_or(&default),
-        &route.name,
+        stickiness.unwrap_or_default(),
+        &name,
         decision_header,
     );
 
     (errors.len() == before).then(|| Route {
-        name: route.name.clone(),
-        path_prefixes: matcher
-            .and_then(|m| m.path_prefixes.clone())
-            .unwrap_or_default(),
+        name,
+        path_prefixes: path_prefixes.unwrap_or_default(),
         variants,
         targeting,
         stickiness,
     })
 }
 
-fn compile_variants(errors: &mut Errors, at: &At<'_>, variants: &[VariantConfig]) -> Vec<Variant> {
+/// Every variant, in order (one with an invalid weight has weight 0 and an error recorded), so
+/// that rules find variants at their configured positions.
+fn compile_variants(
+    errors: &mut Errors,
+    at: &At<'_>,
+    variants: Vec<VariantConfig>,
+) -> Vec<Variant> {
     match variants.len() {
         0 => errors.push(at, "must have at least one variant"),
         n if n > MAX_VARIANTS => errors.push(
@@ -260,11 +282,11 @@ fn compile_variants(errors: &mut Errors, at: &At<'_>, variants: &[VariantConfig]
         ),
         _ => {}
     }
-    let mut duplicates = duplicates(variants, |v| &v.name).into_iter().peekable();
+    let mut duplicates = duplicates(&variants, |v| &v.name).into_iter().peekable();
     let mut total: u64 = 0;
     let mut all_weights_valid = true;
     let mut compiled = Vec::with_capacity(variants.len());
-    for (k, variant) in variants.iter().enumerate() {
+    for (k, variant) in variants.into_iter().enumerate() {
         let at = at.index(k);
         check_name(errors, &at.key("name"), &variant.name);
         if let Some((_, first)) = duplicates.next_if(|(d, _)| *d == k) {
@@ -276,21 +298,23 @@ fn compile_variants(errors: &mut Errors, at: &At<'_>, variants: &[VariantConfig]
                 ),
             );
         }
-        match parse_weight(variant.weight) {
+        let weight = match parse_weight(variant.weight) {
             Ok(weight) => {
                 total += u64::from(weight.0);
-                compiled.push(Variant {
-                    name: variant.name.clone(),
-                    weight,
-                });
+                weight
             }
             Err(reason) => {
                 all_weights_valid = false;
                 errors.push(&at.key("weight"), reason);
+                Weight(0)
             }
-        }
+        };
+        compiled.push(Variant {
+            name: variant.name,
+            weight,
+        });
     }
-    if all_weights_valid && !variants.is_empty() && total != u64::from(Weight::FULL.0) {
+    if all_weights_valid && !compiled.is_empty() && total != u64::from(Weight::FULL.0) {
         errors.push(
             at,
             format!("weights must sum to 100, not {}", percent(total)),
@@ -418,36 +442,51 @@ fn with_point(digits: u64, decimals: u32) -> String {
 fn compile_rule(
     errors: &mut Errors,
     at: &At<'_>,
-    rule: &TargetingRuleConfig,
-    variants: &[VariantConfig],
+    rule: TargetingRuleConfig,
+    variants: &[Variant],
     decision_header: &str,
 ) -> Option<TargetingRule> {
     let before = errors.len();
-    check_name(errors, &at.key("name"), &rule.name);
-    let source = compile_source(
-        errors,
-        at,
-        (rule.header.as_ref(), rule.cookie.as_ref()),
-        decision_header,
-        "target on",
-    );
+    let TargetingRuleConfig {
+        name,
+        header,
+        cookie,
+        equals,
+        one_of,
+        prefix,
+        matches,
+        present,
+        variant,
+    } = rule;
+    check_name(errors, &at.key("name"), &name);
+    let source = compile_source(errors, at, (header, cookie), decision_header, "target on");
 
+    let count = [
+        equals.is_some(),
+        one_of.is_some(),
+        prefix.is_some(),
+        matches.is_some(),
+        present.is_some(),
+    ]
+    .iter()
+    .filter(|p| **p)
+    .count();
     let mut predicates = Vec::new();
-    if let Some(v) = &rule.equals {
-        predicates.push(Predicate::Equals(v.as_bytes().to_vec()));
+    if let Some(v) = equals {
+        predicates.push(Predicate::Equals(v.into_bytes()));
     }
-    if let Some(values) = &rule.one_of {
+    if let Some(values) = one_of {
         if values.is_empty() {
             errors.push(&at.key("in"), "must list at least one value");
         }
         predicates.push(Predicate::In(
-            values.iter().map(|v| v.as_bytes().to_vec()).collect(),
+            values.into_iter().map(String::into_bytes).collect(),
         ));
     }
-    if let Some(v) = &rule.prefix {
-        predicates.push(Predicate::Prefix(v.as_bytes().to_vec()));
+    if let Some(v) = prefix {
+        predicates.push(Predicate::Prefix(v.into_bytes()));
     }
-    if let Some(pattern) = &rule.matches {
+    if let Some(pattern) = matches {
         // Classes such as \d and \w are ASCII; `.` is any character. Matching takes time
         // linear in the value's length.
         match RegexBuilder::new(&format!("^(?:{pattern})$"))
@@ -461,19 +500,9 @@ fn compile_rule(
             ),
         }
     }
-    if let Some(present) = rule.present {
+    if let Some(present) = present {
         predicates.push(Predicate::Present(present));
     }
-    let count = [
-        rule.equals.is_some(),
-        rule.one_of.is_some(),
-        rule.prefix.is_some(),
-        rule.matches.is_some(),
-        rule.present.is_some(),
-    ]
-    .iter()
-    .filter(|p| **p)
-    .count();
     match count {
         0 => errors.push(
             at,
@@ -486,51 +515,47 @@ fn compile_rule(
         ),
     }
 
-    let variant = variants.iter().position(|v| v.name == rule.variant);
-    if variant.is_none() {
-        errors.push(
-            &at.key("variant"),
-            format!("unknown variant {:?}", rule.variant),
-        );
+    let index = variants.iter().position(|v| v.name == variant);
+    if index.is_none() {
+        errors.push(&at.key("variant"), format!("unknown variant {variant:?}"));
     }
     if errors.len() != before {
         return None;
     }
     Some(TargetingRule {
-        name: rule.name.clone(),
+        name,
         source: source?,
         predicate: predicates.pop()?,
-        variant: variant?,
+        variant: index?,
     })
 }
 
 fn compile_stickiness(
     errors: &mut Errors,
     at: &At<'_>,
-    stickiness: &StickinessConfig,
+    stickiness: StickinessConfig,
     route_name: &str,
     decision_header: &str,
 ) -> Stickiness {
     let at_keys = at.key("keys");
     let keys = stickiness
         .keys
-        .iter()
+        .into_iter()
         .enumerate()
         .filter_map(|(j, key)| compile_key(errors, &at_keys.index(j), key, decision_header))
         .collect();
     let cookie = stickiness
         .cookie
-        .as_ref()
         .map(|c| compile_cookie(errors, &at.key("cookie"), c));
-    let salt = match &stickiness.salt {
+    let salt = match stickiness.salt {
         Some(salt) if salt.is_empty() => {
             errors.push(
                 &at.key("salt"),
                 "must not be empty (leave it out to use the route name)",
             );
-            String::new()
+            salt
         }
-        Some(salt) => salt.clone(),
+        Some(salt) => salt,
         None => route_name.to_owned(),
     };
     Stickiness { keys, cookie, salt }
@@ -539,13 +564,13 @@ fn compile_stickiness(
 fn compile_key(
     errors: &mut Errors,
     at: &At<'_>,
-    key: &KeyConfig,
+    key: KeyConfig,
     decision_header: &str,
 ) -> Option<Source> {
     compile_source(
         errors,
         at,
-        (key.header.as_ref(), key.cookie.as_ref()),
+        (key.header, key.cookie),
         decision_header,
         "use as an identity",
     )
@@ -556,7 +581,7 @@ fn compile_key(
 fn compile_source(
     errors: &mut Errors,
     at: &At<'_>,
-    (header, cookie): (Option<&String>, Option<&String>),
+    (header, cookie): (Option<String>, Option<String>),
     decision_header: &str,
     purpose: &str,
 ) -> Option<Source> {
@@ -572,13 +597,13 @@ fn compile_source(
             Some(Source::Header(name))
         }
         (None, Some(c)) => {
-            if !cookie::is_valid_name(c) {
+            if !cookie::is_valid_name(&c) {
                 errors.push(
                     &at.key("cookie"),
                     format!("{c:?} is not a valid cookie name"),
                 );
             }
-            Some(Source::Cookie(c.clone()))
+            Some(Source::Cookie(c))
         }
         (None, None) => {
             errors.push(at, "needs a source: one of header, cookie");
@@ -591,7 +616,7 @@ fn compile_source(
     }
 }
 
-fn compile_cookie(errors: &mut Errors, at: &At<'_>, c: &IdentityCookieConfig) -> IdentityCookie {
+fn compile_cookie(errors: &mut Errors, at: &At<'_>, c: IdentityCookieConfig) -> IdentityCookie {
     if !cookie::is_valid_name(&c.name) {
         errors.push(
             &at.key("name"),
@@ -627,7 +652,7 @@ fn compile_cookie(errors: &mut Errors, at: &At<'_>, c: &IdentityCookieConfig) ->
         );
     }
     IdentityCookie::new(
-        c.name.clone(),
+        c.name,
         max_age,
         cookie_path,
         secure,
@@ -675,11 +700,12 @@ fn check_name(errors: &mut Errors, at: &At<'_>, name: &str) {
 }
 
 /// A request header name, lowercased as Envoy presents it.
-fn header_name(errors: &mut Errors, at: &At<'_>, name: &str) -> String {
+fn header_name(errors: &mut Errors, at: &At<'_>, mut name: String) -> String {
     if name.is_empty() || !name.bytes().all(cookie::is_token_byte) {
         errors.push(at, format!("{name:?} is not a valid HTTP header name"));
     }
-    name.to_ascii_lowercase()
+    name.make_ascii_lowercase();
+    name
 }
 
 fn check_host(host: &str) -> Result<(), String> {
