@@ -197,6 +197,7 @@ fn xxh64_seed0(bytes: &[u8]) -> u64 {
 
 /// Writes `field(bytes)` into `buf` at `at` and returns where it ends, or `None` if it does not
 /// fit.
+#[inline(always)]
 fn put_field(buf: &mut [u8], at: usize, bytes: &[u8]) -> Option<usize> {
     let len = u32::try_from(bytes.len()).ok()?.to_le_bytes();
     let body = at.checked_add(len.len())?;

@@ -16,6 +16,7 @@ pub trait RequestView {
     /// The value of cookie `name` from any `cookie` header.
     fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>>;
 
+    #[inline(always)]
     fn read(&self, source: &Source) -> Option<Cow<'_, [u8]>> {
         match source {
             Source::Header(name) => self.header(name),
