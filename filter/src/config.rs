@@ -10,7 +10,7 @@
 //! [`decode`] take a `serde_json::Value` through the same decoder.
 
 use crate::error::{ConfigError, ConfigErrors};
-use crate::json::{self, Value};
+use crate::json::{self, Document, Node};
 use crate::table::RoutingTable;
 
 /// Header the decision is written to when the configuration names none.
@@ -152,7 +152,7 @@ pub fn decode_json(bytes: &[u8]) -> Result<PluginConfig, ConfigErrors> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::new("$", "configuration is empty").into());
     }
-    let document = json::parse(bytes)
+    let document = json::parse_document(bytes)
         .map_err(|e| ConfigErrors::from(ConfigError::new("$", format!("invalid JSON: {e}"))))?;
     decode_document(&document)
 }
@@ -173,12 +173,16 @@ pub fn decode(value: serde_json::Value) -> Result<PluginConfig, ConfigErrors> {
 }
 
 /// Decodes a JSON document into a [`PluginConfig`], collecting every error.
-pub fn decode_document(document: &Value<'_>) -> Result<PluginConfig, ConfigErrors> {
-    if !matches!(document, Value::Object(_)) {
+pub fn decode_document(document: &Document<'_>) -> Result<PluginConfig, ConfigErrors> {
+    if !matches!(document.root(), Node::Object(_)) {
         return Err(ConfigError::new("$", "must be a JSON object").into());
     }
-    let mut decoder = Decoder::default();
-    match decoder.plugin(document) {
+    let mut decoder = Decoder {
+        document,
+        path: Vec::new(),
+        errors: Vec::new(),
+    };
+    match decoder.plugin(document.root()) {
         Some(config) if decoder.errors.is_empty() => Ok(config),
         _ if decoder.errors.is_empty() => {
             Err(ConfigError::new("$", "invalid configuration").into())
@@ -207,8 +211,8 @@ enum Step<'t> {
 
 /// Decodes the configuration types from a document, recording every error at its path. The
 /// path is a stack of steps, written out only when an error is recorded.
-#[derive(Default)]
 struct Decoder<'t> {
+    document: &'t Document<'t>,
     path: Vec<Step<'t>>,
     errors: Vec<ConfigError>,
 }
@@ -273,7 +277,7 @@ impl<'t> Decoder<'t> {
         self.errors.push(ConfigError::new(path, reason));
     }
 
-    fn invalid_type(&mut self, value: &Value<'_>, expected: &str) {
+    fn invalid_type(&mut self, value: &Node<'_>, expected: &str) {
         self.error(format!(
             "invalid type: {}, expected {expected}",
             unexpected(value)
@@ -296,15 +300,16 @@ impl<'t> Decoder<'t> {
     /// it does not know. Returns `false` if the value is not an object.
     fn fields(
         &mut self,
-        value: &'t Value<'t>,
+        value: &'t Node<'t>,
         names: &[&str],
-        mut field: impl FnMut(&mut Self, &'t str, &'t Value<'t>) -> bool,
+        mut field: impl FnMut(&mut Self, &'t str, &'t Node<'t>) -> bool,
     ) -> bool {
-        let Value::Object(members) = value else {
+        let Node::Object(object) = value else {
             self.invalid_type(value, "an object");
             return false;
         };
-        for (key, value) in members {
+        let document = self.document;
+        for (key, value) in document.members(*object) {
             self.path.push(Step::Key(key));
             if !field(self, key, value) {
                 let expected = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>();
@@ -321,13 +326,15 @@ impl<'t> Decoder<'t> {
     /// An array, each item decoded by `item`; `None` if any item is invalid.
     fn list<T>(
         &mut self,
-        value: &'t Value<'t>,
-        mut item: impl FnMut(&mut Self, &'t Value<'t>) -> Option<T>,
+        value: &'t Node<'t>,
+        mut item: impl FnMut(&mut Self, &'t Node<'t>) -> Option<T>,
     ) -> Option<Vec<T>> {
-        let Value::Array(items) = value else {
+        let Node::Array(array) = value else {
             self.invalid_type(value, "a sequence");
             return None;
         };
+        let document = self.document;
+        let items = document.items(*array);
         let mut decoded = Vec::with_capacity(items.len());
         let mut valid = true;
         for (i, value) in items.iter().enumerate() {
@@ -344,18 +351,18 @@ impl<'t> Decoder<'t> {
     /// An optional field's value: `null` is the same as leaving the field out.
     fn nullable<T>(
         &mut self,
-        value: &'t Value<'t>,
-        decode: impl FnOnce(&mut Self, &'t Value<'t>) -> Option<T>,
+        value: &'t Node<'t>,
+        decode: impl FnOnce(&mut Self, &'t Node<'t>) -> Option<T>,
     ) -> Option<Option<T>> {
         match value {
-            Value::Null => Some(None),
+            Node::Null => Some(None),
             value => decode(self, value).map(Some),
         }
     }
 
-    fn string(&mut self, value: &Value<'_>) -> Option<String> {
+    fn string(&mut self, value: &Node<'_>) -> Option<String> {
         match value {
-            Value::String(s) => Some(String::from(s.as_ref())),
+            Node::String(s) => Some(String::from(s.as_ref())),
             _ => {
                 self.invalid_type(value, "a string");
                 None
@@ -363,13 +370,13 @@ impl<'t> Decoder<'t> {
         }
     }
 
-    fn strings(&mut self, value: &'t Value<'t>) -> Option<Vec<String>> {
+    fn strings(&mut self, value: &'t Node<'t>) -> Option<Vec<String>> {
         self.list(value, Self::string)
     }
 
-    fn boolean(&mut self, value: &Value<'_>) -> Option<bool> {
+    fn boolean(&mut self, value: &Node<'_>) -> Option<bool> {
         match value {
-            Value::Bool(b) => Some(*b),
+            Node::Bool(b) => Some(*b),
             _ => {
                 self.invalid_type(value, "a boolean");
                 None
@@ -377,9 +384,9 @@ impl<'t> Decoder<'t> {
         }
     }
 
-    fn number(&mut self, value: &Value<'_>) -> Option<f64> {
+    fn number(&mut self, value: &Node<'_>) -> Option<f64> {
         match value {
-            Value::Number(text) => match text.parse::<f64>() {
+            Node::Number(text) => match text.parse::<f64>() {
                 Ok(n) if n.is_finite() => Some(n),
                 _ => {
                     self.error(format!("number `{text}` is out of range"));
@@ -393,9 +400,9 @@ impl<'t> Decoder<'t> {
         }
     }
 
-    fn unsigned(&mut self, value: &Value<'_>) -> Option<u64> {
+    fn unsigned(&mut self, value: &Node<'_>) -> Option<u64> {
         const EXPECTED: &str = "a non-negative integer";
-        let Value::Number(text) = value else {
+        let Node::Number(text) = value else {
             self.invalid_type(value, EXPECTED);
             return None;
         };
@@ -424,7 +431,7 @@ impl<'t> Decoder<'t> {
         }
     }
 
-    fn plugin(&mut self, value: &'t Value<'t>) -> Option<PluginConfig> {
+    fn plugin(&mut self, value: &'t Node<'t>) -> Option<PluginConfig> {
         let mut decision_header = Field::Absent;
         let mut debug_header = Field::Absent;
         let mut routes = Field::Absent;
@@ -447,8 +454,8 @@ impl<'t> Decoder<'t> {
         })
     }
 
-    fn route(&mut self, value: &'t Value<'t>) -> Option<RouteConfig> {
-        if !matches!(value, Value::Object(_)) {
+    fn route(&mut self, value: &'t Node<'t>) -> Option<RouteConfig> {
+        if !matches!(value, Node::Object(_)) {
             self.error("must be an object".to_owned());
             return None;
         }
@@ -479,7 +486,7 @@ impl<'t> Decoder<'t> {
         })
     }
 
-    fn matcher(&mut self, value: &'t Value<'t>) -> Option<MatchConfig> {
+    fn matcher(&mut self, value: &'t Node<'t>) -> Option<MatchConfig> {
         let mut hosts = Field::Absent;
         let mut path_prefixes = Field::Absent;
         if !self.fields(value, MATCH_FIELDS, |d, key, v| {
@@ -498,7 +505,7 @@ impl<'t> Decoder<'t> {
         })
     }
 
-    fn variant(&mut self, value: &'t Value<'t>) -> Option<VariantConfig> {
+    fn variant(&mut self, value: &'t Node<'t>) -> Option<VariantConfig> {
         let mut name = Field::Absent;
         let mut weight = Field::Absent;
         if !self.fields(value, VARIANT_FIELDS, |d, key, v| {
@@ -519,7 +526,7 @@ impl<'t> Decoder<'t> {
         })
     }
 
-    fn rule(&mut self, value: &'t Value<'t>) -> Option<TargetingRuleConfig> {
+    fn rule(&mut self, value: &'t Node<'t>) -> Option<TargetingRuleConfig> {
         let mut name = Field::Absent;
         let mut header = Field::Absent;
         let mut cookie = Field::Absent;
@@ -561,7 +568,7 @@ impl<'t> Decoder<'t> {
         })
     }
 
-    fn stickiness(&mut self, value: &'t Value<'t>) -> Option<StickinessConfig> {
+    fn stickiness(&mut self, value: &'t Node<'t>) -> Option<StickinessConfig> {
         let mut keys = Field::Absent;
         let mut cookie = Field::Absent;
         let mut salt = Field::Absent;
@@ -583,7 +590,7 @@ impl<'t> Decoder<'t> {
         })
     }
 
-    fn key(&mut self, value: &'t Value<'t>) -> Option<KeyConfig> {
+    fn key(&mut self, value: &'t Node<'t>) -> Option<KeyConfig> {
         let mut header = Field::Absent;
         let mut cookie = Field::Absent;
         if !self.fields(value, KEY_FIELDS, |d, key, v| {
@@ -602,7 +609,7 @@ impl<'t> Decoder<'t> {
         })
     }
 
-    fn identity_cookie(&mut self, value: &'t Value<'t>) -> Option<IdentityCookieConfig> {
+    fn identity_cookie(&mut self, value: &'t Node<'t>) -> Option<IdentityCookieConfig> {
         let mut name = Field::Absent;
         let mut max_age = Field::Absent;
         let mut path = Field::Absent;
@@ -634,8 +641,8 @@ impl<'t> Decoder<'t> {
         })
     }
 
-    fn same_site(&mut self, value: &Value<'_>) -> Option<SameSite> {
-        let Value::String(s) = value else {
+    fn same_site(&mut self, value: &Node<'_>) -> Option<SameSite> {
+        let Node::String(s) = value else {
             self.invalid_type(value, SAME_SITE);
             return None;
         };
@@ -657,15 +664,15 @@ fn is_integer(text: &str) -> bool {
 }
 
 /// What a value is, for an error message.
-fn unexpected(value: &Value<'_>) -> String {
+fn unexpected(value: &Node<'_>) -> String {
     match value {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => format!("boolean `{b}`"),
-        Value::Number(n) if is_integer(n) => format!("integer `{n}`"),
-        Value::Number(n) => format!("floating point `{n}`"),
-        Value::String(s) => format!("string {s:?}"),
-        Value::Array(_) => "sequence".to_owned(),
-        Value::Object(_) => "map".to_owned(),
+        Node::Null => "null".to_owned(),
+        Node::Bool(b) => format!("boolean `{b}`"),
+        Node::Number(n) if is_integer(n) => format!("integer `{n}`"),
+        Node::Number(n) => format!("floating point `{n}`"),
+        Node::String(s) => format!("string {s:?}"),
+        Node::Array(_) => "sequence".to_owned(),
+        Node::Object(_) => "map".to_owned(),
     }
 }
 
@@ -684,7 +691,7 @@ mod tests {
         errors(decode_json(document.as_bytes()))
     }
 
-    /// `parse` reads the bytes with [`json::parse`], `from_value` converts a serde_json `Value`
+    /// `parse` reads the bytes with [`json::parse_document`], `from_value` converts a serde_json `Value`
     /// (the controller's way, after YAML): both must accept and reject the same documents with
     /// the same errors, and decode the same configuration. (A number in an error message is
     /// written as the document has it, and serde_json writes `1e3` as `1000.0`.)

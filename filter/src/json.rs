@@ -9,6 +9,11 @@
 //!
 //! Numbers are kept as their text: nothing is converted until the decoder knows the type it
 //! wants, so an integer such as `maxAge` stays exact and nothing formats a float.
+//!
+//! [`parse_document`] reads a document into a [`Document`]: every array's items and every
+//! object's members sit in two flat lists, so a document of any size takes a handful of
+//! allocations, not one per array and object. [`parse`] gives the same document as a tree of
+//! [`Value`]s.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -30,6 +35,116 @@ pub enum Value<'a> {
     Array(Vec<Value<'a>>),
     /// Members in document order; no two have the same key.
     Object(Vec<(Cow<'a, str>, Value<'a>)>),
+}
+
+/// A value in a [`Document`]; an array or object is a span of the document's items or members.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Node<'a> {
+    #[default]
+    Null,
+    Bool(bool),
+    /// A number exactly as written, valid by the JSON grammar.
+    Number(Cow<'a, str>),
+    String(Cow<'a, str>),
+    Array(Span),
+    /// Members in document order; no two have the same key.
+    Object(Span),
+}
+
+/// Where an array's items or an object's members are in their [`Document`] list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    start: usize,
+    len: usize,
+}
+
+/// A JSON document read into flat lists. Strings and keys borrow from the input unless they
+/// hold escapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document<'a> {
+    root: Node<'a>,
+    /// The items of every array, each array's together and in order.
+    items: Vec<Node<'a>>,
+    /// The members of every object, likewise.
+    members: Vec<(Cow<'a, str>, Node<'a>)>,
+}
+
+impl<'a> Document<'a> {
+    pub fn root(&self) -> &Node<'a> {
+        &self.root
+    }
+
+    /// The items of an array of this document.
+    pub fn items(&self, array: Span) -> &[Node<'a>] {
+        self.items
+            .get(array.start..array.start + array.len)
+            .unwrap_or_default()
+    }
+
+    /// The members of an object of this document.
+    pub fn members(&self, object: Span) -> &[(Cow<'a, str>, Node<'a>)] {
+        self.members
+            .get(object.start..object.start + object.len)
+            .unwrap_or_default()
+    }
+
+    /// Moves `nodes` to the end of the items, as one array.
+    fn push_array(&mut self, nodes: impl Iterator<Item = Node<'a>>) -> Node<'a> {
+        let start = self.items.len();
+        self.items.extend(nodes);
+        Node::Array(Span {
+            start,
+            len: self.items.len() - start,
+        })
+    }
+
+    /// Moves `members` to the end of the members, as one object.
+    fn push_object(&mut self, members: impl Iterator<Item = (Cow<'a, str>, Node<'a>)>) -> Node<'a> {
+        let start = self.members.len();
+        self.members.extend(members);
+        Node::Object(Span {
+            start,
+            len: self.members.len() - start,
+        })
+    }
+
+    /// The document as a tree.
+    pub fn into_value(mut self) -> Value<'a> {
+        let root = std::mem::replace(&mut self.root, Node::Null);
+        self.take(root)
+    }
+
+    fn take(&mut self, node: Node<'a>) -> Value<'a> {
+        match node {
+            Node::Null => Value::Null,
+            Node::Bool(b) => Value::Bool(b),
+            Node::Number(n) => Value::Number(n),
+            Node::String(s) => Value::String(s),
+            Node::Array(span) => {
+                let mut items = Vec::with_capacity(span.len);
+                for i in span.start..span.start + span.len {
+                    let item = self
+                        .items
+                        .get_mut(i)
+                        .map(|n| std::mem::replace(n, Node::Null));
+                    items.push(self.take(item.unwrap_or(Node::Null)));
+                }
+                Value::Array(items)
+            }
+            Node::Object(span) => {
+                let mut members = Vec::with_capacity(span.len);
+                for i in span.start..span.start + span.len {
+                    let (key, value) = self
+                        .members
+                        .get_mut(i)
+                        .map(|(k, v)| (std::mem::take(k), std::mem::replace(v, Node::Null)))
+                        .unwrap_or_default();
+                    members.push((key, self.take(value)));
+                }
+                Value::Object(members)
+            }
+        }
+    }
 }
 
 /// Why a document is not JSON, and where: line and column (in characters) are 1-based.
@@ -61,8 +176,13 @@ impl Error {
     }
 }
 
-/// Parses one JSON document, with nothing but whitespace around it.
+/// Parses one JSON document, with nothing but whitespace around it, as a tree.
 pub fn parse(input: &[u8]) -> Result<Value<'_>, Error> {
+    parse_document(input).map(Document::into_value)
+}
+
+/// Parses one JSON document, with nothing but whitespace around it.
+pub fn parse_document(input: &[u8]) -> Result<Document<'_>, Error> {
     let text = std::str::from_utf8(input)
         .map_err(|e| Error::at(input, e.valid_up_to(), "invalid UTF-8"))?;
     let mut parser = Parser {
@@ -71,14 +191,21 @@ pub fn parse(input: &[u8]) -> Result<Value<'_>, Error> {
         pos: 0,
         items: Vec::new(),
         members: Vec::new(),
+        document: Document {
+            root: Node::Null,
+            items: Vec::new(),
+            members: Vec::new(),
+        },
     };
     parser.skip_whitespace();
-    let value = parser.value(0).map_err(|e| *e)?;
+    let root = parser.value(0).map_err(|e| *e)?;
     parser.skip_whitespace();
     if parser.pos < input.len() {
         return Err(*parser.error("trailing characters"));
     }
-    Ok(value)
+    let mut document = parser.document;
+    document.root = root;
+    Ok(document)
 }
 
 /// Errors are boxed while parsing: the results passed up for every value stay small.
@@ -88,11 +215,12 @@ struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
-    /// The items of the arrays being read, innermost last: each array takes its own off the
-    /// top when it ends, so it is allocated once, at its final size.
-    items: Vec<Value<'a>>,
+    /// The items of the arrays being read, innermost last: each array moves its own off the
+    /// top to the document's items when it ends.
+    items: Vec<Node<'a>>,
     /// The same for the members of objects.
-    members: Vec<(Cow<'a, str>, Value<'a>)>,
+    members: Vec<(Cow<'a, str>, Node<'a>)>,
+    document: Document<'a>,
 }
 
 impl<'a> Parser<'a> {
@@ -135,15 +263,15 @@ impl<'a> Parser<'a> {
 
     /// A value starting at the current position (no whitespace before it). `depth` counts the
     /// arrays and objects around it.
-    fn value(&mut self, depth: usize) -> Parsed<Value<'a>> {
+    fn value(&mut self, depth: usize) -> Parsed<Node<'a>> {
         match self.peek() {
             None => Err(self.error("unexpected end of input, expected a value")),
             Some(b'{') => self.object(depth + 1),
             Some(b'[') => self.array(depth + 1),
-            Some(b'"') => self.string().map(Value::String),
-            Some(b't') => self.literal("true", Value::Bool(true)),
-            Some(b'f') => self.literal("false", Value::Bool(false)),
-            Some(b'n') => self.literal("null", Value::Null),
+            Some(b'"') => self.string().map(Node::String),
+            Some(b't') => self.literal("true", Node::Bool(true)),
+            Some(b'f') => self.literal("false", Node::Bool(false)),
+            Some(b'n') => self.literal("null", Node::Null),
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(_) => Err(self.error("expected a value")),
         }
@@ -157,7 +285,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn literal(&mut self, word: &str, value: Value<'a>) -> Parsed<Value<'a>> {
+    fn literal(&mut self, word: &str, value: Node<'a>) -> Parsed<Node<'a>> {
         let end = self.pos + word.len();
         if self.bytes.get(self.pos..end) == Some(word.as_bytes()) {
             self.pos = end;
@@ -167,14 +295,14 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Parsed<Value<'a>> {
+    fn array(&mut self, depth: usize) -> Parsed<Node<'a>> {
         self.enter(depth)?;
         self.pos += 1;
         let first = self.items.len();
         self.skip_whitespace();
         if self.peek() == Some(b']') {
             self.pos += 1;
-            return Ok(Value::Array(Vec::new()));
+            return Ok(self.document.push_array(std::iter::empty()));
         }
         loop {
             let item = self.value(depth)?;
@@ -190,7 +318,8 @@ impl<'a> Parser<'a> {
                 }
                 Some(b']') => {
                     self.pos += 1;
-                    return Ok(Value::Array(self.items.split_off(first)));
+                    let items = self.items.drain(first..);
+                    return Ok(self.document.push_array(items));
                 }
                 Some(_) => return Err(self.error("expected `,` or `]`")),
                 None => return Err(self.error("unexpected end of input, expected `,` or `]`")),
@@ -198,7 +327,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Parsed<Value<'a>> {
+    fn object(&mut self, depth: usize) -> Parsed<Node<'a>> {
         self.enter(depth)?;
         self.pos += 1;
         let first = self.members.len();
@@ -207,7 +336,7 @@ impl<'a> Parser<'a> {
         self.skip_whitespace();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(Value::Object(Vec::new()));
+            return Ok(self.document.push_object(std::iter::empty()));
         }
         loop {
             match self.peek() {
@@ -249,17 +378,18 @@ impl<'a> Parser<'a> {
                 None => return Err(self.error("unexpected end of input, expected `,` or `}`")),
             }
         }
-        let members = self.members.split_off(first);
         if !later_keys.is_empty() {
-            self.check_duplicates(&members, &later_keys)?;
+            let members = self.members.get(first..).unwrap_or_default();
+            self.check_duplicates(members, &later_keys)?;
         }
-        Ok(Value::Object(members))
+        let members = self.members.drain(first..);
+        Ok(self.document.push_object(members))
     }
 
     /// Duplicate keys in a large object: the first repeated key in document order.
     fn check_duplicates(
         &self,
-        members: &[(Cow<'a, str>, Value<'a>)],
+        members: &[(Cow<'a, str>, Node<'a>)],
         later_keys: &[usize],
     ) -> Parsed<()> {
         let mut seen: HashMap<&str, usize> = HashMap::with_capacity(members.len());
@@ -369,7 +499,7 @@ impl<'a> Parser<'a> {
     }
 
     /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, kept as text.
-    fn number(&mut self) -> Parsed<Value<'a>> {
+    fn number(&mut self) -> Parsed<Node<'a>> {
         let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
@@ -395,7 +525,7 @@ impl<'a> Parser<'a> {
             }
             self.required_digits()?;
         }
-        Ok(Value::Number(Cow::Borrowed(self.slice(start)?)))
+        Ok(Node::Number(Cow::Borrowed(self.slice(start)?)))
     }
 
     fn digits(&mut self) {
@@ -419,15 +549,25 @@ fn is_plain(b: u8) -> bool {
     b != b'"' && b != b'\\' && b >= 0x20
 }
 
-/// A serde_json document as a [`Value`] borrowing its strings, for configurations read by
+/// A serde_json document as a [`Document`] borrowing its strings, for configurations read by
 /// other means (YAML, the Kubernetes API). Numbers become their serde_json text.
 #[cfg(feature = "serde")]
-pub fn from_serde(value: &serde_json::Value) -> Result<Value<'_>, String> {
-    from_serde_at(value, 0)
+pub fn from_serde(value: &serde_json::Value) -> Result<Document<'_>, String> {
+    let mut document = Document {
+        root: Node::Null,
+        items: Vec::new(),
+        members: Vec::new(),
+    };
+    document.root = from_serde_at(value, 0, &mut document)?;
+    Ok(document)
 }
 
 #[cfg(feature = "serde")]
-fn from_serde_at(value: &serde_json::Value, depth: usize) -> Result<Value<'_>, String> {
+fn from_serde_at<'a>(
+    value: &'a serde_json::Value,
+    depth: usize,
+    document: &mut Document<'a>,
+) -> Result<Node<'a>, String> {
     use serde_json::Value as Serde;
     let nested = |depth: usize| {
         if depth > MAX_DEPTH {
@@ -437,27 +577,30 @@ fn from_serde_at(value: &serde_json::Value, depth: usize) -> Result<Value<'_>, S
         }
     };
     Ok(match value {
-        Serde::Null => Value::Null,
-        Serde::Bool(b) => Value::Bool(*b),
-        Serde::Number(n) => Value::Number(Cow::Owned(n.to_string())),
-        Serde::String(s) => Value::String(Cow::Borrowed(s)),
+        Serde::Null => Node::Null,
+        Serde::Bool(b) => Node::Bool(*b),
+        Serde::Number(n) => Node::Number(Cow::Owned(n.to_string())),
+        Serde::String(s) => Node::String(Cow::Borrowed(s)),
         Serde::Array(items) => {
             let depth = nested(depth + 1)?;
-            Value::Array(
-                items
-                    .iter()
-                    .map(|item| from_serde_at(item, depth))
-                    .collect::<Result<_, _>>()?,
-            )
+            let items = items
+                .iter()
+                .map(|item| from_serde_at(item, depth, document))
+                .collect::<Result<Vec<_>, _>>()?;
+            document.push_array(items.into_iter())
         }
         Serde::Object(members) => {
             let depth = nested(depth + 1)?;
-            Value::Object(
-                members
-                    .iter()
-                    .map(|(k, v)| Ok((Cow::Borrowed(k.as_str()), from_serde_at(v, depth)?)))
-                    .collect::<Result<_, String>>()?,
-            )
+            let members = members
+                .iter()
+                .map(|(k, v)| {
+                    Ok((
+                        Cow::Borrowed(k.as_str()),
+                        from_serde_at(v, depth, document)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            document.push_object(members.into_iter())
         }
     })
 }
