@@ -471,20 +471,21 @@ fn compile_rule(
     .iter()
     .filter(|p| **p)
     .count();
-    let mut predicates = Vec::new();
+    // With more than one predicate (an error), the last one is kept.
+    let mut predicate = None;
     if let Some(v) = equals {
-        predicates.push(Predicate::Equals(v.into_bytes()));
+        predicate = Some(Predicate::Equals(v.into_bytes()));
     }
     if let Some(values) = one_of {
         if values.is_empty() {
             errors.push(&at.key("in"), "must list at least one value");
         }
-        predicates.push(Predicate::In(
+        predicate = Some(Predicate::In(
             values.into_iter().map(String::into_bytes).collect(),
         ));
     }
     if let Some(v) = prefix {
-        predicates.push(Predicate::Prefix(v.into_bytes()));
+        predicate = Some(Predicate::Prefix(v.into_bytes()));
     }
     if let Some(pattern) = matches {
         // Classes such as \d and \w are ASCII; `.` is any character. Matching takes time
@@ -493,7 +494,7 @@ fn compile_rule(
             .size_limit(MAX_REGEX_SIZE)
             .build()
         {
-            Ok(regex) => predicates.push(Predicate::Matches(regex)),
+            Ok(regex) => predicate = Some(Predicate::Matches(regex)),
             Err(e) => errors.push(
                 &at.key("matches"),
                 format!("invalid regex: {}", one_line(&e.to_string())),
@@ -501,7 +502,7 @@ fn compile_rule(
         }
     }
     if let Some(present) = present {
-        predicates.push(Predicate::Present(present));
+        predicate = Some(Predicate::Present(present));
     }
     match count {
         0 => errors.push(
@@ -525,7 +526,7 @@ fn compile_rule(
     Some(TargetingRule {
         name,
         source: source?,
-        predicate: predicates.pop()?,
+        predicate: predicate?,
         variant: index?,
     })
 }
