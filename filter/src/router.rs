@@ -27,7 +27,9 @@ impl RouteIndex {
     /// The host names become the keys, lowercased in place.
     pub(crate) fn build(hosts_per_route: Vec<Vec<String>>) -> Self {
         let mut index = RouteIndex::default();
-        index.exact.reserve(hosts_per_route.iter().map(Vec::len).sum());
+        index
+            .exact
+            .reserve(hosts_per_route.iter().map(Vec::len).sum());
         for (i, hosts) in hosts_per_route.into_iter().enumerate() {
             if hosts.is_empty() || hosts.iter().any(|h| h == "*") {
                 index.any_host.push(i);
