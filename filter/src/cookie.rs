@@ -13,12 +13,17 @@ where
 {
     headers
         .into_iter()
-        .flat_map(|header| header.split(|b| *b == b';'))
-        .find_map(|pair| {
-            let eq = pair.iter().position(|b| *b == b'=')?;
-            let (key, value) = (pair.get(..eq)?, pair.get(eq + 1..)?);
-            (trim(key) == name).then(|| unquote(trim(value)))
-        })
+        .flat_map(pairs)
+        .find_map(|(key, value)| (key == name).then_some(value))
+}
+
+/// The `(name, value)` pairs of one `cookie` header value, in order.
+pub fn pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    header.split(|b| *b == b';').filter_map(|pair| {
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        let (key, value) = (pair.get(..eq)?, pair.get(eq + 1..)?);
+        Some((trim(key), unquote(trim(value))))
+    })
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 
-use crate::table::{Route, RoutingTable, Source};
+use crate::table::{Route, RouteSources, RoutingTable, Slot, Source};
 
 /// Read access to the request being decided. Header names are lowercase.
 pub trait RequestView {
@@ -22,6 +22,12 @@ pub trait RequestView {
             Source::Header(name) => self.header(name),
             Source::Cookie(name) => self.cookie(name),
         }
+    }
+
+    /// The request's headers, when the view holds them all in memory: then a route's sources
+    /// are found in one pass over them instead of one search each.
+    fn headers(&self) -> Option<&RequestHeaders> {
+        None
     }
 }
 
@@ -52,7 +58,42 @@ impl RequestView for RequestHeaders {
             .map(|(_, v)| v.as_slice());
         crate::cookie::find(cookies, name.as_bytes()).map(Cow::Borrowed)
     }
+
+    fn headers(&self) -> Option<&RequestHeaders> {
+        Some(self)
+    }
 }
+
+impl RequestHeaders {
+    /// Writes the value of each of a route's sources into `values` (all `None` on entry) at the
+    /// sources' [positions](RouteSources::position): one pass over the headers, parsing each
+    /// `cookie` header once for all the route's cookies.
+    fn resolve<'r>(&'r self, sources: &RouteSources, values: &mut [Option<&'r [u8]>]) {
+        let Some((headers, cookies)) = values.split_at_mut_checked(sources.headers.len()) else {
+            return;
+        };
+        // The first value of a header, and the first occurrence of a cookie, wins.
+        let found = |value: Option<&mut Option<&'r [u8]>>, read: &'r [u8]| {
+            if let Some(value) = value {
+                value.get_or_insert(read);
+            }
+        };
+        for (name, value) in &self.0 {
+            if name.len() == COOKIE.len() && name == COOKIE && !cookies.is_empty() {
+                for (cookie, value) in crate::cookie::pairs(value) {
+                    found(
+                        sources.cookie(cookie).and_then(|i| cookies.get_mut(i)),
+                        value,
+                    );
+                }
+            }
+            found(sources.header(name).and_then(|i| headers.get_mut(i)), value);
+        }
+    }
+}
+
+/// A route's source values for one request are held on the stack up to this many sources.
+const INLINE_SOURCES: usize = 16;
 
 /// Number of random bytes in a new identity: 128 bits.
 pub const IDENTITY_BYTES: usize = 16;
@@ -94,20 +135,39 @@ pub struct NewIdentity([u8; IDENTITY_BYTES * 2]);
 
 impl NewIdentity {
     pub fn from_random(bytes: &[u8; IDENTITY_BYTES]) -> Self {
-        let digit = |n: u8| if n < 10 { b'0' + n } else { b'a' + (n - 10) };
         let mut hex = [0; IDENTITY_BYTES * 2];
-        for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
-            if let [high, low] = pair {
-                (*high, *low) = (digit(byte >> 4), digit(byte & 0xf));
-            }
+        for (digits, word) in hex.as_chunks_mut().0.iter_mut().zip(bytes.as_chunks().0) {
+            *digits = hex_digits(*word);
         }
         NewIdentity(hex)
+    }
+
+    /// The identity's characters.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
     pub fn as_str(&self) -> &str {
         // Hex digits only, so always UTF-8.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
+}
+
+/// Four bytes as eight lowercase hex digits, all eight computed at once in one word.
+fn hex_digits(bytes: [u8; 4]) -> [u8; 8] {
+    const fn ones(b: u8) -> u64 {
+        u64::from_le_bytes([b; 8])
+    }
+    // Byte i moves to bytes 2i and 2i + 1 (little-endian, so in reading order), where its high
+    // and low nibbles go.
+    let mut spread = u64::from(u32::from_le_bytes(bytes));
+    spread = (spread | spread << 16) & 0x0000_ffff_0000_ffff;
+    spread = (spread | spread << 8) & 0x00ff_00ff_00ff_00ff;
+    let nibbles = (spread >> 4 & 0x000f_000f_000f_000f) | (spread & 0x000f_000f_000f_000f) << 8;
+    // Per byte, with no carry between bytes: 1 where the nibble is 10 or more, which then skips
+    // from '9' + 1 to 'a'.
+    let letter = (nibbles + ones(6)) >> 4 & ones(1);
+    (nibbles + ones(b'0') + letter * u64::from(b'a' - b'9' - 1)).to_le_bytes()
 }
 
 impl Deref for NewIdentity {
@@ -148,19 +208,52 @@ fn decide_route(
     request: &impl RequestView,
     random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
 ) -> Decision {
+    let sources = &route.sources;
+    let Some(headers) = request.headers() else {
+        // A view without its headers in memory (a test double): each source read on its own.
+        let headers = sources.headers.iter().map(|name| request.header(name));
+        let cookies = sources.cookies.iter().map(|name| request.cookie(name));
+        let read: Vec<_> = headers.chain(cookies).collect();
+        let values: Vec<_> = read.iter().map(Option::as_deref).collect();
+        return decide_with(index, route, &values, random);
+    };
+    let mut inline = [None; INLINE_SOURCES];
+    let mut spilled = Vec::new();
+    let values = match inline.get_mut(..sources.len()) {
+        Some(values) => values,
+        None => {
+            spilled.resize(sources.len(), None);
+            spilled.as_mut_slice()
+        }
+    };
+    headers.resolve(sources, values);
+    decide_with(index, route, values, random)
+}
+
+/// The decision on `route` given the values of its sources.
+fn decide_with(
+    index: usize,
+    route: &Route,
+    values: &[Option<&[u8]>],
+    random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
+) -> Decision {
     let decision = |variant, reason, issue_identity| Decision {
         route: index,
         variant,
         reason,
         issue_identity,
     };
+    let value = |slot: Slot| values.get(route.sources.position(slot)).copied().flatten();
+
     for (i, rule) in route.targeting.iter().enumerate() {
-        if rule.predicate.holds(request.read(&rule.source).as_deref()) {
+        if rule.predicate.holds(value(rule.slot)) {
             return decision(rule.variant, Reason::Rule(i), None);
         }
     }
-    if let Some(identity) = identity(route, request) {
-        return decision(route.assign(&identity), Reason::Hash, None);
+    // The first key present and non-empty, then the identity cookie.
+    let identity = route.stickiness.identity.iter().copied().map(value);
+    if let Some(identity) = identity.flatten().find(|value| !value.is_empty()) {
+        return decision(route.assign(identity), Reason::Hash, None);
     }
     let mut bytes = [0u8; IDENTITY_BYTES];
     if !random(&mut bytes) {
@@ -170,20 +263,6 @@ fn decide_route(
     let variant = route.assign(identity.as_bytes());
     let issue = route.stickiness.cookie.as_ref().map(|_| identity);
     decision(variant, Reason::New, issue)
-}
-
-/// The request's identity: the first key present and non-empty, then the identity cookie.
-fn identity<'r>(route: &Route, request: &'r impl RequestView) -> Option<Cow<'r, [u8]>> {
-    let stickiness = &route.stickiness;
-    let keys = stickiness
-        .keys
-        .iter()
-        .filter_map(|source| request.read(source));
-    let cookie = stickiness
-        .cookie
-        .iter()
-        .filter_map(|c| request.cookie(&c.name));
-    keys.chain(cookie).find(|value| !value.is_empty())
 }
 
 #[cfg(test)]
@@ -439,6 +518,15 @@ mod tests {
             NewIdentity::from_random(&[0xff; IDENTITY_BYTES]).as_str(),
             "f".repeat(2 * IDENTITY_BYTES)
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn new_identity_is_hex_of_any_random_bytes(bytes in proptest::array::uniform16(0u8..)) {
+            let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let identity = NewIdentity::from_random(&bytes);
+            proptest::prop_assert_eq!(identity.as_str(), want.as_str());
+        }
     }
 
     #[test]

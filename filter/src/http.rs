@@ -179,7 +179,7 @@ struct HostRequest<'h, H> {
 }
 
 impl<H: Host> HostRequest<'_, H> {
-    fn headers(&self) -> &RequestHeaders {
+    fn held_headers(&self) -> &RequestHeaders {
         self.headers
             .get_or_init(|| RequestHeaders(self.host.request_headers()))
     }
@@ -187,11 +187,15 @@ impl<H: Host> HostRequest<'_, H> {
 
 impl<H: Host> RequestView for HostRequest<'_, H> {
     fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        self.headers().header(name)
+        self.held_headers().header(name)
     }
 
     fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        self.headers().cookie(name)
+        self.held_headers().cookie(name)
+    }
+
+    fn headers(&self) -> Option<&RequestHeaders> {
+        Some(self.held_headers())
     }
 }
 

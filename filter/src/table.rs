@@ -41,6 +41,8 @@ pub struct Route {
     pub variants: Vec<Variant>,
     pub targeting: Vec<TargetingRule>,
     pub stickiness: Stickiness,
+    /// Every header and cookie the route reads, each once.
+    pub sources: RouteSources,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +55,8 @@ pub struct Variant {
 pub struct TargetingRule {
     pub name: String,
     pub source: Source,
+    /// Where the source's value is among the route's [`RouteSources`].
+    pub slot: Slot,
     pub predicate: Predicate,
     /// Index into the route's variants.
     pub variant: usize,
@@ -65,6 +69,80 @@ pub enum Source {
     Header(String),
     /// A cookie, by exact name, from any `cookie` header.
     Cookie(String),
+}
+
+/// The distinct headers and cookies one route reads: its targeting sources, identity keys and
+/// identity cookie. A request's values for all of them are found in one pass over its headers,
+/// and the `cookie` headers parsed once, however many rules read the same source.
+#[derive(Debug, Default)]
+pub struct RouteSources {
+    /// Lowercase header names.
+    pub headers: Vec<String>,
+    pub cookies: Vec<String>,
+    /// Bit `n % 64` is set for each header name of length `n`: most request headers are passed
+    /// over on their length alone.
+    header_lengths: u64,
+}
+
+/// A source's place among its route's [`RouteSources`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Header(usize),
+    Cookie(usize),
+}
+
+impl RouteSources {
+    /// The slot of `source`, added if the route does not read it yet.
+    fn add(&mut self, source: &Source) -> Slot {
+        match source {
+            Source::Header(name) => {
+                self.header_lengths |= 1 << (name.len() % 64);
+                Slot::Header(position_or_push(&mut self.headers, name))
+            }
+            Source::Cookie(name) => Slot::Cookie(position_or_push(&mut self.cookies, name)),
+        }
+    }
+
+    /// How many values a request has for the route: one per header and cookie.
+    pub fn len(&self) -> usize {
+        self.headers.len() + self.cookies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The position of `slot`'s value among [`len`](Self::len) values, headers first.
+    pub fn position(&self, slot: Slot) -> usize {
+        match slot {
+            Slot::Header(i) => i,
+            Slot::Cookie(i) => self.headers.len() + i,
+        }
+    }
+
+    /// The index of header `name` (lowercase) among the route's headers.
+    pub fn header(&self, name: &str) -> Option<usize> {
+        if self.header_lengths & (1 << (name.len() % 64)) == 0 {
+            return None;
+        }
+        self.headers
+            .iter()
+            .position(|n| n.len() == name.len() && n == name)
+    }
+
+    /// The index of cookie `name` among the route's cookies.
+    pub fn cookie(&self, name: &[u8]) -> Option<usize> {
+        self.cookies
+            .iter()
+            .position(|n| n.len() == name.len() && n.as_bytes() == name)
+    }
+}
+
+fn position_or_push(names: &mut Vec<String>, name: &str) -> usize {
+    names.iter().position(|n| n == name).unwrap_or_else(|| {
+        names.push(name.to_owned());
+        names.len() - 1
+    })
 }
 
 #[derive(Debug)]
@@ -99,6 +177,8 @@ pub struct Stickiness {
     pub keys: Vec<Source>,
     pub cookie: Option<IdentityCookie>,
     pub salt: String,
+    /// Where the identity is looked for, in order: the keys', then the identity cookie's slot.
+    pub identity: Vec<Slot>,
 }
 
 impl Route {
@@ -231,6 +311,7 @@ fn compile_route(
     }
 
     let variants = compile_variants(errors, &at.key("variants"), variants);
+    let mut sources = RouteSources::default();
     let at_targeting = at.key("targeting");
     let mut targeting = Vec::with_capacity(rules.len());
     let mut duplicates = duplicates(&rules, |r| &r.name).into_iter().peekable();
@@ -243,7 +324,9 @@ fn compile_route(
                 rule.name
             )
         });
-        if let Some(rule) = compile_rule(errors, &at, rule, &variants, decision_header) {
+        if let Some(rule) =
+            compile_rule(errors, &at, rule, &variants, decision_header, &mut sources)
+        {
             targeting.push(rule);
         }
         if let Some(reason) = duplicate {
@@ -256,6 +339,7 @@ fn compile_route(
         stickiness.unwrap_or_default(),
         &name,
         decision_header,
+        &mut sources,
     );
 
     (errors.len() == before).then(|| Route {
@@ -264,6 +348,7 @@ fn compile_route(
         variants,
         targeting,
         stickiness,
+        sources,
     })
 }
 
@@ -445,6 +530,7 @@ fn compile_rule(
     rule: TargetingRuleConfig,
     variants: &[Variant],
     decision_header: &str,
+    sources: &mut RouteSources,
 ) -> Option<TargetingRule> {
     let before = errors.len();
     let TargetingRuleConfig {
@@ -523,9 +609,11 @@ fn compile_rule(
     if errors.len() != before {
         return None;
     }
+    let source = source?;
     Some(TargetingRule {
         name,
-        source: source?,
+        slot: sources.add(&source),
+        source,
         predicate: predicate?,
         variant: index?,
     })
@@ -537,9 +625,10 @@ fn compile_stickiness(
     stickiness: StickinessConfig,
     route_name: &str,
     decision_header: &str,
+    sources: &mut RouteSources,
 ) -> Stickiness {
     let at_keys = at.key("keys");
-    let keys = stickiness
+    let keys: Vec<Source> = stickiness
         .keys
         .into_iter()
         .enumerate()
@@ -548,6 +637,10 @@ fn compile_stickiness(
     let cookie = stickiness
         .cookie
         .map(|c| compile_cookie(errors, &at.key("cookie"), c));
+    let mut identity: Vec<Slot> = keys.iter().map(|key| sources.add(key)).collect();
+    if let Some(c) = &cookie {
+        identity.push(sources.add(&Source::Cookie(c.name.clone())));
+    }
     let salt = match stickiness.salt {
         Some(salt) if salt.is_empty() => {
             errors.push(
@@ -559,7 +652,12 @@ fn compile_stickiness(
         Some(salt) => salt,
         None => route_name.to_owned(),
     };
-    Stickiness { keys, cookie, salt }
+    Stickiness {
+        keys,
+        cookie,
+        salt,
+        identity,
+    }
 }
 
 fn compile_key(
