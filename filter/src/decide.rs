@@ -65,6 +65,23 @@ impl RequestView for RequestHeaders {
 }
 
 impl RequestHeaders {
+    /// The first `:authority` and `:path` values (empty when absent), found in one pass.
+    fn authority_and_path(&self) -> (&[u8], &[u8]) {
+        let (mut authority, mut path) = (None, None);
+        for (name, value) in &self.0 {
+            let found = match name.as_str() {
+                ":authority" => &mut authority,
+                ":path" => &mut path,
+                _ => continue,
+            };
+            found.get_or_insert(value.as_slice());
+            if authority.is_some() && path.is_some() {
+                break;
+            }
+        }
+        (authority.unwrap_or_default(), path.unwrap_or_default())
+    }
+
     /// Writes the value of each of a route's sources into `values` (all `None` on entry) at the
     /// sources' [positions](RouteSources::position): one pass over the headers, parsing each
     /// `cookie` header once for all the route's cookies.
@@ -194,9 +211,17 @@ impl RoutingTable {
         request: &impl RequestView,
         random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
     ) -> Option<Decision> {
-        let authority = request.header(":authority").unwrap_or_default();
-        let path = request.header(":path").unwrap_or_default();
-        let index = self.index.find(&self.routes, &authority, &path)?;
+        let index = match request.headers() {
+            Some(headers) => {
+                let (authority, path) = headers.authority_and_path();
+                self.index.find(&self.routes, authority, path)
+            }
+            None => {
+                let authority = request.header(":authority").unwrap_or_default();
+                let path = request.header(":path").unwrap_or_default();
+                self.index.find(&self.routes, &authority, &path)
+            }
+        }?;
         let route = self.routes.get(index)?;
         Some(decide_route(index, route, request, random))
     }
@@ -332,13 +357,28 @@ mod tests {
         panic!("randomness asked for although the request has an identity")
     }
 
+    /// The request as the filter holds it: its headers in memory, read in one pass.
+    fn held(req: &Req) -> RequestHeaders {
+        let headers = req
+            .headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), v.clone()));
+        let cookies = req
+            .cookies
+            .iter()
+            .map(|c| (COOKIE.to_owned(), c.as_bytes().to_vec()));
+        RequestHeaders(headers.chain(cookies).collect())
+    }
+
     fn decide(req: &Req) -> Option<(String, Reason)> {
         let t = config::parse(CONFIG.as_bytes()).unwrap();
-        t.decide(req, |b| {
+        let random = |b: &mut [u8; IDENTITY_BYTES]| {
             b.fill(7);
             true
-        })
-        .map(|d| (t.routes[d.route].variants[d.variant].name.clone(), d.reason))
+        };
+        let one_by_one = t.decide(req, random);
+        assert_eq!(t.decide(&held(req), random), one_by_one, "held headers");
+        one_by_one.map(|d| (t.routes[d.route].variants[d.variant].name.clone(), d.reason))
     }
 
     /// A user id that hashes to the baseline, so that rules into canary are visible.

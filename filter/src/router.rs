@@ -63,7 +63,11 @@ impl RouteIndex {
         };
         let first_fit = |list: &Vec<usize>| list.iter().copied().find(fits);
 
-        let mut best = first_fit(&self.any_host);
+        let mut best = if self.any_host.is_empty() {
+            None
+        } else {
+            first_fit(&self.any_host)
+        };
         if self.exact.is_empty() && self.wildcard.is_empty() {
             return best;
         }
