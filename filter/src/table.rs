@@ -4,7 +4,8 @@
 //! names validated, header names lowercased, regexes compiled, weights turned into integers,
 //! hosts indexed, `Set-Cookie` attributes rendered.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use regex_lite::{Regex, RegexBuilder};
 
@@ -148,7 +149,7 @@ fn position_or_push(names: &mut Vec<String>, name: &str) -> usize {
 #[derive(Debug)]
 pub enum Predicate {
     Equals(Vec<u8>),
-    In(HashSet<Vec<u8>>),
+    In(ValueSet),
     Prefix(Vec<u8>),
     /// Anchored: the whole value must match.
     Matches(Regex),
@@ -170,6 +171,29 @@ impl Predicate {
             }
         }
     }
+}
+
+/// The values of an `in` predicate, sorted by length and then bytes: a lookup is a binary
+/// search that mostly compares lengths, with no hashing of the request's value.
+#[derive(Debug)]
+pub struct ValueSet(Vec<Vec<u8>>);
+
+impl ValueSet {
+    fn new(mut values: Vec<Vec<u8>>) -> Self {
+        values.sort_by(|a, b| by_length_then_bytes(a, b));
+        values.dedup();
+        ValueSet(values)
+    }
+
+    pub fn contains(&self, value: &[u8]) -> bool {
+        self.0
+            .binary_search_by(|v| by_length_then_bytes(v, value))
+            .is_ok()
+    }
+}
+
+fn by_length_then_bytes(a: &[u8], b: &[u8]) -> Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 #[derive(Debug)]
@@ -566,9 +590,9 @@ fn compile_rule(
         if values.is_empty() {
             errors.push(&at.key("in"), "must list at least one value");
         }
-        predicate = Some(Predicate::In(
+        predicate = Some(Predicate::In(ValueSet::new(
             values.into_iter().map(String::into_bytes).collect(),
-        ));
+        )));
     }
     if let Some(v) = prefix {
         predicate = Some(Predicate::Prefix(v.into_bytes()));
@@ -964,6 +988,26 @@ mod tests {
             ],
             ["110", "99.5", "100.001", "0"]
         );
+    }
+
+    #[test]
+    fn value_sets_find_exactly_their_values() {
+        let values = ["staff", "beta", "dogfood", "beta", "", "b", "staff2"];
+        let set = ValueSet::new(values.iter().map(|v| v.as_bytes().to_vec()).collect());
+        for v in values {
+            assert!(set.contains(v.as_bytes()), "{v:?}");
+        }
+        for v in [
+            "Staff",
+            "bet",
+            "betaa",
+            "dogfooD",
+            "c",
+            "staff3",
+            "x".repeat(40).as_str(),
+        ] {
+            assert!(!set.contains(v.as_bytes()), "{v:?}");
+        }
     }
 
     proptest! {
