@@ -82,29 +82,23 @@ impl RequestHeaders {
         (authority.unwrap_or_default(), path.unwrap_or_default())
     }
 
-    /// Writes the value of each of a route's sources into `values` (all `None` on entry) at the
-    /// sources' [positions](RouteSources::position): one pass over the headers, parsing each
+    /// Writes the value of each of a route's sources into `values` (all `None` on entry) at its
+    /// slot: one pass over the headers, parsing each
     /// `cookie` header once for all the route's cookies.
     fn resolve<'r>(&'r self, sources: &RouteSources, values: &mut [Option<&'r [u8]>]) {
-        let Some((headers, cookies)) = values.split_at_mut_checked(sources.headers.len()) else {
-            return;
-        };
         // The first value of a header, and the first occurrence of a cookie, wins.
-        let found = |value: Option<&mut Option<&'r [u8]>>, read: &'r [u8]| {
-            if let Some(value) = value {
+        let mut found = |slot: Option<Slot>, read: &'r [u8]| {
+            if let Some(value) = slot.and_then(|Slot(i)| values.get_mut(i)) {
                 value.get_or_insert(read);
             }
         };
         for (name, value) in &self.0 {
-            if name.len() == COOKIE.len() && name == COOKIE && !cookies.is_empty() {
+            if name.len() == COOKIE.len() && name == COOKIE && sources.reads_cookies() {
                 for (cookie, value) in crate::cookie::pairs(value) {
-                    found(
-                        sources.cookie(cookie).and_then(|i| cookies.get_mut(i)),
-                        value,
-                    );
+                    found(sources.cookie(cookie), value);
                 }
             }
-            found(sources.header(name).and_then(|i| headers.get_mut(i)), value);
+            found(sources.header(name), value);
         }
     }
 }
@@ -236,9 +230,7 @@ fn decide_route(
     let sources = &route.sources;
     let Some(headers) = request.headers() else {
         // A view without its headers in memory (a test double): each source read on its own.
-        let headers = sources.headers.iter().map(|name| request.header(name));
-        let cookies = sources.cookies.iter().map(|name| request.cookie(name));
-        let read: Vec<_> = headers.chain(cookies).collect();
+        let read: Vec<_> = sources.iter().map(|source| request.read(source)).collect();
         let values: Vec<_> = read.iter().map(Option::as_deref).collect();
         return decide_with(index, route, &values, random);
     };
@@ -268,7 +260,7 @@ fn decide_with(
         reason,
         issue_identity,
     };
-    let value = |slot: Slot| values.get(route.sources.position(slot)).copied().flatten();
+    let value = |Slot(i): Slot| values.get(i).copied().flatten();
 
     for (i, rule) in route.targeting.iter().enumerate() {
         if rule.predicate.holds(value(rule.slot)) {

@@ -77,73 +77,68 @@ pub enum Source {
 /// and the `cookie` headers parsed once, however many rules read the same source.
 #[derive(Debug, Default)]
 pub struct RouteSources {
-    /// Lowercase header names.
-    pub headers: Vec<String>,
-    pub cookies: Vec<String>,
+    sources: Vec<Source>,
     /// Bit `n % 64` is set for each header name of length `n`: most request headers are passed
     /// over on their length alone.
     header_lengths: u64,
+    reads_cookies: bool,
 }
 
-/// A source's place among its route's [`RouteSources`].
+/// A source's place among its route's [`RouteSources`], and its value's among a request's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    Header(usize),
-    Cookie(usize),
-}
+pub struct Slot(pub usize);
 
 impl RouteSources {
     /// The slot of `source`, added if the route does not read it yet.
     fn add(&mut self, source: &Source) -> Slot {
-        match source {
-            Source::Header(name) => {
-                self.header_lengths |= 1 << (name.len() % 64);
-                Slot::Header(position_or_push(&mut self.headers, name))
-            }
-            Source::Cookie(name) => Slot::Cookie(position_or_push(&mut self.cookies, name)),
+        if let Some(i) = self.sources.iter().position(|s| s == source) {
+            return Slot(i);
         }
+        match source {
+            Source::Header(name) => self.header_lengths |= 1 << (name.len() % 64),
+            Source::Cookie(_) => self.reads_cookies = true,
+        }
+        self.sources.push(source.clone());
+        Slot(self.sources.len() - 1)
     }
 
-    /// How many values a request has for the route: one per header and cookie.
+    /// The sources, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = &Source> {
+        self.sources.iter()
+    }
+
     pub fn len(&self) -> usize {
-        self.headers.len() + self.cookies.len()
+        self.sources.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.sources.is_empty()
     }
 
-    /// The position of `slot`'s value among [`len`](Self::len) values, headers first.
-    pub fn position(&self, slot: Slot) -> usize {
-        match slot {
-            Slot::Header(i) => i,
-            Slot::Cookie(i) => self.headers.len() + i,
-        }
+    pub fn reads_cookies(&self) -> bool {
+        self.reads_cookies
     }
 
-    /// The index of header `name` (lowercase) among the route's headers.
-    pub fn header(&self, name: &str) -> Option<usize> {
+    /// The slot of header `name` (lowercase), if the route reads it.
+    pub fn header(&self, name: &str) -> Option<Slot> {
         if self.header_lengths & (1 << (name.len() % 64)) == 0 {
             return None;
         }
-        self.headers
+        self.sources
             .iter()
-            .position(|n| n.len() == name.len() && n == name)
+            .position(|s| matches!(s, Source::Header(n) if n.len() == name.len() && n == name))
+            .map(Slot)
     }
 
-    /// The index of cookie `name` among the route's cookies.
-    pub fn cookie(&self, name: &[u8]) -> Option<usize> {
-        self.cookies
+    /// The slot of cookie `name`, if the route reads it.
+    pub fn cookie(&self, name: &[u8]) -> Option<Slot> {
+        self.sources
             .iter()
-            .position(|n| n.len() == name.len() && n.as_bytes() == name)
+            .position(
+                |s| matches!(s, Source::Cookie(n) if n.len() == name.len() && n.as_bytes() == name),
+            )
+            .map(Slot)
     }
-}
-
-fn position_or_push(names: &mut Vec<String>, name: &str) -> usize {
-    names.iter().position(|n| n == name).unwrap_or_else(|| {
-        names.push(name.to_owned());
-        names.len() - 1
-    })
 }
 
 #[derive(Debug)]
