@@ -69,10 +69,13 @@ impl RequestHeaders {
     fn authority_and_path(&self) -> (&[u8], &[u8]) {
         let (mut authority, mut path) = (None, None);
         for (name, value) in &self.0 {
-            let found = match name.as_str() {
-                ":authority" => &mut authority,
-                ":path" => &mut path,
-                _ => continue,
+            let is = |pseudo: &str| name.len() == pseudo.len() && name == pseudo;
+            let found = if is(":authority") {
+                &mut authority
+            } else if is(":path") {
+                &mut path
+            } else {
+                continue;
             };
             found.get_or_insert(value.as_slice());
             if authority.is_some() && path.is_some() {
