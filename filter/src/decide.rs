@@ -590,6 +590,39 @@ mod tests {
     }
 
     #[test]
+    fn routes_reading_more_sources_than_held_inline_decide_the_same() {
+        let rules: Vec<String> = (0..INLINE_SOURCES + 4)
+            .map(|i| {
+                let source = if i % 2 == 0 { "header" } else { "cookie" };
+                format!(r#"{{"name":"r{i}","{source}":"x-{i}","equals":"on","variant":"b"}}"#)
+            })
+            .collect();
+        let config = format!(
+            r#"{{"routes":[{{"name":"r","variants":[{{"name":"a","weight":50}},{{"name":"b","weight":50}}],
+                "targeting":[{}],"stickiness":{{"keys":[{{"header":"x-user-id"}}]}}}}]}}"#,
+            rules.join(",")
+        );
+        let t = config::parse(config.as_bytes()).unwrap();
+        let last = INLINE_SOURCES + 3;
+        let cases = [
+            (Req::new("any", "/").header("x-user-id", "u"), Reason::Hash),
+            (
+                Req::new("any", "/").cookie("x-17=on; x-19=on"),
+                Reason::Rule(17),
+            ),
+            (
+                Req::new("any", "/").cookie(Box::leak(format!("x-{last}=on").into_boxed_str())),
+                Reason::Rule(last),
+            ),
+        ];
+        for (req, reason) in cases {
+            let d = t.decide(&held(&req), never).unwrap();
+            assert_eq!(d.reason, reason);
+            assert_eq!(Some(d), t.decide(&req, never));
+        }
+    }
+
+    #[test]
     fn unmatched_requests_pass_through() {
         assert_eq!(
             decide(&Req::new("ratings", "/").header("x-canary", "always")),
