@@ -364,6 +364,9 @@ pub async fn run(options: Options) -> Result<Report> {
             scenario.runs.push(run);
         }
     }
+    for scenario in &scenarios {
+        check_decided(scenario).await?;
+    }
     let measured = scenarios
         .iter()
         .map(|s| Measured {
@@ -413,6 +416,34 @@ async fn check_serving(scenario: &Scenario) -> Result<()> {
         scenario.name,
         response.status()
     );
+    Ok(())
+}
+
+/// Checks that the filter decided every measured request of a filter configuration (and the
+/// no-op filter none), from the filter's decision counters: a request that matched no route
+/// of the configuration would be measured as a pass-through, not as a decision.
+async fn check_decided(scenario: &Scenario) -> Result<()> {
+    if scenario.module.is_none() {
+        return Ok(());
+    }
+    let measured: u64 = scenario.runs.iter().map(|r| r.requests).sum();
+    let url = scenario
+        .envoy
+        .admin_url("/stats?filter=^wasmcustom[.]canary[.]route[.].*[.]decision[.]");
+    let text = crate::client().get(url).send().await?.text().await?;
+    let decided: u64 = text
+        .lines()
+        .filter_map(|line| line.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+        .sum();
+    if scenario.name == FLOOR {
+        ensure!(decided == 0, "{}: {decided} decisions", scenario.name);
+    } else {
+        ensure!(
+            decided >= measured,
+            "{}: the filter decided {decided} requests of the {measured} measured",
+            scenario.name
+        );
+    }
     Ok(())
 }
 
@@ -591,6 +622,13 @@ impl Wrk {
             .arg("-s")
             .arg(&self.script);
         for (name, value) in headers {
+            // wrk adds its own `Host` unless one is given under exactly that name; a second
+            // Host header would leave the request matching no route of the configuration.
+            let name = if name.eq_ignore_ascii_case("host") {
+                "Host"
+            } else {
+                name.as_str()
+            };
             command.arg("-H").arg(format!("{name}: {value}"));
         }
         command.arg(envoy.url("/"));
