@@ -2,7 +2,7 @@
 //!
 //! The configuration is read with this parser rather than serde_json: it is a small part of
 //! the module where serde_json and the derived decoders were about a fifth of it, and it parses a
-//! thousand routes in a fraction of the time. Strict means: the input is UTF-8, strings hold no
+//! thousand routes in half the time. Strict means: the input is UTF-8, strings hold no
 //! control characters and no lone surrogates, numbers follow the JSON grammar (no leading zeros,
 //! no `+`, no trailing `.`), there are no trailing commas or trailing characters, objects have
 //! no duplicate keys, and nesting is at most [`MAX_DEPTH`] deep.
