@@ -9,7 +9,7 @@
 //! the `serde` feature (the controller's), the types also serialize, and [`from_value`] /
 //! [`decode`] take a `serde_json::Value` through the same decoder.
 
-use crate::error::{ConfigError, ConfigErrors};
+use crate::error::{json_path, ConfigError, ConfigErrors, PathStep as Step};
 use crate::json::{self, Document, Node};
 use crate::table::RoutingTable;
 
@@ -203,12 +203,6 @@ const KEY_FIELDS: &[&str] = &["header", "cookie"];
 const COOKIE_FIELDS: &[&str] = &["name", "maxAge", "path", "secure", "httpOnly", "sameSite"];
 const SAME_SITE: &str = "one of `Strict`, `Lax`, `None`";
 
-/// One step of a JSON path: an object key or an array index.
-enum Step<'t> {
-    Key(&'t str),
-    Index(usize),
-}
-
 /// Decodes the configuration types from a document, recording every error at its path. The
 /// path is a stack of steps, written out only when an error is recorded.
 struct Decoder<'t> {
@@ -250,26 +244,7 @@ impl<T> Field<T> {
 impl<'t> Decoder<'t> {
     /// The current path, `routes[3].variants[0].weight`; `$` at the root.
     fn path(&self) -> String {
-        let mut path = String::new();
-        for step in &self.path {
-            match step {
-                Step::Key(key) => {
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(key);
-                }
-                Step::Index(i) => {
-                    path.push('[');
-                    path.push_str(&i.to_string());
-                    path.push(']');
-                }
-            }
-        }
-        if path.is_empty() {
-            path.push('$');
-        }
-        path
+        json_path(self.path.iter().copied())
     }
 
     fn error(&mut self, reason: String) {

@@ -20,6 +20,37 @@ impl ConfigError {
     }
 }
 
+/// One step of a JSON path: an object key or an array index.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PathStep<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Writes steps as a JSON path, `routes[3].variants[0].weight`; `$` when there are none.
+pub(crate) fn json_path<'a>(steps: impl IntoIterator<Item = PathStep<'a>>) -> String {
+    let mut path = String::new();
+    for step in steps {
+        match step {
+            PathStep::Key(key) => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            PathStep::Index(i) => {
+                path.push('[');
+                path.push_str(&i.to_string());
+                path.push(']');
+            }
+        }
+    }
+    if path.is_empty() {
+        path.push('$');
+    }
+    path
+}
+
 /// Every error found in a configuration, in document order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);

@@ -15,7 +15,7 @@ use crate::config::{
     TargetingRuleConfig, VariantConfig,
 };
 use crate::cookie::{self, IdentityCookie};
-use crate::error::{ConfigError, ConfigErrors};
+use crate::error::{json_path, ConfigError, ConfigErrors, PathStep};
 use crate::router::RouteIndex;
 
 pub const MAX_ROUTES: usize = 1024;
@@ -863,34 +863,28 @@ fn one_line(s: &str) -> String {
 #[derive(Clone, Copy)]
 struct At<'p> {
     parent: Option<&'p At<'p>>,
-    step: Step,
-}
-
-#[derive(Clone, Copy)]
-enum Step {
-    Key(&'static str),
-    Index(usize),
+    step: PathStep<'static>,
 }
 
 impl<'p> At<'p> {
     fn root(key: &'static str) -> At<'static> {
         At {
             parent: None,
-            step: Step::Key(key),
+            step: PathStep::Key(key),
         }
     }
 
     fn key(&'p self, key: &'static str) -> At<'p> {
         At {
             parent: Some(self),
-            step: Step::Key(key),
+            step: PathStep::Key(key),
         }
     }
 
     fn index(&'p self, index: usize) -> At<'p> {
         At {
             parent: Some(self),
-            step: Step::Index(index),
+            step: PathStep::Index(index),
         }
     }
 
@@ -901,23 +895,7 @@ impl<'p> At<'p> {
             steps.push(a.step);
             at = a.parent;
         }
-        let mut path = String::new();
-        for step in steps.iter().rev() {
-            match step {
-                Step::Key(key) => {
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(key);
-                }
-                Step::Index(i) => {
-                    path.push('[');
-                    path.push_str(&i.to_string());
-                    path.push(']');
-                }
-            }
-        }
-        path
+        json_path(steps.into_iter().rev())
     }
 }
 
