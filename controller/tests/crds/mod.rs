@@ -1,4 +1,4 @@
-//! The Istio CRDs of `../shared/istio-crds/`, and a strict check of a resource against them:
+//! The Istio CRDs of `tests/fixtures/istio-crds/`, and a strict check of a resource against them:
 //! the API server's structural validation (`support/schema.rs`), plus what a closed schema
 //! adds: no field the server would prune (schemas are closed except where they say
 //! `x-kubernetes-preserve-unknown-fields`), a served `apiVersion`, the CRD's `kind`, a sound
@@ -15,9 +15,9 @@ use crate::schema;
 pub struct Crds(Vec<Value>);
 
 impl Crds {
-    /// Every `*.yaml` in `../shared/istio-crds/` (beside the repository).
+    /// Every `*.yaml` in `tests/fixtures/istio-crds/`.
     pub fn load() -> Crds {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/istio-crds");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/istio-crds");
         let entries = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("the Istio CRDs in {}: {e}", dir.display()));
         let crds: Vec<Value> = entries

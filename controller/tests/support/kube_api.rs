@@ -67,9 +67,9 @@ pub struct KubeApi {
 }
 
 impl KubeApi {
-    /// Serves the WasmPlugin and TrafficExtension CRDs from `../shared/istio-crds/`.
+    /// Serves the WasmPlugin and TrafficExtension CRDs from `tests/fixtures/istio-crds/`.
     pub fn start() -> Self {
-        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/istio-crds");
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/istio-crds");
         let mut store = Store::default();
         for file in ["wasmplugin.crd.yaml", "trafficextension.crd.yaml"] {
             let path = crds.join(file);
