@@ -21,7 +21,7 @@ pub enum DocumentError {
         source: std::io::Error,
     },
     #[error("$: invalid JSON: {0}")]
-    Json(#[source] serde_json::Error),
+    Json(String),
     #[error("$: invalid YAML: {0}")]
     Yaml(#[source] serde_yaml::Error),
 }
@@ -59,12 +59,20 @@ pub fn load(path: &Path) -> Result<Value, DocumentError> {
     }
 }
 
+/// Reads JSON as the filter does: the filter's own reader decides whether the text is JSON (it
+/// refuses what Envoy's filter would refuse, a duplicate key among them), then serde builds the
+/// tree.
 pub fn parse_json(text: &str) -> Result<Value, DocumentError> {
-    serde_json::from_str(text).map_err(DocumentError::Json)
+    canary_filter::json::parse_document(text.as_bytes())
+        .map_err(|error| DocumentError::Json(error.to_string()))?;
+    serde_json::from_str(text).map_err(|error| DocumentError::Json(error.to_string()))
 }
 
+/// Reads YAML through serde_yaml's own tree, which refuses a duplicate key as the filter's JSON
+/// reader does, then turns it into the JSON tree every command reads.
 pub fn parse_yaml(text: &str) -> Result<Value, DocumentError> {
-    serde_yaml::from_str(text).map_err(DocumentError::Yaml)
+    let yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(DocumentError::Yaml)?;
+    serde_json::to_value(yaml).map_err(|error| DocumentError::Json(error.to_string()))
 }
 
 /// Tells a canary spec from a plugin configuration (see the module documentation).
@@ -125,6 +133,31 @@ mod tests {
         let json =
             parse_json(r#"{"routes":[{"name":"a","variants":[{"name":"s","weight":100}]}]}"#);
         assert_eq!(yaml.ok(), json.ok());
+    }
+
+    #[test]
+    fn a_duplicate_key_is_refused_as_the_filter_refuses_it() {
+        let text = r#"{"routes": [], "routes": [{"name": "a"}]}"#;
+        assert!(
+            serde_json::from_str::<Value>(text).is_ok(),
+            "serde_json alone keeps the last value"
+        );
+        let error = parse_json(text).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("$: invalid JSON: ") && e.contains("duplicate")),
+            "{error:?}"
+        );
+        let error = parse_yaml("routes: []\nroutes: [1]\n")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("$: invalid YAML: ") && e.contains("duplicate")),
+            "{error:?}"
+        );
     }
 
     #[test]
