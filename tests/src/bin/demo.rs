@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use canary_e2e::canaryctl::canaryctl_bin;
 use canary_e2e::{client, get, variants_of, Envoy, Load, Reply, Upstream};
+use clap::Parser;
 
 const USERS: usize = 5_000;
 const REPEATS: usize = 5;
@@ -36,8 +37,15 @@ fn config(canary: u32) -> String {
     .to_string()
 }
 
+/// Two real upstreams behind a real Envoy running the filter, a few thousand simulated users,
+/// and what they got; then progressive rollouts with `canaryctl rollout`. Takes no options.
+#[derive(Debug, Parser)]
+#[command(name = "canary-demo", version)]
+struct Args {}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    Args::parse();
     let v1 = Upstream::start("stable").await;
     let v2 = Upstream::start("canary").await;
     let envoy = Envoy::builder()
