@@ -134,9 +134,9 @@ fn load(path: &Path) -> Result<EcdsFile, FileError> {
         path: path.to_owned(),
         reason,
     })?;
-    let config = serde_json::from_str(text).map_err(|e| FileError::Shape {
+    let config = crate::document::parse_json(text).map_err(|e| FileError::Shape {
         path: path.to_owned(),
-        reason: format!("the plugin configuration is not JSON: {e}"),
+        reason: format!("the plugin configuration: {e}"),
     })?;
     debug!(path = %path.display(), %format, "read ECDS file");
     Ok(EcdsFile {
