@@ -29,6 +29,11 @@ pub fn render(fleet: &Fleet, snapshot: &Snapshot) -> String {
             "Configurations Envoys rejected (NACK).",
             &counters.nacks,
         ),
+        (
+            "canaryctl_ecds_streams_refused_total",
+            "ECDS streams refused because the controller tracked as many Envoys as it may.",
+            &counters.refused,
+        ),
     ] {
         metric(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
@@ -128,7 +133,7 @@ mod tests {
     #[test]
     fn exposes_counters_envoys_and_weights() {
         let fleet = Fleet::default();
-        fleet.connected("edge-\"1\"", "edge");
+        assert!(fleet.connected("edge-\"1\"", "edge"));
         fleet.sent("edge-\"1\"", "v2");
         fleet.nacked("edge-\"1\"", "v2", "v1", "no");
         let snapshot = Snapshot {

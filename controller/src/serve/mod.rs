@@ -31,7 +31,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 pub use self::auth::Token;
-pub use self::fleet::{EnvoyStatus, Nack};
+pub use self::fleet::{EnvoyStatus, Limits, Nack};
 pub use self::module::Module;
 pub use self::resource::{Resource, ResourceError};
 pub use self::store::{Snapshot, StoreError};
@@ -59,6 +59,13 @@ pub struct ServeArgs {
     /// How often the target is read for changes made by others, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub poll_ms: u64,
+    /// Envoys tracked at most, connected or recently gone; a stream from another is refused
+    /// (RESOURCE_EXHAUSTED) and counted.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_nodes)]
+    pub max_envoys: usize,
+    /// How long an Envoy whose streams have all gone is still listed, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().forget_after.as_secs())]
+    pub forget_envoys_after: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +90,7 @@ pub struct Config {
     pub module: Option<Module>,
     pub token: Token,
     pub poll: Duration,
+    pub fleet: Limits,
 }
 
 /// A running server.
@@ -98,7 +106,7 @@ impl Server {
     /// Reads the target, binds both listeners and starts serving.
     pub async fn start(config: Config) -> Result<Server, ServeError> {
         let store = Arc::new(store::Store::open(config.target).await?);
-        let fleet = Arc::new(fleet::Fleet::default());
+        let fleet = Arc::new(fleet::Fleet::new(config.fleet));
         let (stop, stopped) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(true));
 
@@ -227,6 +235,7 @@ fn config(args: ServeArgs) -> anyhow::Result<Config> {
             Module::read(path).with_context(|| format!("cannot read the module {}", path.display()))
         })
         .transpose()?;
+    anyhow::ensure!(args.max_envoys > 0, "--max-envoys must be at least 1");
     if matches!(target, Target::Kube { .. }) {
         warn!(
             "a kube:// target is delivered by istiod; the ECDS gRPC server will push no resource"
@@ -239,6 +248,10 @@ fn config(args: ServeArgs) -> anyhow::Result<Config> {
         module,
         token,
         poll: Duration::from_millis(args.poll_ms.max(50)),
+        fleet: Limits {
+            max_nodes: args.max_envoys,
+            forget_after: Duration::from_secs(args.forget_envoys_after),
+        },
     })
 }
 

@@ -157,8 +157,18 @@ impl Session {
                     .await;
                 return false;
             }
+            if !self.fleet.connected(&node.id, &node.cluster) {
+                let max = self.fleet.limits().max_nodes;
+                warn!(node = %node.id, cluster = %node.cluster, max, "ECDS stream refused: the fleet is full");
+                let _ = self
+                    .out
+                    .send(Err(Status::resource_exhausted(format!(
+                        "this controller tracks at most {max} Envoys"
+                    ))))
+                    .await;
+                return false;
+            }
             info!(node = %node.id, cluster = %node.cluster, "Envoy connected");
-            self.fleet.connected(&node.id, &node.cluster);
             self.node = node.id;
         }
         if request.type_url != TYPED_EXTENSION_CONFIG {
