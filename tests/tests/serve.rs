@@ -141,8 +141,26 @@ impl Controller {
             .to_owned()
     }
 
+    /// `node`'s entry in `/v1/envoys`, as anyone may read it.
     async fn envoy_status(&self, node: &str) -> Value {
-        let envoys = self.get_json("/v1/envoys").await;
+        Self::find_node(self.get_json("/v1/envoys").await, node)
+    }
+
+    /// `node`'s entry in `/v1/envoys`, read with the token: with Envoy's NACK reason.
+    async fn envoy_status_with_token(&self, node: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url("/v1/envoys"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET /v1/envoys with the token");
+        let envoys = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        Self::find_node(envoys, node)
+    }
+
+    fn find_node(envoys: Value, node: &str) -> Value {
         envoys["envoys"]
             .as_array()
             .unwrap()
@@ -501,6 +519,14 @@ async fn an_envoy_that_rejects_a_configuration_is_reported_and_keeps_the_last_go
     let v2 = controller.version().await;
     assert_ne!(v1, v2);
     println!("NACK reported: {nack}");
+    let withheld = nack["nack"]["reason"].as_str().unwrap();
+    assert!(
+        !withheld.contains("canary-filter.wasm") && withheld.contains("request id"),
+        "a read without the token sees no internal text: {withheld}"
+    );
+    let nack = controller
+        .envoy_status_with_token(rejecting.node_id())
+        .await;
     let reason = nack["nack"]["reason"].as_str().unwrap();
     assert!(
         reason.contains("canary-filter.wasm"),

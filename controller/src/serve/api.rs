@@ -3,8 +3,12 @@
 //! Reads need no credentials; `PUT /v1/routes/{route}/weights`, `POST …/promote` and
 //! `POST …/abort` need `Authorization: Bearer <token>`. Bodies are JSON in and out; an error
 //! is `{"errors": [{"path": "weights.canary", "reason": "…"}]}`.
+//!
+//! A read without the token gets no internal error text (file paths, API-server messages,
+//! Envoy's NACK reasons): a generic reason and a request id instead, with the details logged
+//! under that id.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -15,7 +19,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use canary_filter::table::parse_weight;
 use serde_json::{json, Map, Value};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::auth::Token;
 use super::fleet::Fleet;
@@ -90,7 +94,31 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-async fn routes(State(api): State<Api>) -> ApiResult {
+/// An id for a read whose error details were withheld, unique within this process's log.
+fn request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "r{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `detail` for a caller with the token; for anyone else, a generic reason and a request id,
+/// with `detail` logged under that id.
+fn disclose(api: &Api, headers: &HeaderMap, what: &str, detail: String) -> String {
+    if api
+        .token
+        .admits(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+    {
+        return detail;
+    }
+    let request_id = request_id();
+    warn!(%request_id, %detail, "{what} withheld from a read without the token");
+    format!("{what}; details are in the controller's log under request id {request_id}")
+}
+
+async fn routes(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
     let snapshot = api.store.current();
     let mut body = json!({
         "target": api.store.target().to_string(),
@@ -98,14 +126,27 @@ async fn routes(State(api): State<Api>) -> ApiResult {
         "routes": routes_json(&snapshot)?,
     });
     if let Some(error) = api.store.last_error() {
+        let error = disclose(
+            &api,
+            &headers,
+            "the target could not be read or applied",
+            error,
+        );
         body["targetError"] = json!(error);
     }
     Ok(Json(body).into_response())
 }
 
-async fn envoys(State(api): State<Api>) -> ApiResult {
+async fn envoys(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
     let snapshot = api.store.current();
-    Ok(Json(json!({ "version": snapshot.version, "envoys": api.fleet.envoys() })).into_response())
+    let mut envoys = api.fleet.envoys();
+    for envoy in &mut envoys {
+        if let Some(nack) = &mut envoy.nack {
+            let reason = std::mem::take(&mut nack.reason);
+            nack.reason = disclose(&api, &headers, "Envoy rejected this version", reason);
+        }
+    }
+    Ok(Json(json!({ "version": snapshot.version, "envoys": envoys })).into_response())
 }
 
 async fn set_weights(

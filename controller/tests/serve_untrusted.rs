@@ -1,9 +1,12 @@
-//! `canaryctl serve` keeps a bounded fleet: 10,000 ECDS streams under made-up node ids, as any
-//! client that reaches the gRPC port can open, leave the tracked Envoys, `/v1/envoys` and the
-//! `/metrics` series at the configured cap, and every refused stream is counted.
+//! What a client without credentials can do to `canaryctl serve`. It cannot grow the fleet
+//! without bound: 10,000 ECDS streams under made-up node ids leave the tracked Envoys,
+//! `/v1/envoys` and the `/metrics` series at the configured cap, and every refused stream is
+//! counted. It cannot read internal error text: a target error reaches it as a generic reason
+//! and a request id, while a read with the token gets the details.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use canaryctl::ecds::{self, ModuleSource};
 use canaryctl::serve::{Config, Limits, Server, Token};
@@ -47,9 +50,14 @@ async fn subscribe(channel: Channel, node: String) -> Result<(), Code> {
 }
 
 async fn get(addr: SocketAddr, path: &str) -> String {
+    get_with(addr, path, "").await
+}
+
+/// GET `path` with `extra` header lines; the body of a 200 answer.
+async fn get_with(addr: SocketAddr, path: &str, extra: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut reply = String::new();
     stream.read_to_string(&mut reply).await.expect("read");
@@ -58,30 +66,36 @@ async fn get(addr: SocketAddr, path: &str) -> String {
     body.to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_made_up_nodes_leave_the_fleet_at_its_cap() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let path = dir.path().join("ecds.json");
+const TOKEN: &str = "test-token-0123456789";
+
+/// A controller on a file target at `path`, written first with a valid configuration.
+async fn start(path: &Path, poll: Duration) -> Server {
     let document = ecds::document(
         "canary",
         &ModuleSource::Local("canary_filter.wasm".to_owned()),
         PLUGIN_CONFIG,
     );
-    std::fs::write(&path, serde_json::to_vec(&document).expect("JSON")).expect("write");
-    let server = Server::start(Config {
-        target: Target::File(path),
+    std::fs::write(path, serde_json::to_vec(&document).expect("JSON")).expect("write");
+    Server::start(Config {
+        target: Target::File(path.to_owned()),
         listen: "127.0.0.1:0".parse().expect("address"),
         grpc_listen: "127.0.0.1:0".parse().expect("address"),
         module: None,
-        token: Token::new("test-token-0123456789").expect("token"),
-        poll: Duration::from_millis(500),
+        token: Token::new(TOKEN).expect("token"),
+        poll,
         fleet: Limits {
             max_nodes: MAX,
             forget_after: Duration::from_secs(3600),
         },
     })
     .await
-    .expect("canaryctl serve starts");
+    .expect("canaryctl serve starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_made_up_nodes_leave_the_fleet_at_its_cap() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = start(&dir.path().join("ecds.json"), Duration::from_millis(500)).await;
     let channel = Channel::from_shared(format!("http://{}", server.grpc_addr()))
         .expect("URI")
         .connect()
@@ -116,6 +130,55 @@ async fn ten_thousand_made_up_nodes_leave_the_fleet_at_its_cap() {
     assert!(
         metrics.lines().any(|l| l == refused_total),
         "no {refused_total:?} in\n{metrics}"
+    );
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_error_is_withheld_from_a_read_without_the_token() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("ecds.json");
+    let server = start(&path, Duration::from_millis(50)).await;
+    // Someone breaks the target; the controller keeps its last good configuration.
+    std::fs::write(&path, "{ not json").expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let authorized = format!("Authorization: Bearer {TOKEN}\r\n");
+    let detail = loop {
+        let routes: Value =
+            serde_json::from_str(&get_with(server.http_addr(), "/v1/routes", &authorized).await)
+                .expect("JSON");
+        if let Some(error) = routes["targetError"].as_str() {
+            break error.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no target error: {routes}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let file = path.display().to_string();
+    assert!(
+        detail.contains(&file),
+        "with the token, the details: {detail}"
+    );
+
+    let routes: Value =
+        serde_json::from_str(&get(server.http_addr(), "/v1/routes").await).expect("JSON");
+    let withheld = routes["targetError"].as_str().unwrap_or_default();
+    assert!(
+        withheld.contains("request id") && !withheld.contains(&file) && !withheld.contains("json"),
+        "without the token, no internal text: {withheld}"
+    );
+    let wrong: Value = serde_json::from_str(
+        &get_with(
+            server.http_addr(),
+            "/v1/routes",
+            "Authorization: Bearer wrong\r\n",
+        )
+        .await,
+    )
+    .expect("JSON");
+    let wrong = wrong["targetError"].as_str().unwrap_or_default();
+    assert!(
+        wrong.contains("request id") && !wrong.contains(&file),
+        "a wrong token is no token: {wrong}"
     );
     server.shutdown().await.expect("shutdown");
 }
