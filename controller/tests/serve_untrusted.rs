@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use canaryctl::ecds::{self, ModuleSource};
-use canaryctl::serve::{Config, Limits, Server, Token};
+use canaryctl::serve::{Config, GrpcSecurity, Limits, Server, Token};
 use canaryctl::targets::Target;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -87,6 +87,7 @@ async fn start(path: &Path, poll: Duration) -> Server {
             max_nodes: MAX,
             forget_after: Duration::from_secs(3600),
         },
+        grpc: GrpcSecurity::insecure(None),
     })
     .await
     .expect("canaryctl serve starts")

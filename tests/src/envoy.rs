@@ -46,6 +46,7 @@ pub struct EnvoyBuilder {
     cpus: Option<String>,
     module: Option<PathBuf>,
     ecds_grpc: Option<std::net::SocketAddr>,
+    ecds_grpc_tls: Option<GrpcClientTls>,
     remote_module: Option<(String, String)>,
     module_server: Option<std::net::SocketAddr>,
     current_dir: Option<PathBuf>,
@@ -126,6 +127,12 @@ impl EnvoyBuilder {
         self
     }
 
+    /// In [`EnvoyBuilder::ecds_grpc`] mode, reaches the ECDS server over TLS.
+    pub fn ecds_grpc_tls(mut self, tls: GrpcClientTls) -> Self {
+        self.ecds_grpc_tls = Some(tls);
+        self
+    }
+
     /// Adds the cluster [`MODULE_CLUSTER`], reaching an HTTP server at `addr` that serves the
     /// module, for a configuration whose module is `remote`.
     pub fn module_server(mut self, addr: std::net::SocketAddr) -> Self {
@@ -170,7 +177,7 @@ impl EnvoyBuilder {
         let node = format!("e2e-{}-{n}", std::process::id());
         let mut bootstrap = bootstrap(&node, &self.variants, &ecds_dir, &self.routing);
         if let Some(addr) = self.ecds_grpc {
-            use_ecds_grpc(&mut bootstrap, addr);
+            use_ecds_grpc(&mut bootstrap, addr, self.ecds_grpc_tls.as_ref());
         }
         if let Some((kib, count)) = self.request_header_limits {
             set_request_header_limits(&mut bootstrap, kib, count);
@@ -275,8 +282,27 @@ impl Envoy {
     }
 }
 
+/// How Envoy reaches a TLS ECDS server: the CA it trusts for the server's certificate (issued
+/// for `localhost`), and what it authenticates with.
+#[derive(Debug, Clone)]
+pub struct GrpcClientTls {
+    pub ca: PathBuf,
+    /// A client certificate and its key, for mTLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Sent as `authorization: Bearer <token>` in the stream's initial metadata.
+    pub token: Option<String>,
+}
+
 /// Points the canary filter's `config_discovery` at an ECDS gRPC server at `addr`.
-fn use_ecds_grpc(bootstrap: &mut Value, addr: std::net::SocketAddr) {
+fn use_ecds_grpc(bootstrap: &mut Value, addr: std::net::SocketAddr, tls: Option<&GrpcClientTls>) {
+    let mut grpc_service = json!({ "envoy_grpc": {
+        "cluster_name": ECDS_GRPC_CLUSTER,
+        "retry_policy": { "retry_back_off": { "base_interval": "0.1s", "max_interval": "0.5s" } },
+    } });
+    if let Some(token) = tls.and_then(|tls| tls.token.as_ref()) {
+        grpc_service["initial_metadata"] =
+            json!([{ "key": "authorization", "value": format!("Bearer {token}") }]);
+    }
     let source = bootstrap
         .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters/0/config_discovery/config_source")
         .expect("the canary filter's config_source");
@@ -284,14 +310,37 @@ fn use_ecds_grpc(bootstrap: &mut Value, addr: std::net::SocketAddr) {
         "api_config_source": {
             "api_type": "GRPC",
             "transport_api_version": "V3",
-            "grpc_services": [{ "envoy_grpc": {
-                "cluster_name": ECDS_GRPC_CLUSTER,
-                "retry_policy": { "retry_back_off": { "base_interval": "0.1s", "max_interval": "0.5s" } },
-            } }],
+            "grpc_services": [grpc_service],
         },
         "resource_api_version": "V3",
     });
     add_cluster(bootstrap, ECDS_GRPC_CLUSTER, addr, true);
+    let Some(tls) = tls else {
+        return;
+    };
+    let mut common = json!({
+        "alpn_protocols": ["h2"],
+        "validation_context": { "trusted_ca": { "filename": tls.ca } },
+    });
+    if let Some((cert, key)) = &tls.client_cert {
+        common["tls_certificates"] = json!([{
+            "certificate_chain": { "filename": cert },
+            "private_key": { "filename": key },
+        }]);
+    }
+    let cluster = bootstrap
+        .pointer_mut("/static_resources/clusters")
+        .and_then(Value::as_array_mut)
+        .and_then(|clusters| clusters.iter_mut().find(|c| c["name"] == ECDS_GRPC_CLUSTER))
+        .expect("the ECDS cluster");
+    cluster["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": "localhost",
+            "common_tls_context": common,
+        },
+    });
 }
 
 /// Adds a STATIC cluster to one address; `http2` for gRPC.
@@ -471,6 +520,7 @@ impl Envoy {
             cpus: None,
             module: None,
             ecds_grpc: None,
+            ecds_grpc_tls: None,
             remote_module: None,
             module_server: None,
             current_dir: None,

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod canaryctl;
 pub mod envoy;
 pub mod load;
+pub mod pki;
 pub mod prometheus;
 pub mod upstream;
 
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 
 use futures::stream::{self, StreamExt};
 
-pub use envoy::{Envoy, Routing, Update};
+pub use envoy::{Envoy, GrpcClientTls, Routing, Update};
 pub use load::Load;
 pub use upstream::Upstream;
 

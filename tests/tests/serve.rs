@@ -13,7 +13,7 @@ use canary_e2e::envoy::ecds_stat;
 use canary_e2e::{client, get, wasm_path, Envoy, Upstream};
 use canary_filter::Weight;
 use canaryctl::ecds::{self, ModuleSource};
-use canaryctl::serve::{Config, Limits, Module, Server, Token};
+use canaryctl::serve::{Config, GrpcSecurity, Limits, Module, Server, Token};
 use canaryctl::targets::Target;
 use serde_json::{json, Value};
 
@@ -210,6 +210,7 @@ async fn start_server(target: &Path, http: SocketAddr, grpc: SocketAddr) -> Serv
         token: Token::new(TOKEN).unwrap(),
         poll: Duration::from_millis(100),
         fleet: Limits::default(),
+        grpc: GrpcSecurity::insecure(None),
     })
     .await
     .expect("canaryctl serve starts")

@@ -2,7 +2,7 @@
 //! stops it gracefully (the ECDS streams closed, exit 0) while the Envoys it configured keep
 //! serving their last configuration.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,7 +21,12 @@ fn plugin_config() -> String {
     .to_string()
 }
 
+/// `canaryctl serve` on a file target, its ECDS server in plaintext (`--insecure-grpc`).
 fn serve(dir: &std::path::Path, token: Option<&str>) -> Command {
+    serve_with(dir, token, &["--insecure-grpc"])
+}
+
+fn serve_with(dir: &std::path::Path, token: Option<&str>, grpc_args: &[&str]) -> Command {
     let target = dir.join("ecds.json");
     let module = ModuleSource::Local(wasm_path().display().to_string());
     let document = ecds::document("canary", &module, &plugin_config());
@@ -31,6 +36,7 @@ fn serve(dir: &std::path::Path, token: Option<&str>) -> Command {
         .arg("serve")
         .arg(format!("--target=file:{}", target.display()))
         .args(["--listen=127.0.0.1:0", "--grpc-listen=127.0.0.1:0"])
+        .args(grpc_args)
         .arg("--module")
         .arg(wasm_path())
         .env_remove("CANARYCTL_TOKEN")
@@ -65,6 +71,31 @@ fn refuses_to_start_without_a_token() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bearer token is required"), "{stderr}");
+}
+
+#[test]
+fn refuses_a_plaintext_ecds_server_unless_asked_for_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = serve_with(dir.path(), Some("t0ken"), &[]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the ECDS server needs TLS") && stderr.contains("--insecure-grpc"),
+        "{stderr}"
+    );
+    let args = [
+        "--grpc-tls-cert=/nonexistent/cert.pem",
+        "--grpc-tls-key=/nonexistent/key.pem",
+    ];
+    let output = serve_with(dir.path(), Some("t0ken"), &args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--grpc-client-ca"),
+        "TLS but no client authentication: {stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,6 +147,17 @@ async fn sigterm_closes_the_streams_and_exits_zero_while_envoy_keeps_serving() {
     };
     println!("exited {status} {:?} after SIGTERM", started.elapsed());
     assert!(status.success(), "exit status {status}");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("--insecure-grpc: the ECDS server runs in plaintext"),
+        "a plaintext ECDS server is announced: {stderr}"
+    );
 
     // Envoy saw the stream close, and serves the configuration it had.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -151,15 +193,43 @@ fn envoy_validate(path: &std::path::Path) -> Result<(), String> {
 }
 
 #[test]
-fn the_example_envoy_bootstrap_for_canaryctl_serve_validates() {
-    let example = canary_e2e::workspace_root().join("envoyfilter/controller/envoy-ecds-grpc.yaml");
-    envoy_validate(&example).unwrap_or_else(|e| panic!("{}: {e}", example.display()));
-    // The check bites: the same bootstrap with a misspelt field does not validate.
-    let text = std::fs::read_to_string(&example).unwrap();
-    let broken = text.replace("transport_api_version", "transport_api_versoin");
-    assert_ne!(broken, text);
+fn the_example_envoy_bootstraps_for_canaryctl_serve_validate() {
+    // The examples name certificates under /etc/canary-router/tls/: made here, in their place.
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("broken.yaml");
-    std::fs::write(&path, broken).unwrap();
-    assert!(envoy_validate(&path).is_err());
+    let pki = canary_e2e::pki::Pki::new(dir.path());
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    for (name, from) in [
+        ("ca.pem", pki.cert("ca")),
+        ("envoy.pem", pki.cert("client")),
+        ("envoy-key.pem", pki.key("client")),
+    ] {
+        std::fs::copy(from, tls.join(name)).unwrap();
+    }
+    let tls_dir = format!("{}/", tls.display());
+    for file in ["envoy-ecds-grpc.yaml", "envoy-ecds-grpc-token.yaml"] {
+        let example = canary_e2e::workspace_root()
+            .join("envoyfilter/controller")
+            .join(file);
+        let text = std::fs::read_to_string(&example).unwrap();
+        assert!(text.contains("UpstreamTlsContext"), "{file}: ECDS over TLS");
+        let text = text.replace("/etc/canary-router/tls/", &tls_dir);
+        let path = dir.path().join(file);
+        std::fs::write(&path, &text).unwrap();
+        envoy_validate(&path).unwrap_or_else(|e| panic!("{}: {e}", example.display()));
+        // The check bites: the same bootstrap with a misspelt field does not validate.
+        let broken = text.replace("transport_api_version", "transport_api_versoin");
+        assert_ne!(broken, text);
+        let path = dir.path().join(format!("broken-{file}"));
+        std::fs::write(&path, broken).unwrap();
+        assert!(envoy_validate(&path).is_err(), "{file} misspelt");
+    }
+    let token = std::fs::read_to_string(
+        canary_e2e::workspace_root().join("envoyfilter/controller/envoy-ecds-grpc-token.yaml"),
+    )
+    .unwrap();
+    assert!(
+        token.contains("key: authorization"),
+        "the token example sends a token"
+    );
 }

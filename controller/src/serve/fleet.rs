@@ -43,6 +43,8 @@ pub struct Counters {
     pub nacks: AtomicU64,
     /// Streams refused because [`Limits::max_nodes`] nodes were tracked.
     pub refused: AtomicU64,
+    /// Streams refused because they carried no valid token.
+    pub unauthenticated: AtomicU64,
 }
 
 /// How much of the fleet is remembered.

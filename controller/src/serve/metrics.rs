@@ -34,6 +34,11 @@ pub fn render(fleet: &Fleet, snapshot: &Snapshot) -> String {
             "ECDS streams refused because the controller tracked as many Envoys as it may.",
             &counters.refused,
         ),
+        (
+            "canaryctl_ecds_streams_unauthenticated_total",
+            "ECDS streams and fetches refused for want of a valid bearer token.",
+            &counters.unauthenticated,
+        ),
     ] {
         metric(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));

@@ -10,6 +10,7 @@
 mod api;
 mod auth;
 mod fleet;
+mod grpc_security;
 mod metrics;
 mod module;
 mod resource;
@@ -32,6 +33,7 @@ use tracing::{info, warn};
 
 pub use self::auth::Token;
 pub use self::fleet::{EnvoyStatus, Limits, Nack};
+pub use self::grpc_security::{GrpcSecurity, TlsFiles};
 pub use self::module::Module;
 pub use self::resource::{Resource, ResourceError};
 pub use self::store::{Snapshot, StoreError};
@@ -66,6 +68,22 @@ pub struct ServeArgs {
     /// How long an Envoy whose streams have all gone is still listed, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = Limits::default().forget_after.as_secs())]
     pub forget_envoys_after: u64,
+    /// The ECDS server's TLS certificate chain (PEM).
+    #[arg(long, value_name = "PATH", requires = "grpc_tls_key")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// The key of --grpc-tls-cert (PEM).
+    #[arg(long, value_name = "PATH", requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) for Envoys' client certificates: with it, an Envoy must present one.
+    #[arg(long, value_name = "PATH", requires = "grpc_tls_cert")]
+    pub grpc_client_ca: Option<PathBuf>,
+    /// A file holding the token Envoys send as `authorization: Bearer <token>` in the ECDS
+    /// stream's initial metadata (a different secret from the API token).
+    #[arg(long, value_name = "PATH")]
+    pub grpc_token_file: Option<PathBuf>,
+    /// Serve ECDS in plaintext: anyone who reaches the port reads the configuration.
+    #[arg(long, conflicts_with_all = ["grpc_tls_cert", "grpc_client_ca"])]
+    pub insecure_grpc: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +109,7 @@ pub struct Config {
     pub token: Token,
     pub poll: Duration,
     pub fleet: Limits,
+    pub grpc: GrpcSecurity,
 }
 
 /// A running server.
@@ -130,10 +149,24 @@ impl Server {
                 .await
                 .map_err(|e| ServeError::Task(format!("HTTP server: {e}")))
         }));
-        let ecds = xds::Ecds::service(store.subscribe(), Arc::clone(&fleet), stopped.clone());
+        let security = Arc::new(config.grpc);
+        let grpc_tls = security.server_tls();
+        info!(grpc = %grpc_addr, security = security.describe(), "ECDS server");
+        let ecds = xds::Ecds::service(
+            store.subscribe(),
+            Arc::clone(&fleet),
+            security,
+            stopped.clone(),
+        );
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = grpc_tls {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| ServeError::Task(format!("gRPC TLS: {e}")))?;
+        }
         let grpc_stop = until_stopped(stopped.clone());
         tasks.push(tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            builder
                 .add_service(ecds)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), grpc_stop)
                 .await
@@ -236,6 +269,38 @@ fn config(args: ServeArgs) -> anyhow::Result<Config> {
         })
         .transpose()?;
     anyhow::ensure!(args.max_envoys > 0, "--max-envoys must be at least 1");
+    let grpc_token = args
+        .grpc_token_file
+        .as_deref()
+        .map(|path| {
+            let secret = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the gRPC token file {}", path.display()))?;
+            Token::new(&secret)
+                .with_context(|| format!("the gRPC token in {} is empty", path.display()))
+        })
+        .transpose()?;
+    let delivered_by_istiod = matches!(target, Target::Kube { .. });
+    let grpc = match (&args.grpc_tls_cert, &args.grpc_tls_key) {
+        // A kube:// target's ECDS server serves no resource: nothing to protect but the fleet
+        // list, which is bounded.
+        (None, None) if delivered_by_istiod => GrpcSecurity::insecure(grpc_token),
+        _ if args.insecure_grpc => {
+            warn!("--insecure-grpc: the ECDS server runs in plaintext; anyone who reaches it reads the configuration");
+            GrpcSecurity::insecure(grpc_token)
+        }
+        (Some(cert), Some(key)) => GrpcSecurity::tls(
+            &TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.grpc_client_ca.clone(),
+            },
+            grpc_token,
+        )?,
+        _ => anyhow::bail!(
+            "the ECDS server needs TLS (--grpc-tls-cert and --grpc-tls-key, with --grpc-client-ca \
+             and/or --grpc-token-file), or --insecure-grpc to serve plaintext"
+        ),
+    };
     if matches!(target, Target::Kube { .. }) {
         warn!(
             "a kube:// target is delivered by istiod; the ECDS gRPC server will push no resource"
@@ -252,6 +317,7 @@ fn config(args: ServeArgs) -> anyhow::Result<Config> {
             max_nodes: args.max_envoys,
             forget_after: Duration::from_secs(args.forget_envoys_after),
         },
+        grpc,
     })
 }
 

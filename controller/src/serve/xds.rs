@@ -21,12 +21,14 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::fleet::Fleet;
+use super::grpc_security::GrpcSecurity;
 use super::store::Snapshot;
 use crate::ecds::TYPED_EXTENSION_CONFIG;
 
 pub struct Ecds {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     fleet: Arc<Fleet>,
+    security: Arc<GrpcSecurity>,
     stop: watch::Receiver<bool>,
     nonces: Arc<AtomicU64>,
 }
@@ -35,14 +37,33 @@ impl Ecds {
     pub fn service(
         snapshots: watch::Receiver<Arc<Snapshot>>,
         fleet: Arc<Fleet>,
+        security: Arc<GrpcSecurity>,
         stop: watch::Receiver<bool>,
     ) -> ExtensionConfigDiscoveryServiceServer<Ecds> {
         ExtensionConfigDiscoveryServiceServer::new(Ecds {
             snapshots,
             fleet,
+            security,
             stop,
             nonces: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Refuses, and counts, a call without the token the server requires.
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.security
+            .authenticate(request.metadata())
+            .inspect_err(|_| {
+                self.fleet
+                    .counters
+                    .unauthenticated
+                    .fetch_add(1, Ordering::Relaxed);
+                let peer = request
+                    .remote_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                warn!(%peer, "ECDS call refused: no valid bearer token");
+            })
     }
 }
 
@@ -58,6 +79,7 @@ impl ExtensionConfigDiscoveryService for Ecds {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
+        self.authenticate(&request)?;
         let (out, responses) = mpsc::channel(4);
         let session = Session {
             snapshots: self.snapshots.clone(),
@@ -74,8 +96,9 @@ impl ExtensionConfigDiscoveryService for Ecds {
 
     async fn delta_extension_configs(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<DeltaStream>, Status> {
+        self.authenticate(&request)?;
         Err(Status::unimplemented(
             "delta ECDS is not served; use the state-of-the-world stream (api_type: GRPC)",
         ))
@@ -83,8 +106,9 @@ impl ExtensionConfigDiscoveryService for Ecds {
 
     async fn fetch_extension_configs(
         &self,
-        _request: Request<DiscoveryRequest>,
+        request: Request<DiscoveryRequest>,
     ) -> Result<Response<DiscoveryResponse>, Status> {
+        self.authenticate(&request)?;
         let snapshot = self.snapshots.borrow().clone();
         if snapshot.resource.is_none() {
             return Err(Status::not_found(
