@@ -120,6 +120,21 @@ async fn with_the_filter_configured_forgeries_reach_the_baseline() {
     assert_eq!(reply.upstream.as_deref(), Some("stable"), "{reply:?}");
     assert_eq!(reply.decision.as_deref(), Some("web;stable;hash"));
 
+    // Header names are case-insensitive: the filter removes the header however the client
+    // wrote its name (Envoy presents names in lowercase).
+    let reply = raw_get(
+        &envoy,
+        &[
+            format!("X-Canary-Variant: canary.{SEAL}"),
+            format!("X-CANARY-VARIANT: canary.{SEAL}"),
+            "x-user-id: user-1".to_owned(),
+        ],
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\r\nx-upstream: stable\r\n"), "{reply}");
+    assert!(reply.contains("\r\nx-seen-variant: \r\n"), "{reply}");
+
     // A decided request reaches its variant; neither the upstream nor the debug header sees
     // the seal.
     let reply = send(&envoy, &[], &[("x-canary", "always")]).await;
@@ -147,6 +162,9 @@ async fn without_the_filter_forgeries_reach_the_baseline() {
         .start()
         .await;
     assert_forgeries_reach_the_baseline(&envoy, "no filter").await;
+    let reply = raw_get(&envoy, &["X-CANARY-VARIANT: CANARY".to_owned()]).await;
+    assert!(reply.contains("\r\nx-upstream: stable\r\n"), "{reply}");
+    assert!(reply.contains("\r\nx-seen-variant: \r\n"), "{reply}");
     // The routes do work: the sealed value, which only the filter knows, reaches the variant.
     let reply = send(&envoy, &[format!("canary.{SEAL}")], &[]).await;
     assert_eq!(reply.upstream.as_deref(), Some("canary"), "{reply:?}");
@@ -178,6 +196,28 @@ async fn with_the_module_failing_to_load_open_forgeries_reach_the_baseline() {
     let reply = send(&envoy, &[format!("canary.{SEAL}")], &[]).await;
     assert_eq!(reply.upstream.as_deref(), Some("canary"), "{reply:?}");
     assert_eq!(reply.seen_variant.as_deref(), Some(""), "{reply:?}");
+}
+
+/// Sends `GET /` with these header lines, written exactly so, and returns the response head.
+async fn raw_get(envoy: &Envoy, headers: &[String]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = "GET / HTTP/1.1\r\nhost: web\r\nconnection: close\r\n".to_owned();
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(envoy.listener())
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("response within 10 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    text.split("\r\n\r\n").next().unwrap_or_default().to_owned() + "\r\n"
 }
 
 /// Requests from many users until stopped; each must be served 200 by the variant the filter
