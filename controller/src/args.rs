@@ -25,6 +25,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Api::Wasmplugin)]
         api: Api,
     },
+    /// Print a fresh seal for the decision values (256 bits from the OS random source).
+    Seal,
     /// Compute a user's variant offline, exactly as the filter does.
     Assign {
         file: PathBuf,

@@ -315,6 +315,42 @@ fn status_prints_weights_as_text_and_json() {
     );
 }
 
+/// `set-weight` keeps the seal of the live configuration; `status` never prints it, not even
+/// in the warning about a seal the filter rejects.
+#[test]
+fn status_never_prints_the_seal_and_set_weight_keeps_it() {
+    for seal in ["Qm7rT2vX9kLp4sWz8bNc1dFg", "too-short-seal"] {
+        let mut config = plugin_config();
+        config["seal"] = json!(seal);
+        let file = EcdsFile::with(
+            "filter.json",
+            serde_json::to_vec_pretty(&with_config(ecds_document(), &config)).unwrap(),
+        );
+        for args in [&["status"][..], &["status", "--output", "json"][..]] {
+            let run = file.run(args);
+            assert!(run.succeeded(), "{run:?}");
+            assert!(
+                !run.stdout.contains(seal) && !run.stderr.contains(seal),
+                "{args:?}: {run:?}"
+            );
+        }
+        if seal.len() < 22 {
+            let run = file.run(&["status"]);
+            assert!(run.stderr.contains("seal: is too short"), "{run:?}");
+            continue;
+        }
+        let run = file.run(&["set-weight", "--route", "reviews", "canary=30"]);
+        assert!(run.succeeded(), "{run:?}");
+        assert!(
+            !run.stdout.contains(seal) && !run.stderr.contains(seal),
+            "{run:?}"
+        );
+        let written = file.plugin_config();
+        assert_eq!(written["seal"], seal, "the seal is kept");
+        assert_eq!(written["routes"][0]["variants"][1]["weight"], 30);
+    }
+}
+
 #[test]
 fn the_target_may_come_from_the_environment() {
     let file = EcdsFile::json();

@@ -8,6 +8,7 @@ mod schema;
 mod crds;
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -249,11 +250,28 @@ fn virtual_service_sends_each_decision_to_its_subset_and_the_rest_to_the_baselin
                     "host": service.host, "subset": subset, "port": { "number": service.port },
                 } }])
             };
+            let sources = json!(
+                spec.attachment
+                    .selector
+                    .as_ref()
+                    .expect("both examples attach by selector")
+                    .match_labels
+            );
+            let remove = json!({ "request": { "remove": ["x-canary-variant"] } });
             for (entry, variant) in http.iter().zip(&route.variants) {
+                let sealed = format!("{}.{}", variant.name, spec.seal.current);
                 assert_eq!(
                     entry["match"],
-                    json!([{ "headers": { "x-canary-variant": { "exact": variant.name } } }]),
-                    "{name}: match of {}",
+                    json!([{
+                        "headers": { "x-canary-variant": { "exact": sealed } },
+                        "sourceLabels": sources,
+                    }]),
+                    "{name}: match of {}: the sealed value, from the filter's workloads only",
+                    variant.name
+                );
+                assert_eq!(
+                    entry["headers"], remove,
+                    "{name}: {} removes the decision header before the upstream",
                     variant.name
                 );
                 assert_eq!(
@@ -268,6 +286,7 @@ fn virtual_service_sends_each_decision_to_its_subset_and_the_rest_to_the_baselin
                 default.get("match").is_none(),
                 "{name}: default matches everything"
             );
+            assert_eq!(default["headers"], remove, "{name}: default removes it too");
             assert_eq!(
                 default["route"],
                 destination(&route.variants[0].name),
@@ -321,7 +340,8 @@ fn destination_rule_subsets_carry_the_spec_labels() {
 fn the_filter_resource_carries_the_plugin_configuration_unchanged() {
     for name in EXAMPLES {
         let spec = example(name);
-        let written = example_value(name)["pluginConfig"].clone();
+        let mut written = example_value(name)["pluginConfig"].clone();
+        written["seal"] = json!(spec.seal.current);
         let carried = [
             (
                 Api::Wasmplugin,
@@ -340,7 +360,10 @@ fn the_filter_resource_carries_the_plugin_configuration_unchanged() {
             ),
         ];
         for (api, config) in carried {
-            assert_eq!(config, written, "{name} {api:?}: pluginConfig as written");
+            assert_eq!(
+                config, written,
+                "{name} {api:?}: pluginConfig as written, with the current seal"
+            );
             let parsed = canary_filter::config::parse(config.to_string().as_bytes());
             assert!(
                 parsed.is_ok(),
@@ -524,8 +547,12 @@ fn each_filter_decision_reaches_the_pods_of_its_variant() {
         }
         let docs = rendered(&spec, Api::Wasmplugin);
         let mut routed = headers.clone();
-        routed.push(header(&table.decision_header, variant));
-        let subset = route_subset(one(&docs, "VirtualService"), &routed);
+        routed.push(header(
+            &table.decision_header,
+            &route.variants[decision.variant].decision_value,
+        ));
+        let source = spec.attachment.selector.as_ref().map(|s| &s.match_labels);
+        let subset = route_subset(one(&docs, "VirtualService"), &routed, source);
         assert_eq!(
             subset.as_deref(),
             Some(variant.as_str()),
@@ -550,17 +577,165 @@ fn each_filter_decision_reaches_the_pods_of_its_variant() {
     );
 }
 
-/// The subset Istio routes a request with `headers` to: the first HTTP route with no match or
-/// with a match whose every header condition holds (`exact` only, as rendered).
-fn route_subset(vs: &Value, headers: &[(String, String)]) -> Option<String> {
-    let holds = |m: &Value| {
-        m["headers"].as_object().is_some_and(|conditions| {
-            conditions.iter().all(|(name, condition)| {
-                headers
-                    .iter()
-                    .any(|(n, v)| n == name && condition["exact"].as_str() == Some(v))
+/// A decision header the filter did not write takes the default route: the bare variant name,
+/// another case, a seal no longer accepted, another spec's seal, or the right value sent from a
+/// workload the filter does not run on. During a rotation both seals reach the variant.
+#[test]
+fn only_a_sealed_value_from_the_filter_workloads_reaches_a_variant() {
+    const OLD: &str = "0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0l";
+    const NEW: &str = "New-seal_New-seal_New-seal";
+    let with_seal = |seal: Value| {
+        let mut v = example_value("bookinfo-reviews");
+        v["seal"] = seal;
+        Spec::from_value(v).expect("valid")
+    };
+    let other = example("web-gateway").seal.current;
+    let productpage = BTreeMap::from([("app".to_owned(), "productpage".to_owned())]);
+    let ratings = BTreeMap::from([("app".to_owned(), "ratings".to_owned())]);
+    let subset = |spec: &Spec, value: &str, source: &BTreeMap<String, String>| {
+        let docs = rendered(spec, Api::Wasmplugin);
+        let headers = [
+            (":authority".to_owned(), "reviews".to_owned()),
+            ("x-canary-variant".to_owned(), value.to_owned()),
+        ];
+        route_subset(one(&docs, "VirtualService"), &headers, Some(source))
+    };
+
+    let before = with_seal(json!({ "current": OLD }));
+    let both = with_seal(json!({ "current": NEW, "accept": [OLD] }));
+    let after = with_seal(json!({ "current": NEW }));
+    type Labels = BTreeMap<String, String>;
+    let cases: Vec<(&str, &Spec, String, &Labels, &str)> = vec![
+        ("sealed", &before, format!("v3.{OLD}"), &productpage, "v3"),
+        ("bare name", &before, "v3".to_owned(), &productpage, "v1"),
+        (
+            "upper case",
+            &before,
+            format!("V3.{OLD}"),
+            &productpage,
+            "v1",
+        ),
+        (
+            "seal upper-cased",
+            &before,
+            format!("v3.{}", OLD.to_uppercase()),
+            &productpage,
+            "v1",
+        ),
+        (
+            "another spec's seal",
+            &before,
+            format!("v3.{other}"),
+            &productpage,
+            "v1",
+        ),
+        (
+            "not a filter workload",
+            &before,
+            format!("v3.{OLD}"),
+            &ratings,
+            "v1",
+        ),
+        (
+            "rotation: old seal",
+            &both,
+            format!("v3.{OLD}"),
+            &productpage,
+            "v3",
+        ),
+        (
+            "rotation: new seal",
+            &both,
+            format!("v2.{NEW}"),
+            &productpage,
+            "v2",
+        ),
+        (
+            "rotated: old seal",
+            &after,
+            format!("v3.{OLD}"),
+            &productpage,
+            "v1",
+        ),
+        (
+            "rotated: new seal",
+            &after,
+            format!("v3.{NEW}"),
+            &productpage,
+            "v3",
+        ),
+    ];
+    for (label, spec, value, source, want) in cases {
+        assert_eq!(
+            subset(spec, &value, source).as_deref(),
+            Some(want),
+            "{label}: {value}"
+        );
+    }
+    let both_vs = one(&rendered(&both, Api::Wasmplugin), "VirtualService").clone();
+    let values: Vec<&Value> = both_vs["spec"]["http"][0]["match"]
+        .as_array()
+        .expect("matches")
+        .iter()
+        .map(|m| &m["headers"]["x-canary-variant"]["exact"])
+        .collect();
+    assert_eq!(
+        values,
+        [&json!(format!("v1.{NEW}")), &json!(format!("v1.{OLD}"))],
+        "the current seal first, then each accepted one"
+    );
+    assert_eq!(
+        one(&rendered(&both, Api::Wasmplugin), "WasmPlugin")["spec"]["pluginConfig"]["seal"],
+        NEW,
+        "the filter writes the current seal"
+    );
+}
+
+/// With a Gateway API attachment, the header routes apply to the spec's gateways only: a
+/// sidecar (`mesh`) does not run the filter.
+#[test]
+fn a_gateway_attachment_binds_the_header_routes_to_its_gateways() {
+    let mut by_ref = example_value("web-gateway");
+    by_ref["attachment"] = json!({ "targetRefs": [
+        { "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "web" },
+    ] });
+    by_ref["gateways"] = json!(["istio-system/web", "mesh"]);
+    let spec = Spec::from_value(by_ref).expect("valid");
+    let docs = rendered(&spec, Api::Wasmplugin);
+    let vs = one(&docs, "VirtualService");
+    let http = vs["spec"]["http"].as_array().expect("http");
+    for entry in &http[..http.len() - 1] {
+        for m in entry["match"].as_array().expect("match") {
+            assert_eq!(m["gateways"], json!(["istio-system/web"]), "{entry}");
+            assert!(m.get("sourceLabels").is_none(), "{entry}");
+        }
+    }
+}
+
+/// The subset Istio routes a request with `headers` from a workload labelled `source` to: the
+/// first HTTP route with no match or with a match whose source labels the workload has and whose
+/// every header condition holds (`exact` only, as rendered).
+fn route_subset(
+    vs: &Value,
+    headers: &[(String, String)],
+    source: Option<&BTreeMap<String, String>>,
+) -> Option<String> {
+    let from_source = |m: &Value| {
+        m["sourceLabels"].as_object().is_none_or(|wanted| {
+            wanted.iter().all(|(k, v)| {
+                source.is_some_and(|labels| labels.get(k).map(String::as_str) == v.as_str())
             })
         })
+    };
+    let holds = |m: &Value| {
+        from_source(m)
+            && m["headers"].as_object().is_some_and(|conditions| {
+                conditions.iter().all(|(name, condition)| {
+                    headers
+                        .iter()
+                        .any(|(n, v)| n == name && condition["exact"].as_str() == Some(v))
+                })
+            })
     };
     vs["spec"]["http"].as_array()?.iter().find_map(|entry| {
         let matches = entry["match"].as_array();

@@ -23,6 +23,10 @@ pub struct PluginConfig {
     pub decision_header: String,
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "is_false"))]
     pub debug_header: bool,
+    /// The secret appended to every decision value, `<variant>.<seal>`; `None` writes the bare
+    /// variant name.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub seal: Option<String>,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -191,7 +195,7 @@ pub fn decode_document(document: &Document<'_>) -> Result<PluginConfig, ConfigEr
     }
 }
 
-const PLUGIN_FIELDS: &[&str] = &["decisionHeader", "debugHeader", "routes"];
+const PLUGIN_FIELDS: &[&str] = &["decisionHeader", "debugHeader", "seal", "routes"];
 const ROUTE_FIELDS: &[&str] = &["name", "match", "variants", "targeting", "stickiness"];
 const MATCH_FIELDS: &[&str] = &["hosts", "pathPrefixes"];
 const VARIANT_FIELDS: &[&str] = &["name", "weight"];
@@ -409,11 +413,13 @@ impl<'t> Decoder<'t> {
     fn plugin(&mut self, value: &'t Node<'t>) -> Option<PluginConfig> {
         let mut decision_header = Field::Absent;
         let mut debug_header = Field::Absent;
+        let mut seal = Field::Absent;
         let mut routes = Field::Absent;
         if !self.fields(value, PLUGIN_FIELDS, |d, key, v| {
             match key {
                 "decisionHeader" => decision_header.set(d.string(v)),
                 "debugHeader" => debug_header.set(d.boolean(v)),
+                "seal" => seal.set(d.nullable(v, Self::string)),
                 "routes" => routes.set(d.list(v, Self::route)),
                 _ => return false,
             }
@@ -425,6 +431,7 @@ impl<'t> Decoder<'t> {
         Some(PluginConfig {
             decision_header: decision_header.or_else(|| DEFAULT_DECISION_HEADER.to_owned())?,
             debug_header: debug_header.or_default()?,
+            seal: seal.or_default()?,
             routes: routes?,
         })
     }
@@ -739,7 +746,8 @@ mod tests {
     #[test]
     fn a_decoded_configuration_has_every_field() {
         let config = decode_json(
-            br#"{"decisionHeader":"x-v","debugHeader":true,"routes":[{"name":"r",
+            br#"{"decisionHeader":"x-v","debugHeader":true,
+            "seal":"0123456789abcdef0123456789abcdef","routes":[{"name":"r",
             "match":{"hosts":["a"],"pathPrefixes":["/p"]},
             "variants":[{"name":"a","weight":99.5},{"name":"b","weight":0.5}],
             "targeting":[{"name":"t","cookie":"c","present":false,"variant":"b"},
@@ -761,6 +769,7 @@ mod tests {
         let expected = PluginConfig {
             decision_header: "x-v".to_owned(),
             debug_header: true,
+            seal: Some("0123456789abcdef0123456789abcdef".to_owned()),
             routes: vec![RouteConfig {
                 name: "r".to_owned(),
                 matcher: Some(MatchConfig {
@@ -872,7 +881,7 @@ mod tests {
                 "routes[2].stickiness.cookie.sameSite: unknown variant `lax`, expected one of `Strict`, `Lax`, `None`",
                 "routes[2].stickiness.cookie: missing field `name`",
                 "routes[2]: missing field `variants`",
-                "extra: unknown field `extra`, expected one of `decisionHeader`, `debugHeader`, `routes`",
+                "extra: unknown field `extra`, expected one of `decisionHeader`, `debugHeader`, `seal`, `routes`",
             ]
         );
         assert_eq!(decoded("{}"), ["$: missing field `routes`"]);

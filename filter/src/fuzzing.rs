@@ -119,7 +119,7 @@ pub fn stream(data: &[u8]) {
 
 /// Configurations the stream target runs under: every predicate, wildcard and exact hosts, path
 /// prefixes, the largest number of variants with zero and 0.001 % weights, a custom decision
-/// header, identity from headers, cookies and the identity cookie.
+/// header, a sealed decision value, identity from headers, cookies and the identity cookie.
 pub const STREAM_CONFIGS: [&str; 3] = [
     r#"{
       "debugHeader": true,
@@ -146,6 +146,7 @@ pub const STREAM_CONFIGS: [&str; 3] = [
     }"#,
     r#"{
       "debugHeader": true,
+      "seal": "Fz9_sealed-stream-config0",
       "routes": [
         { "name": "exact", "match": { "hosts": ["shop", "shop.example.com"], "pathPrefixes": ["/cart", "/checkout/"] },
           "variants": [ { "name": "a", "weight": 0.001 }, { "name": "b", "weight": 99.999 } ] },
@@ -217,11 +218,19 @@ fn run_stream(host: &MockHost, plugin: Rc<Plugin>, status: &str) {
     assert!(seen.len() <= 1, "the upstream sees {seen:?}");
     let expected = table.decide(host, |_| false);
     let route = expected.as_ref().and_then(|d| table.routes.get(d.route));
+    // The variant whose decision value (`<variant>.<seal>`, or the bare name) the upstream saw.
+    let variant = seen.first().and_then(|value| {
+        route?
+            .variants
+            .iter()
+            .find(|v| v.decision_value == *value)
+            .map(|v| v.name.clone())
+    });
     match (seen.first(), route) {
         (None, None) => {}
-        (Some(variant), Some(route)) => assert!(
-            route.variant_index(variant).is_some(),
-            "{variant:?} is not a variant of route {}",
+        (Some(value), Some(route)) => assert!(
+            variant.is_some(),
+            "{value:?} is not the decision value of a variant of route {}",
             route.name
         ),
         (seen, route) => panic!(
@@ -241,7 +250,7 @@ fn run_stream(host: &MockHost, plugin: Rc<Plugin>, status: &str) {
         .count();
     assert!(identity_cookies <= 1, "{identity_cookies} identity cookies");
     let debug = host.response_values(DEBUG_HEADER);
-    match (route, seen.first()) {
+    match (route, variant) {
         (Some(route), Some(variant)) if table.debug_header => {
             let want = format!("{};{variant};", route.name);
             assert!(

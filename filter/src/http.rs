@@ -102,7 +102,7 @@ impl Stream {
         else {
             return;
         };
-        host.set_request_header(header, Some(variant.name.as_bytes()));
+        host.set_request_header(header, Some(variant.decision_value.as_bytes()));
         host.clear_route_cache();
         plugin.count(host, &decision, Metric::Decision(decision.reason));
         self.started_ms = host.now_millis();
@@ -165,6 +165,21 @@ impl Stream {
             Metric::UpstreamTime,
             elapsed,
         );
+    }
+}
+
+/// A request seen while no configuration was ever accepted: nothing is decided, but a decision
+/// header the client sent (under the default name, the only one known yet) is removed all the
+/// same, every value of it, so that no route can be chosen with it.
+pub fn strip_unconfigured(host: &impl Host) {
+    let header = config::DEFAULT_DECISION_HEADER;
+    if host
+        .request_headers()
+        .iter()
+        .any(|(name, _)| name == header)
+    {
+        host.set_request_header(header, None);
+        host.clear_route_cache();
     }
 }
 
@@ -270,6 +285,66 @@ mod tests {
             host.counters().is_empty(),
             "nothing counted for an unmatched request"
         );
+    }
+
+    const SEAL: &str = "Zx3_kQ9-aB7cD1eF2gH4iJ";
+
+    #[test]
+    fn a_sealed_decision_carries_the_seal_and_metrics_and_debug_header_do_not() {
+        let host = MockHost::request(&[
+            (":authority", "shop"),
+            (":path", "/"),
+            ("x-canary", "always"),
+            ("x-canary-variant", "canary"),
+            ("x-canary-variant", &format!("canary.{SEAL}")),
+        ]);
+        let sealed = CONFIG.replacen('{', &format!("{{\"seal\": \"{SEAL}\","), 1);
+        let p = Rc::new(Plugin::configure(&host, 1, Some(sealed.as_bytes())).unwrap());
+        run(&host, &p);
+        assert_eq!(
+            host.request_values("x-canary-variant"),
+            [format!("canary.{SEAL}")],
+            "both client values replaced by the one sealed value"
+        );
+        assert_eq!(
+            host.response_values(DEBUG_HEADER),
+            ["web;canary;rule:qa"],
+            "the debug header names the bare variant"
+        );
+        for (name, _) in host.counters() {
+            assert!(!name.contains(SEAL), "{name}");
+        }
+        assert_eq!(
+            host.counter("canary.route.web.variant.canary.decision.rule"),
+            Some(1)
+        );
+        for level in [LogLevel::Debug, LogLevel::Info, LogLevel::Error] {
+            for line in host.logs(level) {
+                assert!(!line.contains(SEAL), "{line}");
+            }
+        }
+        assert!(
+            !format!("{:?}", p.table).contains(SEAL),
+            "Debug output of the table hides the seal"
+        );
+    }
+
+    #[test]
+    fn without_configuration_the_decision_header_is_removed() {
+        let host = MockHost::request(&[
+            (":authority", "shop"),
+            ("x-canary-variant", "canary"),
+            ("x-canary-variant", "v2"),
+            ("x-other", "kept"),
+        ]);
+        strip_unconfigured(&host);
+        assert!(host.request_values("x-canary-variant").is_empty());
+        assert_eq!(host.request_values("x-other"), ["kept"]);
+        assert_eq!(host.route_cache_cleared(), 1);
+
+        let untouched = MockHost::request(&[(":authority", "shop")]);
+        strip_unconfigured(&untouched);
+        assert_eq!(untouched.route_cache_cleared(), 0, "nothing to remove");
     }
 
     #[test]

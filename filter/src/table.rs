@@ -23,6 +23,12 @@ pub const MAX_VARIANTS: usize = 16;
 pub const MAX_NAME_LEN: usize = 63;
 /// Compiled size limit for one `matches` regex.
 pub const MAX_REGEX_SIZE: usize = 256 * 1024;
+/// Fewest characters of a seal: 22 of the base64url alphabet carry 132 bits.
+pub const MIN_SEAL_LEN: usize = 22;
+/// Fewest characters of a seal written in hexadecimal digits only: 32 carry 128 bits.
+pub const MIN_HEX_SEAL_LEN: usize = 32;
+/// Most characters of a seal: it travels in a header on every decided request.
+pub const MAX_SEAL_LEN: usize = 128;
 /// Identity cookie lifetime when `maxAge` is not set: 30 days.
 pub const DEFAULT_COOKIE_MAX_AGE: u64 = 30 * 24 * 3600;
 
@@ -46,10 +52,58 @@ pub struct Route {
     pub sources: RouteSources,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Variant {
     pub name: String,
     pub weight: Weight,
+    /// What the filter writes into the decision header: `<name>.<seal>`, or the name alone
+    /// when the configuration has no seal. Computed once, when the table is built.
+    pub decision_value: String,
+}
+
+/// Shows the name and weight, never the seal inside the decision value.
+impl std::fmt::Debug for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Variant")
+            .field("name", &self.name)
+            .field("weight", &self.weight)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a seal: [`MIN_SEAL_LEN`] to [`MAX_SEAL_LEN`] characters of the base64url alphabet
+/// (`A-Z a-z 0-9 - _`), at least [`MIN_HEX_SEAL_LEN`] when they are all hexadecimal digits.
+/// The reason never quotes the seal, which is a secret.
+pub fn check_seal(seal: &str) -> Result<(), String> {
+    const ALPHABET: &str = "characters of A-Z, a-z, 0-9, '-' and '_'";
+    if !seal
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "must be {MIN_SEAL_LEN} to {MAX_SEAL_LEN} {ALPHABET} (the seal is not shown)"
+        ));
+    }
+    let len = seal.len();
+    let hex = seal.bytes().all(|b| b.is_ascii_hexdigit());
+    let min = if hex { MIN_HEX_SEAL_LEN } else { MIN_SEAL_LEN };
+    if len < min {
+        let what = if hex {
+            "hexadecimal digits"
+        } else {
+            "base64url characters"
+        };
+        return Err(format!(
+            "is too short: {len} {what} carry fewer than 128 bits; at least {min} are needed \
+             (`canaryctl seal` makes one)"
+        ));
+    }
+    if len > MAX_SEAL_LEN {
+        return Err(format!(
+            "is too long: {len} characters; at most {MAX_SEAL_LEN}"
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -238,11 +292,15 @@ impl TryFrom<PluginConfig> for RoutingTable {
         let PluginConfig {
             decision_header,
             debug_header,
+            seal,
             routes: configs,
         } = config;
         let mut errors = Errors::default();
         let decision_header =
             header_name(&mut errors, &At::root("decisionHeader"), decision_header);
+        if let Some(Err(reason)) = seal.as_deref().map(check_seal) {
+            errors.push(&At::root("seal"), reason);
+        }
 
         let at = At::root("routes");
         match configs.len() {
@@ -269,9 +327,14 @@ impl TryFrom<PluginConfig> for RoutingTable {
                 );
             }
             let hosts = route.matcher.as_mut().and_then(|m| m.hosts.take());
-            if let Some(r) =
-                compile_route(&mut errors, &at, route, hosts.as_deref(), &decision_header)
-            {
+            if let Some(r) = compile_route(
+                &mut errors,
+                &at,
+                route,
+                hosts.as_deref(),
+                &decision_header,
+                seal.as_deref(),
+            ) {
                 routes.push(r);
             }
             hosts_per_route.push(hosts.unwrap_or_default());
@@ -295,6 +358,7 @@ fn compile_route(
     route: RouteConfig,
     hosts: Option<&[String]>,
     decision_header: &str,
+    seal: Option<&str>,
 ) -> Option<Route> {
     let before = errors.len();
     let RouteConfig {
@@ -329,7 +393,7 @@ fn compile_route(
         }
     }
 
-    let variants = compile_variants(errors, &at.key("variants"), variants);
+    let variants = compile_variants(errors, &at.key("variants"), variants, seal);
     let mut sources = RouteSources::default();
     let at_targeting = at.key("targeting");
     let mut targeting = Vec::with_capacity(rules.len());
@@ -377,6 +441,7 @@ fn compile_variants(
     errors: &mut Errors,
     at: &At<'_>,
     variants: Vec<VariantConfig>,
+    seal: Option<&str>,
 ) -> Vec<Variant> {
     match variants.len() {
         0 => errors.push(at, "must have at least one variant"),
@@ -413,9 +478,14 @@ fn compile_variants(
                 Weight(0)
             }
         };
+        let decision_value = match seal {
+            Some(seal) => [variant.name.as_str(), ".", seal].concat(),
+            None => variant.name.clone(),
+        };
         compiled.push(Variant {
             name: variant.name,
             weight,
+            decision_value,
         });
     }
     if all_weights_valid && !compiled.is_empty() && total != u64::from(Weight::FULL.0) {

@@ -9,7 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
 
 use crate::host::{Host, LogLevel, MetricKind};
-use crate::http::{Plugin, Stream};
+use crate::http::{self, Plugin, Stream};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
@@ -83,7 +83,8 @@ impl RootContext for Root {
 }
 
 struct Http {
-    /// `None` while no configuration was ever accepted: requests pass untouched.
+    /// `None` while no configuration was ever accepted: requests pass undecided, with any
+    /// decision header removed.
     stream: Option<Stream>,
 }
 
@@ -91,8 +92,9 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(stream) = &mut self.stream {
-            stream.on_request_headers(&EnvoyHost);
+        match &mut self.stream {
+            Some(stream) => stream.on_request_headers(&EnvoyHost),
+            None => http::strip_unconfigured(&EnvoyHost),
         }
         Action::Continue
     }

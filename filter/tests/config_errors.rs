@@ -57,6 +57,42 @@ fn each_error_names_its_path_and_reason() {
         .map(|i| json!({ "name": format!("v{i}"), "weight": if i == 0 { 100 } else { 0 } }))
         .collect();
     let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "seal too short",
+            with(|c| c["seal"] = json!("aZ3_kQ9-aB7cD1eF2gH4i")),
+            "seal",
+            "is too short: 21 base64url characters carry fewer than 128 bits; at least 22",
+        ),
+        (
+            "hex seal too short",
+            with(|c| c["seal"] = json!("0123456789abcdef0123456789abcde")),
+            "seal",
+            "is too short: 31 hexadecimal digits carry fewer than 128 bits; at least 32",
+        ),
+        (
+            "seal with a dot",
+            with(|c| c["seal"] = json!("aZ3_kQ9-aB7cD1eF2gH4iJ.x")),
+            "seal",
+            "must be 22 to 128 characters of A-Z, a-z, 0-9, '-' and '_'",
+        ),
+        (
+            "empty seal",
+            with(|c| c["seal"] = json!("")),
+            "seal",
+            "is too short: 0 hexadecimal digits",
+        ),
+        (
+            "seal too long",
+            with(|c| c["seal"] = json!("a".repeat(129))),
+            "seal",
+            "is too long: 129 characters; at most 128",
+        ),
+        (
+            "seal not a string",
+            with(|c| c["seal"] = json!(128)),
+            "seal",
+            "invalid type: integer `128`, expected a string",
+        ),
         ("not JSON", "{routes: }".into(), "$", "invalid JSON"),
         ("empty document", "  ".into(), "$", "configuration is empty"),
         ("not an object", "[]".into(), "$", "must be a JSON object"),
@@ -568,4 +604,52 @@ fn limits_are_accepted_at_the_edge() {
         Vec::<(String, String)>::new(),
         "0.001 % resolution"
     );
+}
+
+#[test]
+fn a_seal_is_appended_to_every_decision_value() {
+    let plain = parse(with(|_| {}).as_bytes()).unwrap();
+    let values: Vec<&str> = plain.routes[0]
+        .variants
+        .iter()
+        .map(|v| v.decision_value.as_str())
+        .collect();
+    assert_eq!(values, ["stable", "canary"], "no seal: the bare names");
+
+    for seal in [
+        "aZ3_kQ9-aB7cD1eF2gH4iJ".to_owned(),
+        "0123456789abcdef0123456789abcdef".to_owned(),
+        "0123456789ABCDEF0123456789abcdeF".to_owned(),
+        "-".repeat(128),
+    ] {
+        let table = parse(with(|c| c["seal"] = json!(seal)).as_bytes())
+            .unwrap_or_else(|e| panic!("{seal}: {e}"));
+        let values: Vec<&str> = table.routes[0]
+            .variants
+            .iter()
+            .map(|v| v.decision_value.as_str())
+            .collect();
+        assert_eq!(
+            values,
+            [format!("stable.{seal}"), format!("canary.{seal}")],
+            "{seal}"
+        );
+    }
+    let null = parse(with(|c| c["seal"] = Value::Null).as_bytes()).unwrap();
+    assert_eq!(
+        null.routes[0].variants[1].decision_value, "canary",
+        "null is no seal"
+    );
+}
+
+#[test]
+fn a_rejected_seal_is_never_quoted() {
+    let seal = "short-secret-value";
+    let found = errors(&with(|c| c["seal"] = json!(seal)));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(!found[0].1.contains(seal), "{found:?}");
+    let found = errors(&with(|c| {
+        c["seal"] = json!(format!("{seal}.with.dots.and.more"))
+    }));
+    assert!(!found[0].1.contains(seal), "{found:?}");
 }

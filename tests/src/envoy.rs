@@ -19,6 +19,9 @@ pub const FILTER_NAME: &str = "canary";
 /// The decision header the test configurations use.
 pub const DECISION_HEADER: &str = "x-canary-variant";
 const ECDS_FILE: &str = "filter.json";
+const RDS_FILE: &str = "routes.json";
+/// The name of the route configuration of [`EnvoyBuilder::sealed_routes`], and of its stats.
+pub const SEALED_ROUTES: &str = "sealed";
 /// The cluster that reaches the ECDS gRPC server, in [`EnvoyBuilder::ecds_grpc`] mode.
 pub const ECDS_GRPC_CLUSTER: &str = "canaryctl";
 /// The cluster a remote module is fetched through ([`EnvoyBuilder::module_server`]).
@@ -52,6 +55,7 @@ pub struct EnvoyBuilder {
     current_dir: Option<PathBuf>,
     request_header_limits: Option<(u32, u32)>,
     stats_flush_interval: Option<std::time::Duration>,
+    sealed: Option<Vec<String>>,
 }
 
 /// How the listener routes: through the filter (the default), or without it for comparison.
@@ -168,6 +172,17 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Routes as istiod translates a rendered VirtualService: per variant, one route per seal
+    /// matching the decision header exactly against `<variant>.<seal>`, then a default route to
+    /// the first variant; every route removes the decision header before the upstream. Served
+    /// over RDS from a watched file, so that [`Envoy::push_sealed_routes`] can change the seals
+    /// live. Replaces the header routes of [`Routing::Filter`] and applies to
+    /// [`Routing::Plain`] too.
+    pub fn sealed_routes(mut self, seals: &[&str]) -> Self {
+        self.sealed = Some(seals.iter().map(|s| (*s).to_owned()).collect());
+        self
+    }
+
     /// Starts Envoy and waits until it serves with the filter configured.
     pub async fn start(self) -> Envoy {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -188,6 +203,16 @@ impl EnvoyBuilder {
         if let Some(interval) = self.stats_flush_interval {
             bootstrap["stats_flush_interval"] = json!(format!("{:.3}s", interval.as_secs_f64()));
         }
+        let rds_dir = dir.path().join("rds");
+        if let Some(seals) = &self.sealed {
+            std::fs::create_dir(&rds_dir).expect("rds dir");
+            use_rds(&mut bootstrap, &rds_dir);
+            write_atomically(
+                &rds_dir,
+                RDS_FILE,
+                &sealed_route_config(&self.variants, seals),
+            );
+        }
         let bootstrap_path = dir.path().join("envoy.json");
         std::fs::write(&bootstrap_path, bootstrap.to_string()).expect("write bootstrap");
         let module = match (self.remote_module, self.module) {
@@ -203,6 +228,8 @@ impl EnvoyBuilder {
         let mut envoy = Envoy {
             dir,
             ecds_dir,
+            rds_dir,
+            variants: self.variants,
             process: None,
             admin: String::new(),
             listener: String::new(),
@@ -291,6 +318,71 @@ pub struct GrpcClientTls {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Sent as `authorization: Bearer <token>` in the stream's initial metadata.
     pub token: Option<String>,
+}
+
+/// Takes the listener's routes from RDS, the file [`RDS_FILE`] in the watched `rds_dir`.
+fn use_rds(bootstrap: &mut Value, rds_dir: &Path) {
+    let manager = bootstrap
+        .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config")
+        .and_then(Value::as_object_mut)
+        .expect("the HTTP connection manager");
+    manager.remove("route_config");
+    manager.insert(
+        "rds".into(),
+        json!({
+            "route_config_name": SEALED_ROUTES,
+            "config_source": {
+                "path_config_source": {
+                    "path": rds_dir.join(RDS_FILE),
+                    "watched_directory": { "path": rds_dir },
+                },
+                "resource_api_version": "V3",
+            },
+        }),
+    );
+}
+
+/// The RDS file of [`EnvoyBuilder::sealed_routes`] for `seals`.
+fn sealed_route_config(variants: &[(String, std::net::SocketAddr)], seals: &[String]) -> Value {
+    let remove = json!([DECISION_HEADER]);
+    let mut routes: Vec<Value> = variants
+        .iter()
+        .flat_map(|(name, _)| {
+            let remove = remove.clone();
+            seals.iter().map(move |seal| {
+                json!({
+                    "match": { "prefix": "/", "headers": [{
+                        "name": DECISION_HEADER,
+                        "string_match": { "exact": format!("{name}.{seal}") },
+                    }] },
+                    "route": { "cluster": format!("variant-{name}") },
+                    "request_headers_to_remove": remove,
+                })
+            })
+        })
+        .collect();
+    if let Some((first, _)) = variants.first() {
+        routes.push(json!({
+            "match": { "prefix": "/" },
+            "route": { "cluster": format!("variant-{first}") },
+            "request_headers_to_remove": remove,
+        }));
+    }
+    json!({
+        "resources": [{
+            "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            "name": SEALED_ROUTES,
+            "virtual_hosts": [{ "name": "all", "domains": ["*"], "routes": routes }],
+        }],
+    })
+}
+
+/// Writes `document` to `dir/name` by renaming a temporary file over it, as Envoy's watched
+/// directories expect.
+fn write_atomically(dir: &Path, name: &str, document: &Value) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(document).expect("json")).expect("write");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename");
 }
 
 /// Points the canary filter's `config_discovery` at an ECDS gRPC server at `addr`.
@@ -496,6 +588,9 @@ fn bootstrap(
 pub struct Envoy {
     dir: TempDir,
     ecds_dir: PathBuf,
+    /// Where the routes of [`EnvoyBuilder::sealed_routes`] are served from.
+    rds_dir: PathBuf,
+    variants: Vec<(String, std::net::SocketAddr)>,
     process: Option<Child>,
     admin: String,
     listener: String,
@@ -526,6 +621,29 @@ impl Envoy {
             current_dir: None,
             request_header_limits: None,
             stats_flush_interval: None,
+            sealed: None,
+        }
+    }
+
+    /// Replaces the seals the routes of [`EnvoyBuilder::sealed_routes`] accept, and waits until
+    /// Envoy has applied the new routes.
+    pub async fn push_sealed_routes(&self, seals: &[&str]) {
+        let stat = format!("http.ingress.rds.{SEALED_ROUTES}.update_success");
+        let before = self.stat(&stat).await.unwrap_or(0);
+        let seals: Vec<String> = seals.iter().map(|s| (*s).to_owned()).collect();
+        write_atomically(
+            &self.rds_dir,
+            RDS_FILE,
+            &sealed_route_config(&self.variants, &seals),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.stat(&stat).await.unwrap_or(0) <= before {
+            assert!(
+                Instant::now() < deadline,
+                "Envoy did not apply the routes within 10 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -4,6 +4,7 @@ mod abort;
 mod assign;
 mod promote;
 mod render;
+mod seal;
 mod set_weight;
 mod status;
 mod validate;
@@ -16,6 +17,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Validate { file } => validate::run(&file),
         Command::Render { file, api } => render::run(&file, api),
+        Command::Seal => seal::run(),
         Command::Assign {
             file,
             route,

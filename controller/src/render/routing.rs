@@ -1,10 +1,10 @@
-//! VirtualService and DestinationRule of one route: the decision header picks the subset.
+//! VirtualService and DestinationRule of one route: the sealed decision header picks the subset.
 
 use canary_filter::config::RouteConfig;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::metadata;
-use crate::spec::{Service, Spec};
+use crate::spec::{Service, Spec, MESH};
 
 /// Subsets named after the variants, selecting pods by the spec's labels.
 pub fn destination_rule(spec: &Spec, route: &RouteConfig, service: &Service) -> Value {
@@ -29,8 +29,10 @@ pub fn destination_rule(spec: &Spec, route: &RouteConfig, service: &Service) -> 
     })
 }
 
-/// One HTTP route per variant matching `<decisionHeader>: <variant>`, then a default route to the
-/// baseline for requests the filter did not decide.
+/// One HTTP route per variant matching `<decisionHeader>: <variant>.<seal>` for every seal the
+/// spec accepts, only from the sources the filter runs on; then a default route to the baseline
+/// for every other request. Each route removes the decision header before the request leaves
+/// for the upstream, so that no application sees a seal.
 pub fn virtual_service(spec: &Spec, route: &RouteConfig, service: &Service) -> Value {
     let header = spec.decision_header();
     let destination = |subset: &str| {
@@ -42,13 +44,30 @@ pub fn virtual_service(spec: &Spec, route: &RouteConfig, service: &Service) -> V
             },
         }])
     };
+    let remove = json!({ "request": { "remove": [header] } });
+    let sources = sources(spec);
     let mut http: Vec<Value> = route
         .variants
         .iter()
         .map(|v| {
+            let matches: Vec<Value> = spec
+                .seal
+                .matched()
+                .map(|seal| {
+                    let value = format!("{}.{seal}", v.name);
+                    let mut m = Map::new();
+                    m.insert(
+                        "headers".into(),
+                        json!({ header.as_str(): { "exact": value } }),
+                    );
+                    m.extend(sources.clone());
+                    Value::Object(m)
+                })
+                .collect();
             json!({
                 "name": format!("variant-{}", v.name),
-                "match": [{ "headers": { header.as_str(): { "exact": v.name } } }],
+                "match": matches,
+                "headers": remove,
                 "route": destination(&v.name),
             })
         })
@@ -56,6 +75,7 @@ pub fn virtual_service(spec: &Spec, route: &RouteConfig, service: &Service) -> V
     if let Some(baseline) = route.variants.first() {
         http.push(json!({
             "name": "default",
+            "headers": remove,
             "route": destination(&baseline.name),
         }));
     }
@@ -69,4 +89,20 @@ pub fn virtual_service(spec: &Spec, route: &RouteConfig, service: &Service) -> V
             "http": http,
         },
     })
+}
+
+/// The match conditions that confine a header route to the proxies the filter runs on: the
+/// workloads of a `selector` (`sourceLabels`), or the gateways of a `targetRefs` attachment
+/// (the VirtualService's gateways other than `mesh`).
+fn sources(spec: &Spec) -> Map<String, Value> {
+    let mut conditions = Map::new();
+    if let Some(selector) = &spec.attachment.selector {
+        conditions.insert("sourceLabels".into(), json!(selector.match_labels));
+    } else if spec.attachment.target_refs.is_some() {
+        let gateways: Vec<&String> = spec.gateways.iter().filter(|g| *g != MESH).collect();
+        if !gateways.is_empty() {
+            conditions.insert("gateways".into(), json!(gateways));
+        }
+    }
+    conditions
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use canary_filter::config::PluginConfig;
 
 use super::errors::Errors;
-use super::{Attachment, Module, Service, MESH};
+use super::{Attachment, Module, Seal, Service, MESH};
 
 pub(super) fn check_module(errors: &mut Errors, module: &Module) {
     const SCHEMES: [&str; 4] = ["oci://", "https://", "http://", "file://"];
@@ -33,6 +33,36 @@ pub(super) fn check_module(errors: &mut Errors, module: &Module) {
                 module.sha256
             ),
         );
+    }
+}
+
+/// Each seal as the filter checks it (never quoted), every one different.
+pub(super) fn check_seal(errors: &mut Errors, seal: &Seal) {
+    if let Err(reason) = canary_filter::table::check_seal(&seal.current) {
+        errors.push("seal.current", reason);
+    }
+    if seal.accept.len() > Seal::MAX_ACCEPT {
+        errors.push(
+            "seal.accept",
+            format!(
+                "lists {} seals; at most {} (finish a rotation before starting the next)",
+                seal.accept.len(),
+                Seal::MAX_ACCEPT
+            ),
+        );
+    }
+    for (i, accepted) in seal.accept.iter().enumerate() {
+        let path = format!("seal.accept[{i}]");
+        if let Err(reason) = canary_filter::table::check_seal(accepted) {
+            errors.push(&path, reason);
+        }
+        if *accepted == seal.current {
+            errors.push(&path, "is the current seal");
+        } else if let Some(first) = seal.accept.iter().position(|a| a == accepted) {
+            if first < i {
+                errors.push(&path, format!("duplicate of seal.accept[{first}]"));
+            }
+        }
     }
 }
 

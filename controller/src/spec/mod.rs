@@ -11,6 +11,9 @@
 //!   selector: { matchLabels: { app: productpage } }
 //!   # targetRefs: [{ group: gateway.networking.k8s.io, kind: Gateway, name: web }]
 //! gateways: [mesh]                # VirtualService gateways; default [mesh]
+//! seal:                           # the secret of the decision values (`canaryctl seal`)
+//!   current: <seal>               # written by the filter (as pluginConfig.seal)
+//!   accept: [<seal>]              # also matched by the routes, during a rotation
 //! services:                       # one entry per route of pluginConfig, by route name
 //!   reviews:
 //!     host: reviews.bookinfo.svc.cluster.local
@@ -35,7 +38,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use check::{
-    check_attachment, check_dns_label, check_gateways, check_module, check_routes, check_services,
+    check_attachment, check_dns_label, check_gateways, check_module, check_routes, check_seal,
+    check_services,
 };
 use errors::Errors;
 
@@ -46,6 +50,7 @@ pub const FIELDS: &[&str] = &[
     "module",
     "attachment",
     "gateways",
+    "seal",
     "services",
     "pluginConfig",
 ];
@@ -62,12 +67,43 @@ pub struct Spec {
     pub attachment: Attachment,
     /// The VirtualService gateways, defaulted to `[mesh]`.
     pub gateways: Vec<String>,
+    pub seal: Seal,
     /// By route name.
     pub services: BTreeMap<String, Service>,
-    /// The plugin configuration exactly as written.
+    /// The plugin configuration as written, with `seal` set to the spec's current seal.
     pub plugin_config: Value,
-    /// The plugin configuration as the filter decodes it.
+    /// The plugin configuration as the filter decodes it (its seal is the current one).
     pub config: PluginConfig,
+}
+
+/// The seals of the decision values: the filter writes `current`; the rendered routes match
+/// `current` and each of `accept`, so that a rotation never leaves a decided request without
+/// its route.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Seal {
+    pub current: String,
+    #[serde(default)]
+    pub accept: Vec<String>,
+}
+
+impl Seal {
+    /// Most seals accepted besides the current one.
+    pub const MAX_ACCEPT: usize = 4;
+
+    /// Every seal the routes match: the current one first.
+    pub fn matched(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.current.as_str()).chain(self.accept.iter().map(String::as_str))
+    }
+}
+
+/// Shows how many seals there are, never a seal.
+impl std::fmt::Debug for Seal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seal")
+            .field("accept", &self.accept.len())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -155,6 +191,14 @@ impl Spec {
             Some(v) => errors.decode("gateways", v),
             None => Some(vec![MESH.to_owned()]),
         };
+        let seal: Option<Seal> = errors.take(&mut map, "seal");
+        // Written into the plugin configuration only when valid, so that an invalid current
+        // seal is reported once, at `seal.current`.
+        let current = seal.as_ref().and_then(|seal| {
+            let valid = canary_filter::table::check_seal(&seal.current).is_ok();
+            check_seal(&mut errors, seal);
+            valid.then(|| seal.current.clone())
+        });
         let raw_services = errors.take::<Map<String, Value>>(&mut map, "services");
         let declared: Vec<String> = raw_services
             .iter()
@@ -168,7 +212,18 @@ impl Spec {
                 })
                 .collect::<BTreeMap<String, Service>>()
         });
-        let plugin_config = map.remove("pluginConfig");
+        let mut plugin_config = map.remove("pluginConfig");
+        if let Some(Value::Object(raw)) = &mut plugin_config {
+            if raw.contains_key("seal") {
+                errors.push(
+                    "pluginConfig.seal",
+                    "is written from the spec's seal.current; leave it out",
+                );
+            }
+            if let Some(current) = current {
+                raw.insert("seal".to_owned(), Value::String(current));
+            }
+        }
         let config = match &plugin_config {
             None => {
                 errors.push("pluginConfig", "is required");
@@ -205,6 +260,7 @@ impl Spec {
             module,
             attachment,
             gateways,
+            seal,
             services,
             plugin_config,
             config,
@@ -215,6 +271,7 @@ impl Spec {
                 Some(module),
                 Some(attachment),
                 Some(gateways),
+                Some(seal),
                 Some(services),
                 Some(plugin_config),
                 Some(config),
@@ -224,6 +281,7 @@ impl Spec {
                 module,
                 attachment,
                 gateways,
+                seal,
                 services,
                 plugin_config,
                 config,
@@ -263,6 +321,7 @@ mod tests {
             "namespace": "bookinfo",
             "module": { "url": "oci://example.com/canary:1", "sha256": "a".repeat(64) },
             "attachment": { "selector": { "matchLabels": { "app": "productpage" } } },
+            "seal": { "current": "Cq2zq1Rj0m4sZpV9yXb3wT", "accept": ["0123456789abcdef0123456789abcdef"] },
             "services": {
                 "reviews": {
                     "host": "reviews.bookinfo.svc.cluster.local",
@@ -328,6 +387,69 @@ mod tests {
                 errs.iter().any(|e| e.starts_with(want)),
                 "{want} in {errs:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_seal_is_required_checked_and_written_into_the_plugin_configuration() {
+        let spec = Spec::from_value(valid()).map_err(|e| e.to_string());
+        let spec = spec.as_ref().expect("valid");
+        assert_eq!(spec.plugin_config["seal"], "Cq2zq1Rj0m4sZpV9yXb3wT");
+        assert_eq!(spec.config.seal.as_deref(), Some("Cq2zq1Rj0m4sZpV9yXb3wT"));
+        assert_eq!(
+            spec.seal.matched().collect::<Vec<_>>(),
+            ["Cq2zq1Rj0m4sZpV9yXb3wT", "0123456789abcdef0123456789abcdef"]
+        );
+        assert!(!format!("{:?}", spec.seal).contains("Cq2zq1Rj0m4sZpV9yXb3wT"));
+
+        type Edit = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Edit, Vec<&str>)> =
+            vec![
+            (
+                "no seal",
+                Box::new(|v| {
+                    v.as_object_mut().map(|m| m.remove("seal"));
+                }),
+                vec!["seal: is required"],
+            ),
+            (
+                "short current",
+                Box::new(|v| v["seal"]["current"] = json!("abc")),
+                vec!["seal.current: is too short: 3 hexadecimal digits carry fewer than 128 bits; \
+                      at least 32 are needed (`canaryctl seal` makes one)"],
+            ),
+            (
+                "bad accepted, duplicate, current accepted",
+                Box::new(|v| {
+                    v["seal"]["accept"] = json!([
+                        "x.y",
+                        "0123456789abcdef0123456789abcdef",
+                        "0123456789abcdef0123456789abcdef",
+                        "Cq2zq1Rj0m4sZpV9yXb3wT"
+                    ])
+                }),
+                vec![
+                    "seal.accept[0]: must be 22 to 128 characters of A-Z, a-z, 0-9, '-' and '_' \
+                     (the seal is not shown)",
+                    "seal.accept[2]: duplicate of seal.accept[1]",
+                    "seal.accept[3]: is the current seal",
+                ],
+            ),
+            (
+                "seal in the plugin configuration",
+                Box::new(|v| v["pluginConfig"]["seal"] = json!("Cq2zq1Rj0m4sZpV9yXb3wT")),
+                vec!["pluginConfig.seal: is written from the spec's seal.current; leave it out"],
+            ),
+            (
+                "unknown seal field",
+                Box::new(|v| v["seal"]["next"] = json!("x")),
+                vec!["seal.next: unknown field `next`, expected `current` or `accept`"],
+            ),
+        ];
+        for (label, edit, want) in cases {
+            let mut v = valid();
+            edit(&mut v);
+            assert_eq!(errors(v), want, "{label}");
         }
     }
 }
