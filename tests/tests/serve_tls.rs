@@ -121,6 +121,15 @@ async fn subscribe(
     }
 }
 
+/// The controller's certificate, and the CA of Envoys' certificates if `mtls`.
+fn server_files(pki: &Pki, mtls: bool) -> TlsFiles {
+    TlsFiles {
+        cert: pki.cert("server"),
+        key: pki.key("server"),
+        client_ca: mtls.then(|| pki.cert("ca")),
+    }
+}
+
 fn client_tls(pki: &Pki, identity: Option<&str>) -> ClientTlsConfig {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(pki.read(pki.cert("ca"))))
@@ -153,11 +162,7 @@ async fn metric(server: &Server, name: &str) -> u64 {
 async fn with_mtls_only_envoys_holding_a_certificate_of_the_ca_are_served() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let pki = Pki::new(dir.path());
-    let files = TlsFiles {
-        cert: pki.cert("server"),
-        key: pki.key("server"),
-        client_ca: Some(pki.cert("ca")),
-    };
+    let files = server_files(&pki, true);
     let server = controller(dir.path(), GrpcSecurity::tls(&files, None).expect("TLS")).await;
 
     assert_configured_over_tls(
@@ -192,11 +197,7 @@ async fn with_mtls_only_envoys_holding_a_certificate_of_the_ca_are_served() {
 async fn with_a_token_only_envoys_sending_it_are_served_and_the_others_counted() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let pki = Pki::new(dir.path());
-    let files = TlsFiles {
-        cert: pki.cert("server"),
-        key: pki.key("server"),
-        client_ca: None,
-    };
+    let files = server_files(&pki, false);
     let security = GrpcSecurity::tls(&files, Token::new(ENVOY_TOKEN)).expect("TLS");
     let server = controller(dir.path(), security).await;
 
@@ -237,11 +238,7 @@ async fn with_a_token_only_envoys_sending_it_are_served_and_the_others_counted()
 fn tls_without_a_way_to_authenticate_clients_is_refused() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let pki = Pki::new(dir.path());
-    let files = TlsFiles {
-        cert: pki.cert("server"),
-        key: pki.key("server"),
-        client_ca: None,
-    };
+    let files = server_files(&pki, false);
     let error = GrpcSecurity::tls(&files, None).expect_err("no client authentication");
     assert!(error.to_string().contains("--grpc-client-ca"), "{error}");
     let swapped = TlsFiles {
