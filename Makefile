@@ -10,6 +10,12 @@ WASM          := $(TARGET_DIR)/wasm32-wasip1/release/canary_filter.wasm
 NOOP_WASM     := $(TARGET_DIR)/wasm32-wasip1/release/canary_noop_filter.wasm
 CARGO         ?= cargo
 
+# A one-off build, as in CI, gains nothing from incremental compilation and would keep gigabytes
+# of its state.
+ifdef CI
+export CARGO_INCREMENTAL := 0
+endif
+
 export ENVOY_BIN   := $(abspath $(ENVOY))
 export CANARY_WASM := $(abspath $(WASM))
 export CANARYCTL_BIN := $(abspath $(TARGET_DIR)/debug/canaryctl)
