@@ -43,7 +43,7 @@ pub enum KubeError {
         name: String,
     },
     #[error(
-        "kube://{namespace}/{name} is ambiguous: a {} of that name exist; name the kind: {}",
+        "kube://{namespace}/{name} is ambiguous: there are {} objects of that name; name the kind: {}",
         kinds_text(.kinds, "and"),
         .kinds.iter().map(|k| format!("kube://{namespace}/{}/{name}", k.lowercase())).collect::<Vec<_>>().join(" or ")
     )]
