@@ -201,8 +201,9 @@ fn a_missing_resource_is_reported_clearly() {
     ]);
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(
-        run.stderr
-            .contains("no WasmPlugin or TrafficExtension named \"nope\" in namespace \"shop\""),
+        run.stderr.contains(
+            "no WasmPlugin, TrafficExtension or EnvoyFilter named \"nope\" in namespace \"shop\""
+        ),
         "{run:?}"
     );
     assert!(cluster.api.served_with("PATCH").is_empty());

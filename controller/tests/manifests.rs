@@ -180,30 +180,40 @@ fn the_controller_manifests_fit_together() {
     assert_eq!(Some(&subjects[0].name), account.metadata.name.as_ref());
     assert_eq!(subjects[0].namespace.as_ref(), Some(&namespace));
 
-    // Least privilege: get and patch on the two Istio kinds, nothing else.
-    let rules = role.rules.clone().unwrap_or_default();
-    assert_eq!(rules.len(), 1, "one rule");
-    let rule = &rules[0];
+    // Least privilege: get and patch on the three Istio kinds, nothing else.
     let set = |v: &Option<Vec<String>>| {
         v.clone()
             .unwrap_or_default()
             .into_iter()
             .collect::<BTreeSet<_>>()
     };
+    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+    let rules = role.rules.clone().unwrap_or_default();
+    let granted: Vec<_> = rules
+        .iter()
+        .map(|rule| {
+            assert_eq!(
+                rule.verbs.iter().cloned().collect::<BTreeSet<_>>(),
+                strings(&["get", "patch"])
+            );
+            assert_eq!(rule.resource_names, None);
+            assert_eq!(rule.non_resource_urls, None);
+            (set(&rule.api_groups), set(&rule.resources))
+        })
+        .collect();
     assert_eq!(
-        set(&rule.api_groups),
-        BTreeSet::from(["extensions.istio.io".to_owned()])
+        granted,
+        [
+            (
+                strings(&["extensions.istio.io"]),
+                strings(&["trafficextensions", "wasmplugins"])
+            ),
+            (
+                strings(&["networking.istio.io"]),
+                strings(&["envoyfilters"])
+            ),
+        ]
     );
-    assert_eq!(
-        set(&rule.resources),
-        BTreeSet::from(["trafficextensions".to_owned(), "wasmplugins".to_owned()])
-    );
-    assert_eq!(
-        rule.verbs.iter().cloned().collect::<BTreeSet<_>>(),
-        BTreeSet::from(["get".to_owned(), "patch".to_owned()])
-    );
-    assert_eq!(rule.resource_names, None);
-    assert_eq!(rule.non_resource_urls, None);
 }
 
 #[test]

@@ -126,6 +126,12 @@ fn abort_leaves_a_finished_rollout_alone() {
 /// An Envoy admin endpoint whose `/stats` shows 50 more responses for each variant at every
 /// read, `errors_in_50` of the canary's being 5xx.
 fn stand_in_envoy_admin(errors_in_50: u64) -> String {
+    stand_in_envoy_admin_for("stable", "canary", errors_in_50)
+}
+
+/// The same, for the baseline and canary variants named.
+fn stand_in_envoy_admin_for(baseline: &str, canary: &str, errors_in_50: u64) -> String {
+    let (baseline, canary) = (baseline.to_owned(), canary.to_owned());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr");
@@ -138,9 +144,9 @@ fn stand_in_envoy_admin(errors_in_50: u64) -> String {
                 json!({"name": format!("wasmcustom.canary.route.reviews.variant.{name}"), "value": value})
             };
             let body = json!({"stats": [
-                stat("canary.response.2xx", n * (50 - errors_in_50)),
-                stat("canary.response.5xx", n * errors_in_50),
-                stat("stable.response.2xx", n * 50),
+                stat(&format!("{canary}.response.2xx"), n * (50 - errors_in_50)),
+                stat(&format!("{canary}.response.5xx"), n * errors_in_50),
+                stat(&format!("{baseline}.response.2xx"), n * 50),
             ]});
             async move { axum::Json(body) }
         }),
@@ -159,10 +165,14 @@ fn stand_in_envoy_admin(errors_in_50: u64) -> String {
 }
 
 fn rollout(c: &Cluster, metrics: &str) -> support::Run {
+    rollout_of(c, "canary", metrics)
+}
+
+fn rollout_of(c: &Cluster, variant: &str, metrics: &str) -> support::Run {
     c.run(&[
         "rollout",
         "--variant",
-        "canary",
+        variant,
         "--steps",
         "10,50",
         "--interval",
@@ -215,4 +225,74 @@ fn a_failing_rollout_is_rolled_back_and_recorded_on_the_wasm_plugin() {
         .as_str()
         .unwrap_or_default()
         .contains("error rate"));
+}
+
+/// The rendered EnvoyFilter, with its rollout record, as the target.
+fn envoy_filter_cluster(annotation: &str) -> Cluster {
+    let api = KubeApi::start();
+    let mut envoy_filter = support::rendered_envoy_filter();
+    envoy_filter["metadata"]["annotations"] = json!({ANNOTATION: annotation, "team": "reviews"});
+    envoy_filter["metadata"]["namespace"] = json!("shop");
+    api.create(envoy_filter);
+    Cluster {
+        api,
+        dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+fn envoy_filter(c: &Cluster) -> Value {
+    c.api
+        .get("envoyfilters", "shop", "reviews-canary")
+        .expect("the EnvoyFilter exists")
+}
+
+fn envoy_filter_weights(c: &Cluster) -> Vec<Value> {
+    support::envoy_filter_config(&envoy_filter(c))["routes"][0]["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .map(|v| v["weight"].clone())
+        .collect()
+}
+
+fn envoy_filter_record(c: &Cluster) -> Value {
+    let text = envoy_filter(c)["metadata"]["annotations"][ANNOTATION]
+        .as_str()
+        .expect("the annotation")
+        .to_owned();
+    serde_json::from_str(&text).expect("JSON")
+}
+
+#[test]
+fn a_healthy_rollout_is_promoted_and_recorded_on_the_envoy_filter() {
+    let c = envoy_filter_cluster(&record("rolled-back"));
+    c.api.force_conflicts(1);
+    let run = rollout_of(&c, "v2", &stand_in_envoy_admin_for("v1", "v2", 0));
+    assert!(run.succeeded(), "{run:?}");
+    assert!(run.stdout.contains("step 2/2 passed"), "{run:?}");
+    assert_eq!(envoy_filter_weights(&c), [json!(0), json!(100), json!(0)]);
+    assert_eq!(envoy_filter_record(&c)["state"], "promoted");
+    assert_eq!(
+        envoy_filter(&c)["metadata"]["annotations"]["team"],
+        "reviews"
+    );
+    assert!(c
+        .api
+        .served_with("PATCH")
+        .iter()
+        .all(|s| s.uri.contains("/envoyfilters/")));
+}
+
+#[test]
+fn a_failing_rollout_is_rolled_back_and_recorded_on_the_envoy_filter() {
+    let c = envoy_filter_cluster(&record("promoted"));
+    let run = rollout_of(&c, "v2", &stand_in_envoy_admin_for("v1", "v2", 10));
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stdout.contains("step 1/2 at 10 % failed"), "{run:?}");
+    assert_eq!(
+        envoy_filter_weights(&c),
+        [json!(90), json!(0), json!(10)],
+        "v2 back to 0, the baseline takes it, v3 keeps its weight"
+    );
+    assert_eq!(envoy_filter_record(&c)["state"], "rolled-back");
 }

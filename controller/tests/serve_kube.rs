@@ -1,6 +1,7 @@
 //! `canaryctl serve --target kube://NAMESPACE/NAME`, as the Kubernetes Deployment runs it: the
 //! API's changes patch the WasmPlugin's `pluginConfig` (istiod delivers it), against the
-//! stand-in Kubernetes API server.
+//! stand-in Kubernetes API server; the same for an EnvoyFilter, whose plugin configuration is a
+//! string inside its EXTENSION_CONFIG patch.
 
 mod support;
 
@@ -64,24 +65,23 @@ impl Drop for Serve {
     }
 }
 
-#[test]
-fn the_api_patches_the_wasm_plugin() {
-    let api = KubeApi::start();
-    api.create(wasm_plugin());
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.kubeconfig(dir.path());
-    std::fs::write(dir.path().join("token"), "k8s-token\n").unwrap();
+/// `canaryctl serve --target TARGET` against `api`, with the bearer token `k8s-token`; its
+/// HTTP address.
+fn serve(api: &KubeApi, dir: &std::path::Path, target: &str) -> (Serve, SocketAddr) {
+    let kubeconfig = api.kubeconfig(dir);
+    std::fs::write(dir.join("token"), "k8s-token\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_canaryctl"))
-        .args(["serve", "--target=kube://shop/reviews-canary"])
+        .arg("serve")
+        .arg(format!("--target={target}"))
         .args([
             "--listen=127.0.0.1:0",
             "--grpc-listen=127.0.0.1:0",
             "--poll-ms=100",
         ])
         .arg("--token-file")
-        .arg(dir.path().join("token"))
+        .arg(dir.join("token"))
         .env("KUBECONFIG", kubeconfig)
-        .env("HOME", dir.path())
+        .env("HOME", dir)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("CANARYCTL_TOKEN")
         .stdout(Stdio::piped())
@@ -99,6 +99,15 @@ fn the_api_patches_the_wasm_plugin() {
         .expect("serving: http ADDR …")
         .parse()
         .unwrap();
+    (serve, http)
+}
+
+#[test]
+fn the_api_patches_the_wasm_plugin() {
+    let api = KubeApi::start();
+    api.create(wasm_plugin());
+    let dir = tempfile::tempdir().unwrap();
+    let (serve, http) = serve(&api, dir.path(), "kube://shop/reviews-canary");
 
     let (status, routes) = request(http, "GET", "/v1/routes", None, "");
     assert_eq!(status, 200);
@@ -156,5 +165,46 @@ fn the_api_patches_the_wasm_plugin() {
         live["spec"]["pluginConfig"]["routes"][0]["variants"][1]["weight"],
         0
     );
+    drop(serve);
+}
+
+#[test]
+fn the_api_patches_the_envoy_filter() {
+    let api = KubeApi::start();
+    let rendered = support::rendered_envoy_filter();
+    api.create(rendered.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let (serve, http) = serve(&api, dir.path(), "kube://bookinfo/reviews-canary");
+
+    let (status, routes) = request(http, "GET", "/v1/routes", None, "");
+    assert_eq!(status, 200, "{routes}");
+    assert_eq!(
+        routes["routes"][0]["variants"][1],
+        json!({"name": "v2", "weight": 10})
+    );
+
+    let (status, answer) = request(
+        http,
+        "PUT",
+        "/v1/routes/reviews/weights",
+        Some("k8s-token"),
+        r#"{"weights":{"v2":25}}"#,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let live = api
+        .get("envoyfilters", "bookinfo", "reviews-canary")
+        .unwrap();
+    assert_eq!(
+        support::envoy_filter_config(&live)["routes"][0]["variants"],
+        json!([{"name": "v1", "weight": 65}, {"name": "v2", "weight": 25},
+               {"name": "v3", "weight": 10}])
+    );
+    assert_eq!(
+        live["spec"]["configPatches"][1], rendered["spec"]["configPatches"][1],
+        "the HTTP_FILTER patch is kept"
+    );
+    let patches = api.served_with("PATCH");
+    assert_eq!(patches.len(), 1);
+    assert!(patches[0].uri.contains("/networking.istio.io/v1alpha3/"));
     drop(serve);
 }

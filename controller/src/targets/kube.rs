@@ -1,12 +1,18 @@
-//! `kube://NAMESPACE/NAME`: the WasmPlugin (or, failing that, the TrafficExtension) of that
-//! name, through the Kubernetes API. The client comes from the ambient configuration:
-//! `KUBECONFIG` or `~/.kube/config`, else the in-cluster service account.
+//! `kube://NAMESPACE/NAME`: the WasmPlugin, TrafficExtension or EnvoyFilter of that name,
+//! through the Kubernetes API; `kube://NAMESPACE/KIND/NAME` names the kind when several kinds
+//! have that name. The client comes from the ambient configuration: `KUBECONFIG` or
+//! `~/.kube/config`, else the in-cluster service account.
+//!
+//! An EnvoyFilter is a target when it has the shape `canaryctl render --api envoyfilter`
+//! gives it: an `EXTENSION_CONFIG` patch whose Wasm filter's `configuration` is a
+//! `StringValue` holding the plugin configuration as JSON.
 //!
 //! A change is a JSON merge patch of `spec.pluginConfig` (`spec.wasm.pluginConfig` for a
-//! TrafficExtension) holding only what changed (for a weight change, the `routes` list) and
-//! the `metadata.resourceVersion` it was computed from, so the API server refuses it with
-//! 409 Conflict if anyone wrote the object in between; the change is then recomputed on a
-//! fresh read, at most [`MAX_ATTEMPTS`] times.
+//! TrafficExtension) holding only what changed (for a weight change, the `routes` list), or
+//! for an EnvoyFilter of `spec.configPatches` (a list, so patched whole, with only the plugin
+//! configuration string changed), and the `metadata.resourceVersion` it was computed from, so
+//! the API server refuses it with 409 Conflict if anyone wrote the object in between; the
+//! change is then recomputed on a fresh read, at most [`MAX_ATTEMPTS`] times.
 
 use std::time::Duration;
 
@@ -16,9 +22,12 @@ use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
 use super::{edited, Edit, Error, Update, MAX_ATTEMPTS};
+use crate::ecds;
 
 pub const GROUP: &str = "extensions.istio.io";
 pub const VERSION: &str = "v1alpha1";
+pub const NETWORKING_GROUP: &str = "networking.istio.io";
+pub const NETWORKING_VERSION: &str = "v1alpha3";
 const FIELD_MANAGER: &str = "canaryctl";
 
 #[derive(Debug, thiserror::Error)]
@@ -27,14 +36,36 @@ pub enum KubeError {
     Runtime(std::io::Error),
     #[error("no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster): {}", describe(.0))]
     Client(Box<kube::Error>),
-    #[error("no WasmPlugin or TrafficExtension named {name:?} in namespace {namespace:?}")]
-    NotFound { namespace: String, name: String },
+    #[error("no {} named {name:?} in namespace {namespace:?}", kinds_text(.kinds, "or"))]
+    NotFound {
+        kinds: Vec<Kind>,
+        namespace: String,
+        name: String,
+    },
+    #[error(
+        "kube://{namespace}/{name} is ambiguous: there are {} objects of that name; name the kind: {}",
+        kinds_text(.kinds, "and"),
+        .kinds.iter().map(|k| format!("kube://{namespace}/{}/{name}", k.lowercase())).collect::<Vec<_>>().join(" or ")
+    )]
+    Ambiguous {
+        kinds: Vec<Kind>,
+        namespace: String,
+        name: String,
+    },
     #[error("{kind} {namespace}/{name} has no {field}")]
     NoPluginConfig {
         kind: Kind,
         namespace: String,
         name: String,
         field: &'static str,
+    },
+    #[error("{kind} {namespace}/{name}: the plugin configuration in {field} is not JSON: {error}")]
+    PluginConfigNotJson {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        field: &'static str,
+        error: serde_json::Error,
     },
     #[error(
         "the Kubernetes API refused to {action} {kind} {namespace}/{name}: {}",
@@ -68,11 +99,36 @@ fn describe(error: &kube::Error) -> String {
     }
 }
 
+/// `A, B or C`.
+fn kinds_text(kinds: &[Kind], conjunction: &str) -> String {
+    match kinds {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [first @ .., last] => {
+            let first: Vec<String> = first.iter().map(Kind::to_string).collect();
+            format!("{} {conjunction} {last}", first.join(", "))
+        }
+    }
+}
+
 /// The Istio kinds that carry a Wasm plugin configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     WasmPlugin,
     TrafficExtension,
+    EnvoyFilter,
+}
+
+impl std::str::FromStr for Kind {
+    type Err = ();
+
+    /// The kind as written in `kube://NAMESPACE/KIND/NAME`: lower case, singular.
+    fn from_str(text: &str) -> Result<Self, ()> {
+        Kind::ALL
+            .into_iter()
+            .find(|kind| kind.lowercase() == text)
+            .ok_or(())
+    }
 }
 
 impl std::fmt::Display for Kind {
@@ -82,32 +138,45 @@ impl std::fmt::Display for Kind {
 }
 
 impl Kind {
-    /// In the order a `kube://` target is looked up.
-    const ALL: [Kind; 2] = [Kind::WasmPlugin, Kind::TrafficExtension];
+    /// Every kind a `kube://NAMESPACE/NAME` target is looked up as.
+    pub const ALL: [Kind; 3] = [Kind::WasmPlugin, Kind::TrafficExtension, Kind::EnvoyFilter];
 
     fn name(self) -> &'static str {
         match self {
             Kind::WasmPlugin => "WasmPlugin",
             Kind::TrafficExtension => "TrafficExtension",
+            Kind::EnvoyFilter => "EnvoyFilter",
+        }
+    }
+
+    /// As written in a `kube://NAMESPACE/KIND/NAME` target.
+    pub fn lowercase(self) -> &'static str {
+        match self {
+            Kind::WasmPlugin => "wasmplugin",
+            Kind::TrafficExtension => "trafficextension",
+            Kind::EnvoyFilter => "envoyfilter",
         }
     }
 
     fn api_resource(self) -> ApiResource {
-        let plural = match self {
-            Kind::WasmPlugin => "wasmplugins",
-            Kind::TrafficExtension => "trafficextensions",
+        let (group, version, plural) = match self {
+            Kind::WasmPlugin => (GROUP, VERSION, "wasmplugins"),
+            Kind::TrafficExtension => (GROUP, VERSION, "trafficextensions"),
+            Kind::EnvoyFilter => (NETWORKING_GROUP, NETWORKING_VERSION, "envoyfilters"),
         };
         ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(GROUP, VERSION, self.name()),
+            &GroupVersionKind::gvk(group, version, self.name()),
             plural,
         )
     }
 
-    /// Where the plugin configuration sits in the object's `spec`.
+    /// Where the plugin configuration sits in the object's `spec` (WasmPlugin and
+    /// TrafficExtension: as an object).
     fn config_path(self) -> &'static [&'static str] {
         match self {
             Kind::WasmPlugin => &["pluginConfig"],
             Kind::TrafficExtension => &["wasm", "pluginConfig"],
+            Kind::EnvoyFilter => &[],
         }
     }
 
@@ -115,14 +184,51 @@ impl Kind {
         match self {
             Kind::WasmPlugin => "spec.pluginConfig",
             Kind::TrafficExtension => "spec.wasm.pluginConfig",
+            Kind::EnvoyFilter => {
+                "spec.configPatches[].patch.value.typed_config.config.configuration.value \
+                 (an EXTENSION_CONFIG patch of a Wasm filter)"
+            }
         }
     }
 
-    fn config(self, object: &DynamicObject) -> Option<&Value> {
+    /// The plugin configuration, if the object has one where this kind keeps it.
+    fn config(self, object: &DynamicObject) -> Option<Result<Value, serde_json::Error>> {
         let spec = object.data.get("spec")?;
+        if self == Kind::EnvoyFilter {
+            let pointer = envoy_filter_config_pointer(spec)?;
+            let text = spec.pointer(&pointer)?.as_str()?;
+            return Some(serde_json::from_str(text));
+        }
         self.config_path()
             .iter()
             .try_fold(spec, |value, key| value.get(key))
+            .cloned()
+            .map(Ok)
+    }
+
+    /// The merge patch that turns the plugin configuration `live` of `object` into `config`,
+    /// valid only against the object's resourceVersion.
+    fn change(
+        self,
+        object: &DynamicObject,
+        live: &Value,
+        config: &Value,
+    ) -> Result<Value, serde_json::Error> {
+        let resource_version = object.metadata.resource_version.as_deref();
+        if self != Kind::EnvoyFilter {
+            return Ok(self.patch(resource_version, merge_diff(live, config)));
+        }
+        let mut spec = object.data.get("spec").cloned().unwrap_or_default();
+        let text = serde_json::to_string(config)?;
+        if let Some(slot) =
+            envoy_filter_config_pointer(&spec).and_then(|pointer| spec.pointer_mut(&pointer))
+        {
+            *slot = Value::String(text);
+        }
+        Ok(json!({
+            "metadata": { "resourceVersion": resource_version },
+            "spec": { "configPatches": spec.get("configPatches") },
+        }))
     }
 
     /// The merge patch that applies `config_patch` to the plugin configuration, valid only
@@ -138,6 +244,36 @@ impl Kind {
             "spec": spec,
         })
     }
+}
+
+/// Where, in an EnvoyFilter's `spec`, the plugin configuration string is: the first
+/// `EXTENSION_CONFIG` patch whose value is a Wasm filter with a `StringValue` configuration
+/// that holds a JSON object with `routes`. A JSON pointer.
+fn envoy_filter_config_pointer(spec: &Value) -> Option<String> {
+    let patches = spec.get("configPatches")?.as_array()?;
+    patches.iter().enumerate().find_map(|(index, patch)| {
+        if patch.get("applyTo")?.as_str()? != "EXTENSION_CONFIG" {
+            return None;
+        }
+        let value = patch.pointer("/patch/value")?;
+        let typed_config_key = ["typed_config", "typedConfig"]
+            .into_iter()
+            .find(|key| value.get(*key).is_some())?;
+        let typed_config = &value[typed_config_key];
+        if typed_config.get("@type")?.as_str()? != ecds::WASM {
+            return None;
+        }
+        let configuration = typed_config.pointer("/config/configuration")?;
+        if configuration.get("@type")?.as_str()? != ecds::STRING_VALUE {
+            return None;
+        }
+        let text = configuration.get("value")?.as_str()?;
+        let parsed: Value = serde_json::from_str(text).ok()?;
+        parsed.get("routes")?;
+        Some(format!(
+            "/configPatches/{index}/patch/value/{typed_config_key}/config/configuration/value"
+        ))
+    })
 }
 
 /// The JSON merge patch (RFC 7386) that turns `from` into `to`: only the members that
@@ -166,24 +302,34 @@ fn merge_diff(from: &Value, to: &Value) -> Value {
     }
 }
 
-/// One WasmPlugin or TrafficExtension, by namespace and name.
+/// One WasmPlugin, TrafficExtension or EnvoyFilter, by namespace and name, of the kind given
+/// or else of whichever kind has that name.
 struct Resource<'a> {
     client: Client,
+    kind: Option<Kind>,
     namespace: &'a str,
     name: &'a str,
 }
 
-pub fn read(namespace: &str, name: &str) -> Result<Value, KubeError> {
+/// Where a `kube://` target points: a namespace, a name and maybe a kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Location<'a> {
+    pub kind: Option<Kind>,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+pub fn read(at: Location<'_>) -> Result<Value, KubeError> {
     block_on(async {
-        let resource = Resource::connect(namespace, name).await?;
+        let resource = Resource::connect(at).await?;
         let (kind, object) = resource.get().await?;
-        resource.config(kind, &object).cloned()
+        resource.config(kind, &object)
     })?
 }
 
-pub fn update(namespace: &str, name: &str, edit: &Edit<'_>) -> Result<Update, Error> {
+pub fn update(at: Location<'_>, edit: &Edit<'_>) -> Result<Update, Error> {
     block_on(async {
-        let resource = Resource::connect(namespace, name).await?;
+        let resource = Resource::connect(at).await?;
         resource.update(edit).await
     })?
 }
@@ -197,14 +343,15 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, KubeError> {
 }
 
 impl<'a> Resource<'a> {
-    async fn connect(namespace: &'a str, name: &'a str) -> Result<Self, KubeError> {
+    async fn connect(at: Location<'a>) -> Result<Self, KubeError> {
         let client = Client::try_default()
             .await
             .map_err(|e| KubeError::Client(Box::new(e)))?;
         Ok(Self {
             client,
-            namespace,
-            name,
+            kind: at.kind,
+            namespace: at.namespace,
+            name: at.name,
         })
     }
 
@@ -212,35 +359,78 @@ impl<'a> Resource<'a> {
         Api::namespaced_with(self.client.clone(), self.namespace, &kind.api_resource())
     }
 
-    /// The WasmPlugin of this name, or else the TrafficExtension.
+    /// The object of the kind given; else the one object of this name among the kinds (an
+    /// EnvoyFilter only if it carries a plugin configuration), or an error naming them all
+    /// when there are several.
     async fn get(&self) -> Result<(Kind, DynamicObject), KubeError> {
+        if let Some(kind) = self.kind {
+            return match self.get_kind(kind).await? {
+                Some(object) => Ok((kind, object)),
+                None => Err(self.not_found(vec![kind])),
+            };
+        }
+        let mut found = Vec::new();
         for kind in Kind::ALL {
-            match self.api(kind).get(self.name).await {
-                Ok(object) => {
+            if let Some(object) = self.get_kind(kind).await? {
+                if kind == Kind::EnvoyFilter && kind.config(&object).is_none() {
                     debug!(%kind, namespace = self.namespace, name = self.name,
-                        resource_version = ?object.metadata.resource_version, "read");
-                    return Ok((kind, object));
+                        "carries no plugin configuration; not a target");
+                    continue;
                 }
-                Err(kube::Error::Api(status)) if status.code == 404 => {
-                    debug!(%kind, namespace = self.namespace, name = self.name, "not found");
-                }
-                Err(source) => return Err(self.api_error("read", kind, source)),
+                found.push((kind, object));
             }
         }
-        Err(KubeError::NotFound {
-            namespace: self.namespace.to_owned(),
-            name: self.name.to_owned(),
-        })
+        match found.len() {
+            0 => Err(self.not_found(Kind::ALL.to_vec())),
+            1 => Ok(found.remove(0)),
+            _ => Err(KubeError::Ambiguous {
+                kinds: found.iter().map(|(kind, _)| *kind).collect(),
+                namespace: self.namespace.to_owned(),
+                name: self.name.to_owned(),
+            }),
+        }
     }
 
-    fn config<'o>(&self, kind: Kind, object: &'o DynamicObject) -> Result<&'o Value, KubeError> {
-        kind.config(object)
-            .ok_or_else(|| KubeError::NoPluginConfig {
+    async fn get_kind(&self, kind: Kind) -> Result<Option<DynamicObject>, KubeError> {
+        match self.api(kind).get(self.name).await {
+            Ok(object) => {
+                debug!(%kind, namespace = self.namespace, name = self.name,
+                    resource_version = ?object.metadata.resource_version, "read");
+                Ok(Some(object))
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                debug!(%kind, namespace = self.namespace, name = self.name, "not found");
+                Ok(None)
+            }
+            Err(source) => Err(self.api_error("read", kind, source)),
+        }
+    }
+
+    fn not_found(&self, kinds: Vec<Kind>) -> KubeError {
+        KubeError::NotFound {
+            kinds,
+            namespace: self.namespace.to_owned(),
+            name: self.name.to_owned(),
+        }
+    }
+
+    fn config(&self, kind: Kind, object: &DynamicObject) -> Result<Value, KubeError> {
+        match kind.config(object) {
+            Some(Ok(config)) => Ok(config),
+            Some(Err(error)) => Err(KubeError::PluginConfigNotJson {
                 kind,
                 namespace: self.namespace.to_owned(),
                 name: self.name.to_owned(),
                 field: kind.config_field(),
-            })
+                error,
+            }),
+            None => Err(KubeError::NoPluginConfig {
+                kind,
+                namespace: self.namespace.to_owned(),
+                name: self.name.to_owned(),
+                field: kind.config_field(),
+            }),
+        }
     }
 
     async fn update(&self, edit: &Edit<'_>) -> Result<Update, Error> {
@@ -249,8 +439,8 @@ impl<'a> Resource<'a> {
             let (kind, object) = self.get().await?;
             last_kind = kind;
             let live = self.config(kind, &object)?;
-            let config = edited(live, edit)?;
-            if &config == live {
+            let config = edited(&live, edit)?;
+            if config == live {
                 info!(%kind, namespace = self.namespace, name = self.name,
                     "configuration unchanged; nothing written");
                 return Ok(Update {
@@ -258,8 +448,9 @@ impl<'a> Resource<'a> {
                     written: false,
                 });
             }
-            let resource_version = object.metadata.resource_version.as_deref();
-            let patch = kind.patch(resource_version, merge_diff(live, &config));
+            let patch = kind
+                .change(&object, &live, &config)
+                .map_err(|error| self.config_error(kind, error))?;
             let params = PatchParams {
                 field_manager: Some(FIELD_MANAGER.to_owned()),
                 ..PatchParams::default()
@@ -295,6 +486,16 @@ impl<'a> Resource<'a> {
         .into())
     }
 
+    fn config_error(&self, kind: Kind, error: serde_json::Error) -> KubeError {
+        KubeError::PluginConfigNotJson {
+            kind,
+            namespace: self.namespace.to_owned(),
+            name: self.name.to_owned(),
+            field: kind.config_field(),
+            error,
+        }
+    }
+
     fn api_error(&self, action: &'static str, kind: Kind, source: kube::Error) -> KubeError {
         KubeError::Api {
             action,
@@ -306,14 +507,10 @@ impl<'a> Resource<'a> {
     }
 }
 
-/// The annotation `key` on the WasmPlugin (or TrafficExtension) `namespace/name`.
-pub fn read_annotation(
-    namespace: &str,
-    name: &str,
-    key: &str,
-) -> Result<Option<String>, KubeError> {
+/// The annotation `key` on the resource at `at`.
+pub fn read_annotation(at: Location<'_>, key: &str) -> Result<Option<String>, KubeError> {
     block_on(async {
-        let resource = Resource::connect(namespace, name).await?;
+        let resource = Resource::connect(at).await?;
         let (_, object) = resource.get().await?;
         Ok(annotation(&object, key))
     })?
@@ -322,13 +519,12 @@ pub fn read_annotation(
 /// Sets the annotation `key` to what `edit` makes of it, by a merge patch carrying the
 /// `resourceVersion` it was computed from, redone on a fresh read after a conflict.
 pub fn update_annotation(
-    namespace: &str,
-    name: &str,
+    at: Location<'_>,
     key: &str,
     edit: &super::RecordEdit<'_>,
 ) -> Result<Option<String>, KubeError> {
     block_on(async {
-        let resource = Resource::connect(namespace, name).await?;
+        let resource = Resource::connect(at).await?;
         resource.update_annotation(key, edit).await
     })?
 }

@@ -1,5 +1,6 @@
 //! Where the live plugin configuration is: an ECDS file a standalone Envoy watches
-//! (`file:PATH`), or a WasmPlugin / TrafficExtension in Kubernetes (`kube://NAMESPACE/NAME`).
+//! (`file:PATH`), or a WasmPlugin / TrafficExtension / EnvoyFilter in Kubernetes
+//! (`kube://NAMESPACE/NAME`, or `kube://NAMESPACE/KIND/NAME` to name the kind).
 //!
 //! Every change is read → edit → validate → write: the configuration is read from the target
 //! (the only source of truth), edited in place, checked with the filter's own parser, and
@@ -18,7 +19,7 @@ use canary_filter::ConfigErrors;
 use serde_json::Value;
 
 pub use self::file::FileError;
-pub use self::kube::KubeError;
+pub use self::kube::{Kind, KubeError};
 pub use self::record::RecordEdit;
 use crate::weights::WeightError;
 
@@ -27,7 +28,7 @@ pub const MAX_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid target {0:?}: expected file:PATH or kube://NAMESPACE/NAME")]
+    #[error("invalid target {0:?}: expected file:PATH, kube://NAMESPACE/NAME or kube://NAMESPACE/KIND/NAME (KIND: wasmplugin, trafficextension or envoyfilter)")]
     Syntax(String),
     #[error(transparent)]
     File(#[from] FileError),
@@ -47,8 +48,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Target {
     /// An ECDS file: `resources:` holding one `TypedExtensionConfig`.
     File(PathBuf),
-    /// A WasmPlugin or TrafficExtension, looked up in that order.
-    Kube { namespace: String, name: String },
+    /// A WasmPlugin, TrafficExtension or EnvoyFilter: of the kind given, or else the one
+    /// kind that has an object of that name.
+    Kube {
+        kind: Option<Kind>,
+        namespace: String,
+        name: String,
+    },
 }
 
 /// The result of an update.
@@ -72,11 +78,20 @@ impl FromStr for Target {
             return Ok(Target::File(PathBuf::from(path)));
         }
         let rest = text.strip_prefix("kube://").ok_or_else(syntax)?;
-        let (namespace, name) = rest.split_once('/').ok_or_else(syntax)?;
-        if namespace.is_empty() || name.is_empty() || name.contains('/') {
+        let parts: Vec<&str> = rest.split('/').collect();
+        let (kind, namespace, name) = match parts.as_slice() {
+            [namespace, name] => (None, *namespace, *name),
+            [namespace, kind, name] => {
+                let kind = kind.parse::<Kind>().map_err(|()| syntax())?;
+                (Some(kind), *namespace, *name)
+            }
+            _ => return Err(syntax()),
+        };
+        if namespace.is_empty() || name.is_empty() {
             return Err(syntax());
         }
         Ok(Target::Kube {
+            kind,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         })
@@ -87,7 +102,16 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::File(path) => write!(f, "file:{}", path.display()),
-            Target::Kube { namespace, name } => write!(f, "kube://{namespace}/{name}"),
+            Target::Kube {
+                kind: None,
+                namespace,
+                name,
+            } => write!(f, "kube://{namespace}/{name}"),
+            Target::Kube {
+                kind: Some(kind),
+                namespace,
+                name,
+            } => write!(f, "kube://{namespace}/{}/{name}", kind.lowercase()),
         }
     }
 }
@@ -97,7 +121,7 @@ impl Target {
     pub fn read(&self) -> Result<Value> {
         match self {
             Target::File(path) => Ok(file::read(path)?),
-            Target::Kube { namespace, name } => Ok(kube::read(namespace, name)?),
+            Target::Kube { .. } => Ok(kube::read(self.location()?)?),
         }
     }
 
@@ -106,7 +130,7 @@ impl Target {
     pub fn update(&self, edit: &Edit<'_>) -> Result<Update> {
         match self {
             Target::File(path) => file::update(path, edit),
-            Target::Kube { namespace, name } => kube::update(namespace, name, edit),
+            Target::Kube { .. } => kube::update(self.location()?, edit),
         }
     }
 
@@ -114,9 +138,8 @@ impl Target {
     pub fn read_record(&self, route: &str) -> Result<Option<String>> {
         match self {
             Target::File(path) => Ok(record::read_file(path, route)?),
-            Target::Kube { namespace, name } => Ok(kube::read_annotation(
-                namespace,
-                name,
+            Target::Kube { .. } => Ok(kube::read_annotation(
+                self.location()?,
                 &record::annotation(route),
             )?),
         }
@@ -127,12 +150,26 @@ impl Target {
     pub fn update_record(&self, route: &str, edit: &RecordEdit<'_>) -> Result<Option<String>> {
         match self {
             Target::File(path) => Ok(record::update_file(path, route, edit)?),
-            Target::Kube { namespace, name } => Ok(kube::update_annotation(
-                namespace,
-                name,
+            Target::Kube { .. } => Ok(kube::update_annotation(
+                self.location()?,
                 &record::annotation(route),
                 edit,
             )?),
+        }
+    }
+
+    fn location(&self) -> Result<kube::Location<'_>> {
+        match self {
+            Target::Kube {
+                kind,
+                namespace,
+                name,
+            } => Ok(kube::Location {
+                kind: *kind,
+                namespace,
+                name,
+            }),
+            Target::File(_) => Err(Error::Syntax(self.to_string())),
         }
     }
 }
@@ -161,10 +198,31 @@ mod tests {
         assert_eq!(
             "kube://shop/reviews-canary".parse::<Target>().unwrap(),
             Target::Kube {
+                kind: None,
                 namespace: "shop".into(),
                 name: "reviews-canary".into()
             }
         );
+        for (text, kind) in [
+            ("kube://shop/envoyfilter/reviews-canary", Kind::EnvoyFilter),
+            ("kube://shop/wasmplugin/reviews-canary", Kind::WasmPlugin),
+            (
+                "kube://shop/trafficextension/reviews-canary",
+                Kind::TrafficExtension,
+            ),
+        ] {
+            let target = text.parse::<Target>().unwrap();
+            assert_eq!(
+                target,
+                Target::Kube {
+                    kind: Some(kind),
+                    namespace: "shop".into(),
+                    name: "reviews-canary".into()
+                },
+                "{text}"
+            );
+            assert_eq!(target.to_string(), text, "shown as written");
+        }
         for bad in [
             "file:",
             "/etc/ecds.json",
@@ -172,6 +230,9 @@ mod tests {
             "kube:///x",
             "kube://shop/",
             "kube://a/b/c",
+            "kube://a/deployment/c",
+            "kube://a/envoyfilter/",
+            "kube://a/envoyfilter/b/c",
             "http://x",
         ] {
             assert!(bad.parse::<Target>().is_err(), "{bad} should be refused");

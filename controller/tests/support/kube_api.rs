@@ -1,9 +1,10 @@
-//! A stand-in Kubernetes API server for the Istio extension resources, keeping the semantics
-//! `canaryctl` relies on:
+//! A stand-in Kubernetes API server for the Istio resources that carry the plugin configuration
+//! (WasmPlugin, TrafficExtension, EnvoyFilter), keeping the semantics `canaryctl` relies on:
 //!
 //! - `GET`, `PATCH` (`application/merge-patch+json`; other patch types get 415 as a custom
 //!   resource does for strategic merge, which this stand-in extends to JSON patch and apply),
-//!   `PUT` and `POST` on `/apis/extensions.istio.io/v1alpha1/namespaces/NS/PLURAL[/NAME]`;
+//!   `PUT` and `POST` on `/apis/GROUP/VERSION/namespaces/NS/PLURAL[/NAME]`, for the group and
+//!   served version of each CRD (`extensions.istio.io/v1alpha1`, `networking.istio.io/v1alpha3`);
 //! - `metadata.resourceVersion` bumped on every write; a write carrying a stale one gets
 //!   409 Conflict, a `PUT` without one 422, a missing object 404, each with a `metav1.Status`;
 //! - every written object pruned and validated against the CRD's `openAPIV3Schema`
@@ -26,9 +27,6 @@ use serde_json::{json, Value};
 
 use super::schema;
 
-pub const GROUP: &str = "extensions.istio.io";
-pub const VERSION: &str = "v1alpha1";
-
 /// A change another client makes to the object, just before one of ours is served.
 pub type ConcurrentWrite = Box<dyn FnOnce(&mut Value) + Send>;
 
@@ -43,8 +41,16 @@ pub struct Served {
 }
 
 struct Crd {
+    group: String,
+    version: String,
     kind: String,
     schema: Value,
+}
+
+impl Crd {
+    fn api_version(&self) -> String {
+        format!("{}/{}", self.group, self.version)
+    }
 }
 
 #[derive(Default)]
@@ -67,11 +73,16 @@ pub struct KubeApi {
 }
 
 impl KubeApi {
-    /// Serves the WasmPlugin and TrafficExtension CRDs from `tests/fixtures/istio-crds/`.
+    /// Serves the WasmPlugin, TrafficExtension and EnvoyFilter CRDs from
+    /// `tests/fixtures/istio-crds/`.
     pub fn start() -> Self {
         let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/istio-crds");
         let mut store = Store::default();
-        for file in ["wasmplugin.crd.yaml", "trafficextension.crd.yaml"] {
+        for file in [
+            "wasmplugin.crd.yaml",
+            "trafficextension.crd.yaml",
+            "envoyfilter.crd.yaml",
+        ] {
             let path = crds.join(file);
             let text = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -79,11 +90,13 @@ impl KubeApi {
             let plural = crd["spec"]["names"]["plural"].as_str().expect("plural");
             let version = crd["spec"]["versions"]
                 .as_array()
-                .and_then(|v| v.iter().find(|v| v["name"] == VERSION))
-                .expect("v1alpha1 in the CRD");
+                .and_then(|v| v.iter().find(|v| v["storage"] == json!(true)))
+                .expect("a storage version in the CRD");
             store.crds.insert(
                 plural.to_owned(),
                 Crd {
+                    group: crd["spec"]["group"].as_str().expect("group").to_owned(),
+                    version: version["name"].as_str().expect("version").to_owned(),
                     kind: crd["spec"]["names"]["kind"]
                         .as_str()
                         .expect("kind")
@@ -221,6 +234,7 @@ fn plural_of(object: &Value) -> String {
     match object["kind"].as_str() {
         Some("WasmPlugin") => "wasmplugins".to_owned(),
         Some("TrafficExtension") => "trafficextensions".to_owned(),
+        Some("EnvoyFilter") => "envoyfilters".to_owned(),
         other => panic!("the stand-in serves no kind {other:?}"),
     }
 }
@@ -234,8 +248,7 @@ async fn collection(
     request: Bytes,
 ) -> Response {
     let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-    let (code, body) = if group != GROUP || version != VERSION || !store.crds.contains_key(&plural)
-    {
+    let (code, body) = if !store.serves(&group, &version, &plural) {
         not_served()
     } else if method != Method::POST {
         method_not_allowed(&method)
@@ -259,8 +272,7 @@ async fn item(
 ) -> Response {
     let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
     let content_type = content_type(&headers);
-    let (code, body) = if group != GROUP || version != VERSION || !store.crds.contains_key(&plural)
-    {
+    let (code, body) = if !store.serves(&group, &version, &plural) {
         not_served()
     } else {
         let key = (plural.clone(), ns.clone(), name.clone());
@@ -291,6 +303,16 @@ async fn item(
 }
 
 impl Store {
+    fn serves(&self, group: &str, version: &str, plural: &str) -> bool {
+        self.crds
+            .get(plural)
+            .is_some_and(|crd| crd.group == group && crd.version == version)
+    }
+
+    fn group(&self, plural: &str) -> &str {
+        self.crds.get(plural).map_or("", |c| c.group.as_str())
+    }
+
     fn log(
         &mut self,
         method: &Method,
@@ -312,6 +334,7 @@ impl Store {
         let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
             return invalid(
                 self.kind(plural),
+                self.group(plural),
                 "",
                 vec![(
                     "metadata.name".into(),
@@ -321,11 +344,12 @@ impl Store {
         };
         let key = (plural.to_owned(), ns.to_owned(), name.clone());
         if self.objects.contains_key(&key) {
+            let group = self.group(plural);
             return status(
                 StatusCode::CONFLICT,
                 "AlreadyExists",
-                &format!("{plural}.{GROUP} \"{name}\" already exists"),
-                json!({"name": name, "group": GROUP, "kind": plural}),
+                &format!("{plural}.{group} \"{name}\" already exists"),
+                json!({"name": name, "group": group, "kind": plural}),
             );
         }
         if object["metadata"]
@@ -334,6 +358,7 @@ impl Store {
         {
             return invalid(
                 self.kind(plural),
+                self.group(plural),
                 &name,
                 vec![(
                     "metadata.resourceVersion".into(),
@@ -367,6 +392,7 @@ impl Store {
         {
             return invalid(
                 self.kind(&key.0),
+                self.group(&key.0),
                 &key.2,
                 vec![(
                     "metadata.resourceVersion".into(),
@@ -403,11 +429,12 @@ impl Store {
         let (plural, _, name) = &key;
         let sent = &object["metadata"]["resourceVersion"];
         if !sent.is_null() && sent != &current["metadata"]["resourceVersion"] {
+            let group = self.group(plural);
             return status(
                 StatusCode::CONFLICT,
                 "Conflict",
-                &format!("Operation cannot be fulfilled on {plural}.{GROUP} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
-                json!({"name": name, "group": GROUP, "kind": plural}),
+                &format!("Operation cannot be fulfilled on {plural}.{group} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+                json!({"name": name, "group": group, "kind": plural}),
             );
         }
         if object["metadata"]["name"] != current["metadata"]["name"]
@@ -436,14 +463,13 @@ impl Store {
     ) -> (StatusCode, Value) {
         let crd = &self.crds[&key.0];
         let kind = crd.kind.clone();
-        if object["apiVersion"] != json!(format!("{GROUP}/{VERSION}"))
-            || object["kind"] != json!(kind)
-        {
+        let group = crd.group.clone();
+        if object["apiVersion"] != json!(crd.api_version()) || object["kind"] != json!(kind) {
             return bad_request("apiVersion or kind does not match the request");
         }
         let causes = schema::validate(&crd.schema, &mut object);
         if !causes.is_empty() {
-            return invalid(&kind, &key.2, causes);
+            return invalid(&kind, &group, &key.2, causes);
         }
         self.last_resource_version += 1;
         object["metadata"]["resourceVersion"] = json!(self.last_resource_version.to_string());
@@ -456,11 +482,12 @@ impl Store {
     }
 
     fn not_found(&self, plural: &str, name: &str) -> (StatusCode, Value) {
+        let group = self.group(plural);
         status(
             StatusCode::NOT_FOUND,
             "NotFound",
-            &format!("{plural}.{GROUP} \"{name}\" not found"),
-            json!({"name": name, "group": GROUP, "kind": plural}),
+            &format!("{plural}.{group} \"{name}\" not found"),
+            json!({"name": name, "group": group, "kind": plural}),
         )
     }
 }
@@ -509,7 +536,12 @@ fn status(code: StatusCode, reason: &str, message: &str, details: Value) -> (Sta
     )
 }
 
-fn invalid(kind: &str, name: &str, causes: Vec<(String, String)>) -> (StatusCode, Value) {
+fn invalid(
+    kind: &str,
+    group: &str,
+    name: &str,
+    causes: Vec<(String, String)>,
+) -> (StatusCode, Value) {
     let summary: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
     let causes: Vec<Value> = causes
         .iter()
@@ -519,10 +551,10 @@ fn invalid(kind: &str, name: &str, causes: Vec<(String, String)>) -> (StatusCode
         StatusCode::UNPROCESSABLE_ENTITY,
         "Invalid",
         &format!(
-            "{kind}.{GROUP} \"{name}\" is invalid: {}",
+            "{kind}.{group} \"{name}\" is invalid: {}",
             summary.join(", ")
         ),
-        json!({"name": name, "group": GROUP, "kind": kind, "causes": causes}),
+        json!({"name": name, "group": group, "kind": kind, "causes": causes}),
     )
 }
 

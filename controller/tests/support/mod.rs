@@ -57,3 +57,31 @@ pub fn canaryctl(args: &[&str], kubeconfig: Option<&Path>) -> Run {
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
     }
 }
+
+/// The EnvoyFilter `canaryctl render --api envoyfilter` makes of `examples/bookinfo-reviews.yaml`
+/// (namespace `bookinfo`, name `reviews-canary`; route `reviews` with v1 80, v2 10, v3 10).
+pub fn rendered_envoy_filter() -> serde_json::Value {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bookinfo-reviews.yaml");
+    let spec = spec.to_str().expect("UTF-8 path");
+    let run = canaryctl(&["render", spec, "--api", "envoyfilter"], None);
+    assert!(run.succeeded(), "{run:?}");
+    let found = serde_yaml::Deserializer::from_str(&run.stdout)
+        .map(|document| {
+            <serde_json::Value as serde::Deserialize>::deserialize(document).expect("YAML")
+        })
+        .find(|object| object["kind"] == "EnvoyFilter");
+    found.expect("an EnvoyFilter among the rendered resources")
+}
+
+/// Where an EnvoyFilter rendered by `canaryctl` keeps the plugin configuration string.
+pub const ENVOY_FILTER_CONFIG: &str =
+    "/spec/configPatches/0/patch/value/typed_config/config/configuration/value";
+
+/// The plugin configuration an EnvoyFilter rendered by `canaryctl` carries, parsed.
+pub fn envoy_filter_config(object: &serde_json::Value) -> serde_json::Value {
+    let text = object
+        .pointer(ENVOY_FILTER_CONFIG)
+        .and_then(serde_json::Value::as_str)
+        .expect("the plugin configuration string");
+    serde_json::from_str(text).expect("the plugin configuration is JSON")
+}
