@@ -283,7 +283,7 @@ fn files_that_are_not_ecds_are_refused() {
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(
         run.stderr
-            .contains("expected file:PATH or kube://NAMESPACE/NAME"),
+            .contains("expected file:PATH, kube://NAMESPACE/NAME or kube://NAMESPACE/KIND/NAME"),
         "{run:?}"
     );
 }
