@@ -88,7 +88,8 @@ pub enum Command {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TargetArg {
-    /// file:PATH (an ECDS file) or kube://NAMESPACE/NAME (a WasmPlugin or TrafficExtension).
+    /// file:PATH (an ECDS file), kube://NAMESPACE/NAME or kube://NAMESPACE/KIND/NAME (a
+    /// WasmPlugin, TrafficExtension or EnvoyFilter).
     #[arg(long = "target", env = "CANARYCTL_TARGET", value_name = "TARGET")]
     pub target: String,
 }

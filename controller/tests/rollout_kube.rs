@@ -5,9 +5,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 use support::canaryctl;
 use support::kube_api::KubeApi;
@@ -126,42 +123,11 @@ fn abort_leaves_a_finished_rollout_alone() {
 /// An Envoy admin endpoint whose `/stats` shows 50 more responses for each variant at every
 /// read, `errors_in_50` of the canary's being 5xx.
 fn stand_in_envoy_admin(errors_in_50: u64) -> String {
-    stand_in_envoy_admin_for("stable", "canary", errors_in_50)
+    support::stand_in_envoy_admin("reviews", "stable", "canary", errors_in_50)
 }
 
-/// The same, for the baseline and canary variants named.
 fn stand_in_envoy_admin_for(baseline: &str, canary: &str, errors_in_50: u64) -> String {
-    let (baseline, canary) = (baseline.to_owned(), canary.to_owned());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("addr");
-    let reads = Arc::new(AtomicU64::new(0));
-    let app = axum::Router::new().route(
-        "/stats",
-        axum::routing::get(move || {
-            let n = reads.fetch_add(1, Ordering::Relaxed) + 1;
-            let stat = |name: &str, value: u64| {
-                json!({"name": format!("wasmcustom.canary.route.reviews.variant.{name}"), "value": value})
-            };
-            let body = json!({"stats": [
-                stat(&format!("{canary}.response.2xx"), n * (50 - errors_in_50)),
-                stat(&format!("{canary}.response.5xx"), n * errors_in_50),
-                stat(&format!("{baseline}.response.2xx"), n * 50),
-            ]});
-            async move { axum::Json(body) }
-        }),
-    );
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            axum::serve(listener, app).await.expect("serve");
-        });
-    });
-    format!("envoy:http://{addr}")
+    support::stand_in_envoy_admin("reviews", baseline, canary, errors_in_50)
 }
 
 fn rollout(c: &Cluster, metrics: &str) -> support::Run {

@@ -1,6 +1,11 @@
 //! The rollout loop: for each step, set the weight, wait out the interval (watching for
 //! `abort`), measure the window, judge it; then pause, repeat, roll back or go on. Every change
 //! of weight goes through the target's read → edit → validate → write cycle.
+//!
+//! A rollout never stops at a partial weight because its target could not be written: when a
+//! step's write still fails after the target's own retries (a Kubernetes API unavailable for
+//! longer than its retry budget), the rollout rolls back, and keeps trying the rollback for as
+//! long as the target is unavailable, saying so at every attempt, until it is written.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -231,10 +236,15 @@ impl Runner {
             } else {
                 State::Running
             };
-            if self.save()? {
-                return self.stop_aborted();
+            match self.save() {
+                Ok(true) => return self.stop_aborted(),
+                Ok(false) => {}
+                Err(error) => return self.roll_back(&unwritable(index, steps, weight, &error)),
             }
-            let baseline_weight = self.set_weight(weight)?;
+            let baseline_weight = match self.set_weight(weight) {
+                Ok(baseline_weight) => baseline_weight,
+                Err(error) => return self.roll_back(&unwritable(index, steps, weight, &error)),
+            };
             if paused {
                 paused = false;
                 if self.pause()? {
@@ -537,11 +547,11 @@ impl Runner {
 
     fn roll_back(mut self, why: &str) -> anyhow::Result<Outcome> {
         let baseline_weight = self
-            .set_weight(Weight(0))
+            .until_written("roll back", |runner| runner.set_weight(Weight(0)))
             .context("ROLLBACK FAILED: set the variant's weight to 0 by hand")?;
         self.record.state = State::RolledBack;
         self.record.message = Some(why.to_owned());
-        self.save()?;
+        self.until_written("record the rollback", Self::save)?;
         self.report(&format!(
             "rolled back: {} is back to 0 % ({} {} %); {why}",
             self.plan.variant,
@@ -553,7 +563,7 @@ impl Runner {
 
     fn stop_aborted(mut self) -> anyhow::Result<Outcome> {
         // `abort` gave the baseline everything; a step written just before it must not stay.
-        self.set_weight(Weight(0))?;
+        self.until_written("undo the last step", |runner| runner.set_weight(Weight(0)))?;
         self.report(&format!(
             "aborted by canaryctl abort at step {}/{}: {} is at 0 %",
             self.record.step,
@@ -565,14 +575,18 @@ impl Runner {
 
     fn promote(mut self) -> anyhow::Result<Outcome> {
         let change = Change::Promote(self.plan.variant.clone());
-        self.plan
+        let promoted = self
+            .plan
             .target
             .update(&|config| change.apply(config, &self.plan.route))
-            .with_context(|| format!("{}: {} not promoted", self.plan.target, self.plan.variant))?;
+            .with_context(|| format!("{}: {} not promoted", self.plan.target, self.plan.variant));
+        if let Err(error) = promoted {
+            return self.roll_back(&format!("cannot promote: {error:#}"));
+        }
         self.record.step = self.record.steps.len() + 1;
         self.record.state = State::Promoted;
         self.record.message = None;
-        if self.save()? {
+        if self.until_written("record the promotion", Self::save)? {
             return self.stop_aborted();
         }
         self.report(&format!(
@@ -584,10 +598,51 @@ impl Runner {
         Ok(Outcome::Promoted)
     }
 
+    /// Runs `write` until it succeeds or fails for good: while the target is unavailable
+    /// (see [`crate::targets::Error::unavailable`]) it is tried again, ever less often up to every 30 s, each
+    /// failure shown.
+    fn until_written<T>(
+        &mut self,
+        what: &str,
+        mut write: impl FnMut(&mut Self) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match write(self) {
+                Ok(value) => return Ok(value),
+                Err(error) if unavailable(&error) => {
+                    self.progress.line(&format!(
+                        "cannot {what} yet: {error:#}; trying again in {} s",
+                        wait.as_secs()
+                    ));
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     fn report(&mut self, summary: &str) {
         let table = progress::table(&self.rows, &self.plan.variant, &self.baseline);
         self.progress.line(&format!("\n{table}{summary}"));
     }
+}
+
+/// Why a rollout rolls back when step `index` could not be written.
+fn unwritable(index: usize, steps: usize, weight: Weight, error: &anyhow::Error) -> String {
+    format!(
+        "step {}/{steps} at {} %: the target could not be written: {error:#}",
+        index + 1,
+        weight_text(weight)
+    )
+}
+
+/// Whether `error` comes from a target that is unavailable for now.
+fn unavailable(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<crate::targets::Error>()
+        .is_some_and(crate::targets::Error::unavailable)
 }
 
 #[cfg(test)]

@@ -44,6 +44,15 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// Whether the target is unavailable for now, so that the same change may be written
+    /// later: a Kubernetes API that kept answering 429 or 5xx, or could not be reached, for
+    /// longer than its retry budget, or other writers that kept conflicting.
+    pub fn unavailable(&self) -> bool {
+        matches!(self, Error::Kube(error) if error.unavailable())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// An ECDS file: `resources:` holding one `TypedExtensionConfig`.

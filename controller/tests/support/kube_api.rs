@@ -10,12 +10,14 @@
 //! - every written object pruned and validated against the CRD's `openAPIV3Schema`
 //!   (422 Invalid listing the causes); `generation` bumped when `spec` changes;
 //! - test hooks: a concurrent writer that changes the object just before the next writes,
-//!   and a log of the requests served.
+//!   faults (answers such as 429 with `Retry-After` or 503 for the next requests, an outage
+//!   for a while, connections closed without an answer), and a log of the requests served.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
@@ -30,7 +32,9 @@ use super::schema;
 /// A change another client makes to the object, just before one of ours is served.
 pub type ConcurrentWrite = Box<dyn FnOnce(&mut Value) + Send>;
 
-/// One request as served: method, path and query, content type, body, response status.
+/// One request as served: method, path and query, content type, body, response status; a
+/// connection closed unanswered by [`KubeApi::drop_connections`] is logged with status 0 and
+/// all else empty.
 #[derive(Debug, Clone)]
 pub struct Served {
     pub method: String,
@@ -60,7 +64,74 @@ struct Store {
     objects: BTreeMap<(String, String, String), Value>,
     last_resource_version: u64,
     concurrent_writes: VecDeque<ConcurrentWrite>,
+    /// Answers given instead of serving the next requests.
+    faults: VecDeque<Fault>,
+    /// Answers given instead of serving the next writes (not `GET`s).
+    write_faults: VecDeque<Fault>,
+    /// Until then, every request is answered 503.
+    outage_until: Option<Instant>,
+    /// How many of the next connections are closed as soon as they are accepted.
+    connections_to_drop: usize,
     served: Vec<Served>,
+}
+
+/// An answer the stand-in gives instead of serving a request, as an overloaded or restarting
+/// API server (or the load balancer in front of it) does.
+#[derive(Debug, Clone, Copy)]
+pub struct Fault {
+    pub code: u16,
+    /// `Retry-After`, in seconds.
+    pub retry_after: Option<u64>,
+}
+
+impl Fault {
+    pub fn status(code: u16) -> Self {
+        Fault {
+            code,
+            retry_after: None,
+        }
+    }
+
+    pub fn too_many_requests(retry_after: u64) -> Self {
+        Fault {
+            code: 429,
+            retry_after: Some(retry_after),
+        }
+    }
+
+    /// The answer, with the `Status` body and headers the real server gives.
+    fn answer(self) -> Response {
+        let code = StatusCode::from_u16(self.code).expect("a status code");
+        let (reason, message) = match self.code {
+            429 => (
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+            ),
+            500 => ("InternalError", "Internal error occurred: stand-in fault"),
+            503 => (
+                "ServiceUnavailable",
+                "The server is currently unable to handle the request",
+            ),
+            504 => (
+                "Timeout",
+                "The server was unable to return a response in the time allotted",
+            ),
+            _ => ("Unknown", "stand-in fault"),
+        };
+        let details = match self.retry_after {
+            Some(seconds) => json!({ "retryAfterSeconds": seconds }),
+            None => json!({}),
+        };
+        let (code, body) = status(code, reason, message, details);
+        let mut response = (code, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                "retry-after",
+                seconds.to_string().parse().expect("a header value"),
+            );
+        }
+        response
+    }
 }
 
 type Shared = Arc<Mutex<Store>>;
@@ -125,13 +196,17 @@ impl KubeApi {
                 (code, Json(body))
             })
             .with_state(store.clone());
+        let dropping = store.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let listener = Dropping {
+                    inner: tokio::net::TcpListener::from_std(listener).expect("listener"),
+                    store: dropping,
+                };
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async {
                         let _ = stopped.await;
@@ -202,6 +277,37 @@ impl KubeApi {
         }
     }
 
+    /// The next requests are answered with these faults, one each, before anything else.
+    pub fn fail_next(&self, faults: &[Fault]) {
+        self.lock().faults.extend(faults.iter().copied());
+    }
+
+    /// For the next `duration`, every request is answered 503 Service Unavailable.
+    pub fn outage(&self, duration: Duration) {
+        self.lock().outage_until = Some(Instant::now() + duration);
+    }
+
+    /// The next writes (`PATCH`, `PUT`, `POST`) are answered with these faults, one each.
+    pub fn fail_next_writes(&self, faults: &[Fault]) {
+        self.lock().write_faults.extend(faults.iter().copied());
+    }
+
+    /// Ends an outage now.
+    pub fn end_outage(&self) {
+        self.lock().outage_until = None;
+    }
+
+    /// The next `count` connections are closed as soon as they are accepted, without an answer.
+    pub fn drop_connections(&self, count: usize) {
+        self.lock().connections_to_drop += count;
+    }
+
+    /// The faults queued by [`fail_next`](Self::fail_next) not yet given.
+    pub fn faults_left(&self) -> usize {
+        let store = self.lock();
+        store.faults.len() + store.write_faults.len()
+    }
+
     pub fn served(&self) -> Vec<Served> {
         self.lock().served.clone()
     }
@@ -230,6 +336,43 @@ impl Drop for KubeApi {
     }
 }
 
+/// A listener that closes the connections [`KubeApi::drop_connections`] asks for as soon as
+/// it accepts them.
+struct Dropping {
+    inner: tokio::net::TcpListener,
+    store: Shared,
+}
+
+impl axum::serve::Listener for Dropping {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.inner.accept().await else {
+                continue;
+            };
+            let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            if store.connections_to_drop == 0 {
+                return (stream, addr);
+            }
+            store.connections_to_drop -= 1;
+            store.served.push(Served {
+                method: String::new(),
+                uri: String::new(),
+                content_type: String::new(),
+                body: Value::Null,
+                status: 0,
+            });
+            drop(stream);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
 fn plural_of(object: &Value) -> String {
     match object["kind"].as_str() {
         Some("WasmPlugin") => "wasmplugins".to_owned(),
@@ -248,6 +391,10 @@ async fn collection(
     request: Bytes,
 ) -> Response {
     let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(fault) = store.fault(&method) {
+        store.log(&method, &uri, &headers, &request, fault.status());
+        return fault;
+    }
     let (code, body) = if !store.serves(&group, &version, &plural) {
         not_served()
     } else if method != Method::POST {
@@ -271,6 +418,10 @@ async fn item(
     request: Bytes,
 ) -> Response {
     let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(fault) = store.fault(&method) {
+        store.log(&method, &uri, &headers, &request, fault.status());
+        return fault;
+    }
     let content_type = content_type(&headers);
     let (code, body) = if !store.serves(&group, &version, &plural) {
         not_served()
@@ -303,6 +454,22 @@ async fn item(
 }
 
 impl Store {
+    /// The fault to answer this request with, if one is due.
+    fn fault(&mut self, method: &Method) -> Option<Response> {
+        if let Some(until) = self.outage_until {
+            if Instant::now() < until {
+                return Some(Fault::status(503).answer());
+            }
+            self.outage_until = None;
+        }
+        let fault = match self.faults.pop_front() {
+            Some(fault) => Some(fault),
+            None if method != Method::GET => self.write_faults.pop_front(),
+            None => None,
+        };
+        fault.map(Fault::answer)
+    }
+
     fn serves(&self, group: &str, version: &str, plural: &str) -> bool {
         self.crds
             .get(plural)

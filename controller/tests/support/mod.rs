@@ -34,6 +34,11 @@ impl std::fmt::Debug for Run {
 /// Runs the `canaryctl` binary with `args`, the Kubernetes client configured by `kubeconfig`
 /// only (no home directory, no in-cluster environment, no target from the environment).
 pub fn canaryctl(args: &[&str], kubeconfig: Option<&Path>) -> Run {
+    canaryctl_with_env(args, kubeconfig, &[])
+}
+
+/// [`canaryctl`], with these environment variables set as well.
+pub fn canaryctl_with_env(args: &[&str], kubeconfig: Option<&Path>, env: &[(&str, &str)]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_canaryctl"));
     command
         .args(args)
@@ -41,7 +46,8 @@ pub fn canaryctl(args: &[&str], kubeconfig: Option<&Path>) -> Run {
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("KUBERNETES_SERVICE_PORT")
         .env("HOME", std::env::temp_dir().join("canaryctl-test-no-home"))
-        .env("CANARYCTL_LOG", "info");
+        .env("CANARYCTL_LOG", "info")
+        .envs(env.iter().copied());
     match kubeconfig {
         Some(path) => command.env("KUBECONFIG", path),
         None => command.env_remove("KUBECONFIG"),
@@ -84,4 +90,50 @@ pub fn envoy_filter_config(object: &serde_json::Value) -> serde_json::Value {
         .and_then(serde_json::Value::as_str)
         .expect("the plugin configuration string");
     serde_json::from_str(text).expect("the plugin configuration is JSON")
+}
+
+/// A stand-in Envoy admin endpoint for `canaryctl rollout --metrics envoy:URL`: its `/stats`
+/// shows 50 more responses for each of the two variants of `route` at every read,
+/// `errors_in_50` of the canary's being 5xx. The metrics source, as `--metrics` takes it.
+pub fn stand_in_envoy_admin(
+    route: &str,
+    baseline: &str,
+    canary: &str,
+    errors_in_50: u64,
+) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let prefix = format!("wasmcustom.canary.route.{route}.variant");
+    let (baseline, canary) = (baseline.to_owned(), canary.to_owned());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    let reads = Arc::new(AtomicU64::new(0));
+    let app = axum::Router::new().route(
+        "/stats",
+        axum::routing::get(move || {
+            let n = reads.fetch_add(1, Ordering::Relaxed) + 1;
+            let stat = |name: &str, value: u64| {
+                serde_json::json!({"name": format!("{prefix}.{name}"), "value": value})
+            };
+            let body = serde_json::json!({"stats": [
+                stat(&format!("{canary}.response.2xx"), n * (50 - errors_in_50)),
+                stat(&format!("{canary}.response.5xx"), n * errors_in_50),
+                stat(&format!("{baseline}.response.2xx"), n * 50),
+            ]});
+            async move { axum::Json(body) }
+        }),
+    );
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            axum::serve(listener, app).await.expect("serve");
+        });
+    });
+    format!("envoy:http://{addr}")
 }

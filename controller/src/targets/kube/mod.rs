@@ -13,14 +13,24 @@
 //! configuration string changed), and the `metadata.resourceVersion` it was computed from, so
 //! the API server refuses it with 409 Conflict if anyone wrote the object in between; the
 //! change is then recomputed on a fresh read, at most [`MAX_ATTEMPTS`] times.
+//!
+//! Every call survives a briefly unavailable API server (see [`retry`]). A 401 or 403 is
+//! reported with what the client's credentials or RBAC role lack.
+//!
+//! Without a kind, the name is looked up as each kind; a kind the client's role may not read
+//! (403) is not a candidate, so a role granting only the one resource is enough.
+
+mod retry;
 
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::client::ClientBuilder;
 use kube::Client;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
+use self::retry::{retrying, Budget, RetryAfter};
 use super::{edited, Edit, Error, Update, MAX_ATTEMPTS};
 use crate::ecds;
 
@@ -34,13 +44,44 @@ const FIELD_MANAGER: &str = "canaryctl";
 pub enum KubeError {
     #[error("cannot start the Kubernetes client runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster): {}", describe(.0))]
+    #[error("no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster): {0}")]
+    Config(Box<kube::config::InferConfigError>),
+    #[error("cannot build the Kubernetes client: {}", describe(.0))]
     Client(Box<kube::Error>),
-    #[error("no {} named {name:?} in namespace {namespace:?}", kinds_text(.kinds, "or"))]
+    #[error("invalid {0}")]
+    RetryBudget(String),
+    #[error("no {} named {name:?} in namespace {namespace:?}{}", kinds_text(.kinds, "or"), unreadable_text(.unreadable))]
     NotFound {
         kinds: Vec<Kind>,
+        /// The kinds the client's role may not read, so not looked at.
+        unreadable: Vec<Kind>,
         namespace: String,
         name: String,
+    },
+    #[error(
+        "the Kubernetes API did not accept the client's credentials to {verb} {kind} {namespace}/{name}: \
+         {message} (Unauthorized, 401); check the token or certificate of the kubeconfig's user, \
+         or the pod's service account token"
+    )]
+    Unauthorized {
+        verb: &'static str,
+        kind: Kind,
+        namespace: String,
+        name: String,
+        message: String,
+    },
+    #[error(
+        "the Kubernetes API refused to {verb} {kind} {namespace}/{name}: {message} (Forbidden, 403); \
+         the client's RBAC role must allow verb {verb:?} on resource {:?} in API group {:?} \
+         in namespace {namespace:?} (resourceNames: [{name:?}] is enough)",
+        kind.plural(), kind.group()
+    )]
+    Forbidden {
+        verb: &'static str,
+        kind: Kind,
+        namespace: String,
+        name: String,
+        message: String,
     },
     #[error(
         "kube://{namespace}/{name} is ambiguous: there are {} objects of that name; name the kind: {}",
@@ -68,11 +109,11 @@ pub enum KubeError {
         error: serde_json::Error,
     },
     #[error(
-        "the Kubernetes API refused to {action} {kind} {namespace}/{name}: {}",
+        "the Kubernetes API refused to {verb} {kind} {namespace}/{name}: {}",
         describe(error)
     )]
     Api {
-        action: &'static str,
+        verb: &'static str,
         kind: Kind,
         namespace: String,
         name: String,
@@ -89,6 +130,18 @@ pub enum KubeError {
     },
 }
 
+impl KubeError {
+    /// Whether the API may accept the same call later: it was unavailable or overloaded, or
+    /// other writers kept conflicting.
+    pub fn unavailable(&self) -> bool {
+        match self {
+            KubeError::Api { error, .. } => retry::transient(error),
+            KubeError::Conflict { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// An API error as the server put it (`message (Reason, code)`), any other as it is.
 fn describe(error: &kube::Error) -> String {
     match error {
@@ -97,6 +150,17 @@ fn describe(error: &kube::Error) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// ` (the client's role may not read A or B)`, or nothing.
+fn unreadable_text(kinds: &[Kind]) -> String {
+    if kinds.is_empty() {
+        return String::new();
+    }
+    format!(
+        " (the client's RBAC role may not read {})",
+        kinds_text(kinds, "or")
+    )
 }
 
 /// `A, B or C`.
@@ -158,15 +222,31 @@ impl Kind {
         }
     }
 
+    /// The resource's name in the API and in RBAC rules.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::WasmPlugin => "wasmplugins",
+            Kind::TrafficExtension => "trafficextensions",
+            Kind::EnvoyFilter => "envoyfilters",
+        }
+    }
+
+    /// The API group, as RBAC rules name it.
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::WasmPlugin | Kind::TrafficExtension => GROUP,
+            Kind::EnvoyFilter => NETWORKING_GROUP,
+        }
+    }
+
     fn api_resource(self) -> ApiResource {
-        let (group, version, plural) = match self {
-            Kind::WasmPlugin => (GROUP, VERSION, "wasmplugins"),
-            Kind::TrafficExtension => (GROUP, VERSION, "trafficextensions"),
-            Kind::EnvoyFilter => (NETWORKING_GROUP, NETWORKING_VERSION, "envoyfilters"),
+        let version = match self {
+            Kind::WasmPlugin | Kind::TrafficExtension => VERSION,
+            Kind::EnvoyFilter => NETWORKING_VERSION,
         };
         ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(group, version, self.name()),
-            plural,
+            &GroupVersionKind::gvk(self.group(), version, self.name()),
+            self.plural(),
         )
     }
 
@@ -306,6 +386,8 @@ fn merge_diff(from: &Value, to: &Value) -> Value {
 /// or else of whichever kind has that name.
 struct Resource<'a> {
     client: Client,
+    budget: Budget,
+    retry_after: RetryAfter,
     kind: Option<Kind>,
     namespace: &'a str,
     name: &'a str,
@@ -342,13 +424,29 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, KubeError> {
     Ok(runtime.block_on(future))
 }
 
+/// What the API said of one kind of the name.
+enum Lookup {
+    Found(Box<DynamicObject>),
+    Missing,
+    /// The client's role may not read this kind.
+    Forbidden(KubeError),
+}
+
 impl<'a> Resource<'a> {
     async fn connect(at: Location<'a>) -> Result<Self, KubeError> {
-        let client = Client::try_default()
+        let budget = Budget::from_env().map_err(KubeError::RetryBudget)?;
+        let config = kube::Config::infer()
             .await
-            .map_err(|e| KubeError::Client(Box::new(e)))?;
+            .map_err(|e| KubeError::Config(Box::new(e)))?;
+        let retry_after = RetryAfter::default();
+        let client = ClientBuilder::try_from(config)
+            .map_err(|e| KubeError::Client(Box::new(e)))?
+            .with_layer(&retry_after.layer())
+            .build();
         Ok(Self {
             client,
+            budget,
+            retry_after,
             kind: at.kind,
             namespace: at.namespace,
             name: at.name,
@@ -359,29 +457,48 @@ impl<'a> Resource<'a> {
         Api::namespaced_with(self.client.clone(), self.namespace, &kind.api_resource())
     }
 
-    /// The object of the kind given; else the one object of this name among the kinds (an
-    /// EnvoyFilter only if it carries a plugin configuration), or an error naming them all
-    /// when there are several.
+    /// The object of the kind given; else the one object of this name among the kinds the
+    /// client may read (an EnvoyFilter only if it carries a plugin configuration), or an error
+    /// naming them all when there are several.
     async fn get(&self) -> Result<(Kind, DynamicObject), KubeError> {
         if let Some(kind) = self.kind {
             return match self.get_kind(kind).await? {
-                Some(object) => Ok((kind, object)),
-                None => Err(self.not_found(vec![kind])),
+                Lookup::Found(object) => Ok((kind, *object)),
+                Lookup::Missing => Err(self.not_found(vec![kind], Vec::new())),
+                Lookup::Forbidden(error) => Err(error),
             };
         }
         let mut found = Vec::new();
+        let mut forbidden = Vec::new();
         for kind in Kind::ALL {
-            if let Some(object) = self.get_kind(kind).await? {
-                if kind == Kind::EnvoyFilter && kind.config(&object).is_none() {
-                    debug!(%kind, namespace = self.namespace, name = self.name,
-                        "carries no plugin configuration; not a target");
-                    continue;
+            match self.get_kind(kind).await? {
+                Lookup::Found(object) => {
+                    let object = *object;
+                    if kind == Kind::EnvoyFilter && kind.config(&object).is_none() {
+                        debug!(%kind, namespace = self.namespace, name = self.name,
+                            "carries no plugin configuration; not a target");
+                        continue;
+                    }
+                    found.push((kind, object));
                 }
-                found.push((kind, object));
+                Lookup::Missing => {}
+                Lookup::Forbidden(error) => {
+                    debug!(%kind, namespace = self.namespace, name = self.name, %error,
+                        "may not be read; not a candidate");
+                    forbidden.push((kind, error));
+                }
             }
         }
         match found.len() {
-            0 => Err(self.not_found(Kind::ALL.to_vec())),
+            0 if forbidden.len() == Kind::ALL.len() => Err(forbidden.remove(0).1),
+            0 => {
+                let unreadable: Vec<Kind> = forbidden.iter().map(|(kind, _)| *kind).collect();
+                let readable = Kind::ALL
+                    .into_iter()
+                    .filter(|kind| !unreadable.contains(kind))
+                    .collect();
+                Err(self.not_found(readable, unreadable))
+            }
             1 => Ok(found.remove(0)),
             _ => Err(KubeError::Ambiguous {
                 kinds: found.iter().map(|(kind, _)| *kind).collect(),
@@ -391,24 +508,45 @@ impl<'a> Resource<'a> {
         }
     }
 
-    async fn get_kind(&self, kind: Kind) -> Result<Option<DynamicObject>, KubeError> {
-        match self.api(kind).get(self.name).await {
+    async fn get_kind(&self, kind: Kind) -> Result<Lookup, KubeError> {
+        let api = self.api(kind);
+        let what = format!("get {kind} {}/{}", self.namespace, self.name);
+        match retrying(self.budget, &self.retry_after, &what, || api.get(self.name)).await {
             Ok(object) => {
                 debug!(%kind, namespace = self.namespace, name = self.name,
                     resource_version = ?object.metadata.resource_version, "read");
-                Ok(Some(object))
+                Ok(Lookup::Found(Box::new(object)))
             }
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 debug!(%kind, namespace = self.namespace, name = self.name, "not found");
-                Ok(None)
+                Ok(Lookup::Missing)
             }
-            Err(source) => Err(self.api_error("read", kind, source)),
+            Err(source) => match self.api_error("get", kind, source) {
+                error @ KubeError::Forbidden { .. } => Ok(Lookup::Forbidden(error)),
+                error => Err(error),
+            },
         }
     }
 
-    fn not_found(&self, kinds: Vec<Kind>) -> KubeError {
+    /// Writes `patch` with the object's field manager; retried while the API is unavailable.
+    async fn patch(&self, kind: Kind, patch: &Value) -> Result<DynamicObject, kube::Error> {
+        let api = self.api(kind);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let patch = Patch::Merge(patch);
+        let what = format!("patch {kind} {}/{}", self.namespace, self.name);
+        retrying(self.budget, &self.retry_after, &what, || {
+            api.patch(self.name, &params, &patch)
+        })
+        .await
+    }
+
+    fn not_found(&self, kinds: Vec<Kind>, unreadable: Vec<Kind>) -> KubeError {
         KubeError::NotFound {
             kinds,
+            unreadable,
             namespace: self.namespace.to_owned(),
             name: self.name.to_owned(),
         }
@@ -451,15 +589,7 @@ impl<'a> Resource<'a> {
             let patch = kind
                 .change(&object, &live, &config)
                 .map_err(|error| self.config_error(kind, error))?;
-            let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
-                ..PatchParams::default()
-            };
-            match self
-                .api(kind)
-                .patch(self.name, &params, &Patch::Merge(&patch))
-                .await
-            {
+            match self.patch(kind, &patch).await {
                 Ok(written) => {
                     info!(%kind, namespace = self.namespace, name = self.name, attempt,
                         resource_version = ?written.metadata.resource_version,
@@ -474,7 +604,7 @@ impl<'a> Resource<'a> {
                         message = %status.message, "conflict: written by someone else meanwhile; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 }
-                Err(source) => return Err(self.api_error("update", kind, source).into()),
+                Err(source) => return Err(self.api_error("patch", kind, source).into()),
             }
         }
         Err(KubeError::Conflict {
@@ -496,13 +626,32 @@ impl<'a> Resource<'a> {
         }
     }
 
-    fn api_error(&self, action: &'static str, kind: Kind, source: kube::Error) -> KubeError {
-        KubeError::Api {
-            action,
-            kind,
-            namespace: self.namespace.to_owned(),
-            name: self.name.to_owned(),
-            error: Box::new(source),
+    /// The error for `source`, the answer to `verb` (`get`, `patch`): for 401 and 403, what
+    /// the client lacks.
+    fn api_error(&self, verb: &'static str, kind: Kind, source: kube::Error) -> KubeError {
+        let (namespace, name) = (self.namespace.to_owned(), self.name.to_owned());
+        match source {
+            kube::Error::Api(status) if status.code == 401 => KubeError::Unauthorized {
+                verb,
+                kind,
+                namespace,
+                name,
+                message: status.message,
+            },
+            kube::Error::Api(status) if status.code == 403 => KubeError::Forbidden {
+                verb,
+                kind,
+                namespace,
+                name,
+                message: status.message,
+            },
+            source => KubeError::Api {
+                verb,
+                kind,
+                namespace,
+                name,
+                error: Box::new(source),
+            },
         }
     }
 }
@@ -561,15 +710,7 @@ impl Resource<'_> {
                 return Ok(current);
             }
             let patch = annotation_patch(object.metadata.resource_version.as_deref(), key, &value);
-            let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
-                ..PatchParams::default()
-            };
-            match self
-                .api(kind)
-                .patch(self.name, &params, &Patch::Merge(&patch))
-                .await
-            {
+            match self.patch(kind, &patch).await {
                 Ok(_) => {
                     info!(%kind, namespace = self.namespace, name = self.name, key, attempt,
                         "annotation written");
@@ -580,7 +721,7 @@ impl Resource<'_> {
                         "conflict writing the annotation; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 }
-                Err(source) => return Err(self.api_error("annotate", kind, source)),
+                Err(source) => return Err(self.api_error("patch", kind, source)),
             }
         }
         Err(KubeError::Conflict {
@@ -647,6 +788,28 @@ mod tests {
             json!({"metadata": {"resourceVersion": "9",
                    "annotations": {"rollout.canary-router.io/web": "{}"}}})
         );
+    }
+
+    #[test]
+    fn a_403_names_what_the_role_must_allow() {
+        let error = KubeError::Forbidden {
+            verb: "patch",
+            kind: Kind::EnvoyFilter,
+            namespace: "bookinfo".into(),
+            name: "reviews-canary".into(),
+            message: "envoyfilters.networking.istio.io \"reviews-canary\" is forbidden".into(),
+        };
+        let text = error.to_string();
+        for part in [
+            "refused to patch EnvoyFilter bookinfo/reviews-canary",
+            "(Forbidden, 403)",
+            r#"verb "patch" on resource "envoyfilters" in API group "networking.istio.io""#,
+            r#"in namespace "bookinfo""#,
+            r#"resourceNames: ["reviews-canary"]"#,
+        ] {
+            assert!(text.contains(part), "{part:?} in {text}");
+        }
+        assert!(!error.unavailable(), "a 403 does not go away by waiting");
     }
 
     #[test]
