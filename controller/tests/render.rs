@@ -148,17 +148,22 @@ fn the_crd_check_rejects_unknown_fields_bad_values_and_broken_rules() {
                 "/spec/targetRefs",
                 json!([{"kind": "Gateway", "name": "gw"}]),
             ),
-            "spec: only one of targetRefs or selector can be set",
+            "spec: Invalid value: \"object\": only one of targetRefs or selector can be set",
         ),
         (
             "wildcard label",
             with(plugin, "/spec/selector/matchLabels/app", json!("*")),
-            "spec.selector.matchLabels.app: wildcard not allowed",
+            "spec.selector.matchLabels.app: Invalid value: \"string\": wildcard not allowed",
         ),
         (
             "bad url scheme",
             with(&te, "/spec/wasm/url", json!("ftp://x/y.wasm")),
-            "spec.wasm.url: url must have schema",
+            "spec.wasm.url: Invalid value: \"string\": url must have schema",
+        ),
+        (
+            "too short a timeout",
+            with(vs, "/spec/http/0/timeout", json!("0s")),
+            "spec.http[0].timeout: Invalid value: \"string\": must be a valid duration greater than 1ms",
         ),
         (
             "missing required",
@@ -193,6 +198,17 @@ fn the_crd_check_rejects_unknown_fields_bad_values_and_broken_rules() {
             "{label}: want {want:?} in {errors:#?}"
         );
     }
+    // A rule that cannot be evaluated refuses the resource, naming the rule.
+    let errors = crds.check(&with(vs, "/spec/http/0/timeout", json!("soon")));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("spec.http[0].timeout: ")
+                && e.ends_with("evaluating rule: duration(self) >= duration('1ms')")),
+        "{errors:#?}"
+    );
+    let errors = crds.check(&with(vs, "/spec/http/0/timeout", json!("1.5s")));
+    assert!(errors.is_empty(), "a valid timeout: {errors:#?}");
 }
 
 fn with(doc: &Value, pointer: &str, value: Value) -> Value {

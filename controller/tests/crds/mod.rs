@@ -1,9 +1,8 @@
 //! The Istio CRDs of `tests/fixtures/istio-crds/`, and a strict check of a resource against them:
-//! the API server's structural validation (`support/schema.rs`), plus what a closed schema
-//! adds: no field the server would prune (schemas are closed except where they say
-//! `x-kubernetes-preserve-unknown-fields`), a served `apiVersion`, the CRD's `kind`, a sound
-//! `metadata`, and the CEL rules (`x-kubernetes-validations`) on every value present.
-//! A CEL rule this check does not know fails the check rather than passing silently.
+//! the API server's validation (`support/schema.rs`: the structural schema and the CEL rules),
+//! plus what a closed schema adds: no field the server would prune (schemas are closed except
+//! where they say `x-kubernetes-preserve-unknown-fields`), a served `apiVersion`, the CRD's
+//! `kind` and a sound `metadata`.
 
 use std::path::PathBuf;
 
@@ -53,7 +52,6 @@ impl Crds {
             errors.push(format!("{path}: {message}"));
         }
         unknown_fields(doc, &pruned, "", &mut errors);
-        cel(schema, doc, "", &mut errors);
         errors
     }
 
@@ -125,91 +123,10 @@ fn unknown_fields(original: &Value, pruned: &Value, path: &str, errors: &mut Vec
     }
 }
 
-/// Evaluates the `x-kubernetes-validations` on every value present.
-fn cel(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
-    if let Some(rules) = schema["x-kubernetes-validations"].as_array() {
-        for rule in rules {
-            let text = rule["rule"].as_str().unwrap_or_default();
-            match evaluate(text, value) {
-                Ok(true) => {}
-                Ok(false) => errors.push(format!(
-                    "{}: {}",
-                    display(path),
-                    rule["message"].as_str().unwrap_or(text)
-                )),
-                Err(reason) => errors.push(format!("{}: {reason}", display(path))),
-            }
-        }
-    }
-    match value {
-        Value::Object(fields) => {
-            for (key, field) in fields {
-                let sub = schema["properties"]
-                    .get(key)
-                    .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
-                if let Some(sub) = sub {
-                    cel(sub, field, &join(path, key), errors);
-                }
-            }
-        }
-        Value::Array(items) => {
-            if let Some(sub) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    cel(sub, item, &format!("{path}[{i}]"), errors);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The CEL rules of the Istio CRDs that the rendered resources can reach.
-fn evaluate(rule: &str, value: &Value) -> Result<bool, String> {
-    let rule = rule.split_whitespace().collect::<Vec<_>>().join(" ");
-    let string = || value.as_str().ok_or("expected a string");
-    let keys = || {
-        value
-            .as_object()
-            .map(|m| m.keys().cloned().collect::<Vec<_>>())
-            .ok_or("expected an object")
-    };
-    let has = |field: &str| value.get(field).is_some();
-    Ok(match rule.as_str() {
-        r#"!self.contains("*")"# => !string()?.contains('*'),
-        r#"self.all(key, !key.contains("*"))"# => keys()?.iter().all(|k| !k.contains('*')),
-        r#"self.all(key, key.size() != 0)"# => keys()?.iter().all(|k| !k.is_empty()),
-        "self.size() == 0" => string()?.is_empty(),
-        "0 < self && self <= 65535" => value.as_u64().is_some_and(|n| (1..=65535).contains(&n)),
-        "has(self.wasm) != has(self.lua)" => has("wasm") != has("lua"),
-        r#"has(self.context) ? ((self.context == "WAYPOINT") ? has(self.waypoint) : !has(self.waypoint)) : !has(self.waypoint)"# => {
-            (value["context"] == "WAYPOINT") == has("waypoint")
-        }
-        r if r.starts_with("isURL(self)") => {
-            let url = string()?;
-            url.split_once("://")
-                .is_none_or(|(scheme, _)| ["http", "https", "oci", "file"].contains(&scheme))
-        }
-        r if r.ends_with("<= 1") && r.starts_with("(has(self.") => {
-            let fields = Regex::new(r"has\(self\.(\w+)\)").expect("regex");
-            let present = fields.captures_iter(r).filter(|c| has(&c[1])).count();
-            present <= 1
-        }
-        other => return Err(format!("CEL rule not understood by this check: {other}")),
-    })
-}
-
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
         format!("{path}.{key}")
-    }
-}
-
-fn display(path: &str) -> &str {
-    if path.is_empty() {
-        "<root>"
-    } else {
-        path
     }
 }

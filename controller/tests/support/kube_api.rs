@@ -254,6 +254,45 @@ impl KubeApi {
         body
     }
 
+    /// Creates an object as `POST` would, and returns the status code and body the server
+    /// answers with.
+    pub fn try_create(&self, object: Value) -> (u16, Value) {
+        let plural = plural_of(&object);
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .expect("namespace")
+            .to_owned();
+        let (code, body) = self.lock().create(&plural, &ns, object);
+        (code.as_u16(), body)
+    }
+
+    /// Stores an object without validating it against the CRD (its schema or its CEL rules),
+    /// as if it had been created before a rule it breaks was added; it gets a uid, generation 1
+    /// and a resourceVersion as `create` gives. Panics if the object already exists.
+    pub fn insert_unchecked(&self, mut object: Value) -> Value {
+        let plural = plural_of(&object);
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .expect("namespace")
+            .to_owned();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_owned();
+        let mut store = self.lock();
+        let key = (plural, ns, name);
+        assert!(!store.objects.contains_key(&key), "{key:?} already exists");
+        store.last_resource_version += 1;
+        let version = store.last_resource_version;
+        let metadata = &mut object["metadata"];
+        metadata["uid"] = json!(format!("stand-in-{version}"));
+        metadata["generation"] = json!(1);
+        metadata["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+        metadata["resourceVersion"] = json!(version.to_string());
+        store.objects.insert(key, object.clone());
+        object
+    }
+
     pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         self.lock()
             .objects

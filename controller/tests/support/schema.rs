@@ -1,8 +1,12 @@
 //! Structural-schema validation as the Kubernetes API server does it for a custom resource:
 //! unknown fields are pruned (the server's default, `fieldValidation=Warn`), then types,
 //! `required`, `enum`, `pattern`, lengths, bounds, item counts and the `oneOf` / `anyOf` /
-//! `not` of `required` sets are checked. CEL rules (`x-kubernetes-validations`) and `format`
-//! are not evaluated.
+//! `not` of `required` sets are checked, and the CEL rules (`x-kubernetes-validations`) of
+//! every node whose value is present and of the right type are evaluated (see [`cel`]).
+//! `format` is not checked.
+
+#[path = "cel.rs"]
+mod cel;
 
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -51,14 +55,16 @@ fn prune(schema: &Value, value: &mut Value, root: bool) {
 }
 
 fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<(String, String)>) {
-    let mut error = |message: String| errors.push((display(path), message));
     if value.is_null() {
         if !schema
             .get("nullable")
             .and_then(Value::as_bool)
             .unwrap_or(false)
         {
-            error("Invalid value: \"null\": must not be null".to_owned());
+            errors.push((
+                display(path),
+                "Invalid value: \"null\": must not be null".to_owned(),
+            ));
         }
         return;
     }
@@ -67,14 +73,20 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<(String, St
         .and_then(Value::as_bool)
         .unwrap_or(false);
     if int_or_string {
-        if !(value.is_i64() || value.is_u64() || value.is_string()) {
-            error(format!(
-                "Invalid value: \"{}\": must be an integer or a string",
-                kind(value)
+        if value.is_i64() || value.is_u64() || value.is_string() {
+            cel::check_rules(schema, value, &display(path), errors);
+        } else {
+            errors.push((
+                display(path),
+                format!(
+                    "Invalid value: \"{}\": must be an integer or a string",
+                    kind(value)
+                ),
             ));
         }
         return;
     }
+    let mut error = |message: String| errors.push((display(path), message));
     if let Some(want) = schema.get("type").and_then(Value::as_str) {
         let ok = match want {
             "object" => value.is_object(),
@@ -141,6 +153,7 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<(String, St
         Value::Object(fields) => check_object(schema, fields, path, errors),
         _ => {}
     }
+    cel::check_rules(schema, value, &display(path), errors);
 }
 
 fn check_string(schema: &Value, s: &str, error: &mut impl FnMut(String)) {
