@@ -56,6 +56,8 @@ pub struct EnvoyBuilder {
     request_header_limits: Option<(u32, u32)>,
     stats_flush_interval: Option<std::time::Duration>,
     sealed: Option<Vec<String>>,
+    filter_name: Option<String>,
+    ecds_resource: Option<Value>,
 }
 
 /// How the listener routes: through the filter (the default), or without it for comparison.
@@ -183,6 +185,21 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Names the filter in the chain, and so the ECDS resource it subscribes to and its
+    /// `extension_config_discovery` stats (default [`FILTER_NAME`]).
+    pub fn filter_name(mut self, name: &str) -> Self {
+        self.filter_name = Some(name.to_owned());
+        self
+    }
+
+    /// In ECDS file mode, serves this `TypedExtensionConfig` as it is (see
+    /// [`Envoy::write_ecds_resource`]) instead of one made of [`EnvoyBuilder::plugin_config`]
+    /// and the module.
+    pub fn ecds_resource(mut self, resource: &Value) -> Self {
+        self.ecds_resource = Some(resource.clone());
+        self
+    }
+
     /// Starts Envoy and waits until it serves with the filter configured.
     pub async fn start(self) -> Envoy {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -190,7 +207,14 @@ impl EnvoyBuilder {
         std::fs::create_dir(&ecds_dir).expect("ecds dir");
         let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
         let node = format!("e2e-{}-{n}", std::process::id());
-        let mut bootstrap = bootstrap(&node, &self.variants, &ecds_dir, &self.routing);
+        let filter_name = self.filter_name.unwrap_or_else(|| FILTER_NAME.to_owned());
+        let mut bootstrap = bootstrap(
+            &node,
+            &filter_name,
+            &self.variants,
+            &ecds_dir,
+            &self.routing,
+        );
         if let Some(addr) = self.ecds_grpc {
             use_ecds_grpc(&mut bootstrap, addr, self.ecds_grpc_tls.as_ref());
         }
@@ -237,6 +261,7 @@ impl EnvoyBuilder {
             filtered: self.routing == Routing::Filter,
             module,
             node,
+            filter_name,
             launch: Launch {
                 bootstrap: bootstrap_path,
                 concurrency: self.concurrency,
@@ -246,7 +271,10 @@ impl EnvoyBuilder {
             },
         };
         if envoy.filtered && self.ecds_grpc.is_none() {
-            envoy.write_ecds(&self.plugin_config);
+            match &self.ecds_resource {
+                Some(resource) => envoy.write_ecds_resource(resource),
+                None => envoy.write_ecds(&self.plugin_config),
+            }
         }
         envoy.spawn().await;
         envoy
@@ -487,6 +515,7 @@ fn taskset_installed() -> bool {
 
 fn bootstrap(
     node: &str,
+    filter_name: &str,
     variants: &[(String, std::net::SocketAddr)],
     ecds_dir: &Path,
     routing: &Routing,
@@ -529,7 +558,7 @@ fn bootstrap(
         routes.push(json!({ "match": { "prefix": "/" }, "route": { "cluster": first } }));
     }
     let canary_filter = json!({
-        "name": FILTER_NAME,
+        "name": filter_name,
         "config_discovery": {
             "config_source": { "path_config_source": {
                 "path": ecds_dir.join(ECDS_FILE),
@@ -601,6 +630,8 @@ pub struct Envoy {
     module: ModuleSource,
     /// The bootstrap's `node.id`.
     node: String,
+    /// The name of the filter in the chain and of its ECDS resource.
+    filter_name: String,
     launch: Launch,
 }
 
@@ -622,6 +653,8 @@ impl Envoy {
             request_header_limits: None,
             stats_flush_interval: None,
             sealed: None,
+            filter_name: None,
+            ecds_resource: None,
         }
     }
 
@@ -695,11 +728,27 @@ impl Envoy {
 
     /// Writes a plugin configuration to the ECDS file, as an atomic rename.
     pub fn write_ecds(&self, plugin_config: &str) {
-        let document = ecds::document(FILTER_NAME, &self.module, plugin_config);
-        let tmp = self.ecds_dir.join(".filter.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&document).expect("json"))
-            .expect("write ecds");
-        std::fs::rename(&tmp, self.ecds_path()).expect("rename ecds");
+        let document = ecds::document(&self.filter_name, &self.module, plugin_config);
+        write_atomically(&self.ecds_dir, ECDS_FILE, &document);
+    }
+
+    /// Writes a whole `TypedExtensionConfig` (`name` and `typed_config`, as an ECDS server
+    /// sends it) to the ECDS file as its one resource, as an atomic rename. Envoy takes it only
+    /// if its name is the filter's ([`EnvoyBuilder::filter_name`]).
+    pub fn write_ecds_resource(&self, resource: &Value) {
+        // An `Any` holding the resource: its type first, then its fields.
+        let mut any = serde_json::Map::new();
+        any.insert("@type".into(), json!(ecds::TYPED_EXTENSION_CONFIG));
+        any.extend(resource.as_object().expect("an object").clone());
+        write_atomically(&self.ecds_dir, ECDS_FILE, &json!({ "resources": [any] }));
+    }
+
+    /// Pushes a whole `TypedExtensionConfig` ([`Envoy::write_ecds_resource`]) and waits until
+    /// Envoy accepted or rejected it.
+    pub async fn push_ecds_resource(&self, resource: &Value) -> Update {
+        let before = self.ecds_attempts().await;
+        self.write_ecds_resource(resource);
+        self.wait_for_ecds_attempts(before + 1).await
     }
 
     /// Pushes a configuration and waits until Envoy accepted or rejected it.
@@ -714,8 +763,14 @@ impl Envoy {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.ecds_attempts().await >= attempts {
-                let rejected = self.stat(&ecds_stat("update_rejected")).await.unwrap_or(0);
-                let success = self.stat(&ecds_stat("update_success")).await.unwrap_or(0);
+                let rejected = self
+                    .stat(&self.ecds_stat("update_rejected"))
+                    .await
+                    .unwrap_or(0);
+                let success = self
+                    .stat(&self.ecds_stat("update_success"))
+                    .await
+                    .unwrap_or(0);
                 return Update { success, rejected };
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -727,7 +782,17 @@ impl Envoy {
     }
 
     async fn ecds_attempts(&self) -> u64 {
-        self.stat(&ecds_stat("update_attempt")).await.unwrap_or(0)
+        self.stat(&self.ecds_stat("update_attempt"))
+            .await
+            .unwrap_or(0)
+    }
+
+    /// The name of one of this Envoy's filter's ECDS stats (see [`ecds_stat`]).
+    pub fn ecds_stat(&self, stat: &str) -> String {
+        format!(
+            "extension_config_discovery.http_filter.{}.{stat}",
+            self.filter_name
+        )
     }
 
     /// The value of a counter or gauge, by its full name.
@@ -792,9 +857,7 @@ impl Envoy {
                 }
             } else if self.listener.is_empty() {
                 self.listener = self.listener_address().await.unwrap_or_default();
-            } else if !self.filtered
-                || self.stat(&ecds_stat("update_attempt")).await.unwrap_or(0) >= 1
-            {
+            } else if !self.filtered || self.ecds_attempts().await >= 1 {
                 let ready = self.client.get(self.admin_url("/ready")).send().await;
                 if ready.is_ok_and(|r| r.status().is_success()) {
                     return;
@@ -832,7 +895,8 @@ pub struct Update {
     pub rejected: u64,
 }
 
-/// The name of one of the filter's ECDS stats.
+/// The name of one of the filter's ECDS stats, for a filter of the default name
+/// [`FILTER_NAME`].
 pub fn ecds_stat(stat: &str) -> String {
     format!("extension_config_discovery.http_filter.{FILTER_NAME}.{stat}")
 }

@@ -148,6 +148,12 @@ impl KubeApi {
     /// `tests/fixtures/istio-crds/`.
     pub fn start() -> Self {
         let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/istio-crds");
+        Self::start_with_crds(&crds)
+    }
+
+    /// Serves the CRDs of the files in `crds`, for the tests of another crate that include
+    /// this file.
+    pub fn start_with_crds(crds: &Path) -> Self {
         let mut store = Store::default();
         for file in [
             "wasmplugin.crd.yaml",
