@@ -9,6 +9,9 @@
 //!   409 Conflict, a `PUT` without one 422, a missing object 404, each with a `metav1.Status`;
 //! - every written object pruned and validated against the CRD's `openAPIV3Schema`
 //!   (422 Invalid listing the causes); `generation` bumped when `spec` changes;
+//! - once a test configures tokens or RBAC, bearer tokens and RBAC checked before anything
+//!   else, as [`rbac`] describes (401, 403), the kubeconfig's token staying a cluster admin's;
+//!   until then, every request is served;
 //! - test hooks: a concurrent writer that changes the object just before the next writes,
 //!   and a log of the requests served.
 
@@ -25,6 +28,7 @@ use axum::routing::any;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::rbac::{self, Rbac, User};
 use super::schema;
 
 /// A change another client makes to the object, just before one of ours is served.
@@ -61,6 +65,8 @@ struct Store {
     last_resource_version: u64,
     concurrent_writes: VecDeque<ConcurrentWrite>,
     served: Vec<Served>,
+    /// Authentication and authorization, once a test configures them.
+    rbac: Option<Rbac>,
 }
 
 type Shared = Arc<Mutex<Store>>;
@@ -152,18 +158,46 @@ impl KubeApi {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig file in `dir` whose current context is this server.
+    /// A kubeconfig file in `dir` whose current context is this server, as a cluster admin.
     pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("kubeconfig");
+        self.kubeconfig_at(&dir.join("kubeconfig"), rbac::ADMIN_TOKEN)
+    }
+
+    /// A kubeconfig file at `path` whose current context is this server, with `token`.
+    pub fn kubeconfig_at(&self, path: &Path, token: &str) -> PathBuf {
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: {}\n\
-             users:\n- name: tester\n  user:\n    token: stand-in-token\n\
+             users:\n- name: tester\n  user:\n    token: {token}\n\
              contexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: tester\n    namespace: default\n\
              current-context: stand-in\n",
             self.url()
         );
-        std::fs::write(&path, text).expect("write kubeconfig");
-        path
+        std::fs::write(path, text).expect("write kubeconfig");
+        path.to_owned()
+    }
+
+    /// Requests bearing `token` are made by `user` (e.g.
+    /// `system:serviceaccount:canary-system:canaryctl`), with the groups [`User::named`] gives
+    /// it. From then on every request is authenticated and authorized.
+    pub fn token(&self, token: &str, user: &str) {
+        self.lock()
+            .rbac
+            .get_or_insert_with(Rbac::default)
+            .token(token, User::named(user));
+    }
+
+    /// Applies the Roles, ClusterRoles, RoleBindings and ClusterRoleBindings of a YAML stream
+    /// (panics on any other document). From then on every request is authenticated and
+    /// authorized.
+    pub fn apply_rbac(&self, yaml: &str) {
+        let mut store = self.lock();
+        if let Err(error) = store
+            .rbac
+            .get_or_insert_with(Rbac::default)
+            .apply_yaml(yaml)
+        {
+            panic!("the RBAC objects do not apply: {error}");
+        }
     }
 
     /// Creates an object as `POST` would; panics if the server refuses it.
@@ -248,6 +282,19 @@ async fn collection(
     request: Bytes,
 ) -> Response {
     let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+    let verb = rbac::verb(&method, false, uri.query());
+    let asked = rbac::Request {
+        verb: &verb,
+        api_group: &group,
+        resource: &plural,
+        namespace: &ns,
+        name: None,
+    };
+    let refused = store.rbac.as_ref().map(|rbac| rbac.check(&headers, &asked));
+    if let Some(Err((code, body))) = refused {
+        store.log(&method, &uri, &headers, &request, code);
+        return (code, Json(body)).into_response();
+    }
     let (code, body) = if !store.serves(&group, &version, &plural) {
         not_served()
     } else if method != Method::POST {
@@ -271,6 +318,19 @@ async fn item(
     request: Bytes,
 ) -> Response {
     let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+    let verb = rbac::verb(&method, true, uri.query());
+    let asked = rbac::Request {
+        verb: &verb,
+        api_group: &group,
+        resource: &plural,
+        namespace: &ns,
+        name: Some(&name),
+    };
+    let refused = store.rbac.as_ref().map(|rbac| rbac.check(&headers, &asked));
+    if let Some(Err((code, body))) = refused {
+        store.log(&method, &uri, &headers, &request, code);
+        return (code, Json(body)).into_response();
+    }
     let content_type = content_type(&headers);
     let (code, body) = if !store.serves(&group, &version, &plural) {
         not_served()
