@@ -282,16 +282,13 @@ async fn collection(
     request: Bytes,
 ) -> Response {
     let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-    let verb = rbac::verb(&method, false, uri.query());
-    let asked = rbac::Request {
-        verb: &verb,
-        api_group: &group,
+    let path = rbac::Path {
+        group: &group,
         resource: &plural,
         namespace: &ns,
         name: None,
     };
-    let refused = store.rbac.as_ref().map(|rbac| rbac.check(&headers, &asked));
-    if let Some(Err((code, body))) = refused {
+    if let Some((code, body)) = rbac::refusal(store.rbac.as_ref(), &method, &uri, &headers, path) {
         store.log(&method, &uri, &headers, &request, code);
         return (code, Json(body)).into_response();
     }
@@ -318,16 +315,13 @@ async fn item(
     request: Bytes,
 ) -> Response {
     let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-    let verb = rbac::verb(&method, true, uri.query());
-    let asked = rbac::Request {
-        verb: &verb,
-        api_group: &group,
+    let path = rbac::Path {
+        group: &group,
         resource: &plural,
         namespace: &ns,
         name: Some(&name),
     };
-    let refused = store.rbac.as_ref().map(|rbac| rbac.check(&headers, &asked));
-    if let Some(Err((code, body))) = refused {
+    if let Some((code, body)) = rbac::refusal(store.rbac.as_ref(), &method, &uri, &headers, path) {
         store.log(&method, &uri, &headers, &request, code);
         return (code, Json(body)).into_response();
     }

@@ -12,13 +12,13 @@
 //! - the decision comes before the resource is looked up: a request that is not allowed gets
 //!   403 whether or not the object exists.
 //!
-//! Until a test configures otherwise, [`ADMIN_TOKEN`] is a cluster admin, as kubeadm sets up
-//! `kubernetes-admin`: a member of group `system:masters`, which a ClusterRoleBinding binds to
+//! [`Rbac::default`] starts where a cluster kubeadm sets up does: [`ADMIN_TOKEN`] is
+//! `kubernetes-admin`'s, a member of group `system:masters`, which a ClusterRoleBinding binds to
 //! the ClusterRole `cluster-admin` (every verb on every resource).
 
 use std::collections::BTreeMap;
 
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
@@ -74,6 +74,37 @@ pub struct Request<'a> {
     pub namespace: &'a str,
     /// The object's name; `None` on a collection (`list`, `create`).
     pub name: Option<&'a str>,
+}
+
+/// What the path of a request names: a resource in an API group and a namespace, and maybe
+/// one object of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Path<'a> {
+    pub group: &'a str,
+    pub resource: &'a str,
+    pub namespace: &'a str,
+    /// `None` when the path is the collection.
+    pub name: Option<&'a str>,
+}
+
+/// The response refusing the request (401 or 403, with a `metav1.Status`), if `rbac` refuses
+/// it; `None` when it is allowed, or when no RBAC is configured.
+pub fn refusal(
+    rbac: Option<&Rbac>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    path: Path<'_>,
+) -> Option<(StatusCode, Value)> {
+    let verb = verb(method, path.name.is_some(), uri.query());
+    let request = Request {
+        verb: &verb,
+        api_group: path.group,
+        resource: path.resource,
+        namespace: path.namespace,
+        name: path.name,
+    };
+    rbac?.check(headers, &request).err()
 }
 
 /// The verb of a request, as kube-apiserver derives it from the method and whether the path
@@ -246,12 +277,11 @@ impl Rbac {
         let cluster_wide = self
             .cluster_role_bindings
             .values()
+            .filter(|binding| binding.role_ref.kind == "ClusterRole")
             .filter(|binding| applies_to(binding.subjects.as_deref(), user, ""))
             .filter_map(|binding| {
-                (binding.role_ref.kind == "ClusterRole")
-                    .then(|| self.cluster_roles.get(&binding.role_ref.name))
-                    .flatten()
-                    .and_then(|role| role.rules.as_deref())
+                let role = self.cluster_roles.get(&binding.role_ref.name)?;
+                role.rules.as_deref()
             });
         let in_namespace = self
             .role_bindings
