@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::render::ServiceAccount;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "canaryctl",
@@ -24,6 +26,10 @@ pub enum Command {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = Api::Wasmplugin)]
         api: Api,
+        /// Also render a Role granting only get and patch on the filter resource, and a
+        /// RoleBinding of it to this ServiceAccount (the controller's).
+        #[arg(long, value_name = "NAMESPACE/NAME")]
+        rbac: Option<ServiceAccount>,
     },
     /// Print a fresh seal for the decision values (256 bits from the OS random source).
     Seal,

@@ -2,13 +2,17 @@
 //! a well-formed Kubernetes object (read into the k8s-openapi types, with nothing the types do
 //! not know), and the pieces fit together: the selectors pick the pod, the Service reaches the
 //! container's ports, the arguments are ones `canaryctl serve` accepts, and the Role grants
-//! exactly get and patch on WasmPlugins and TrafficExtensions, where the target lives.
+//! exactly what `canaryctl render --rbac` grants for the example spec of the target: get and
+//! patch on that one object.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
 
 use canaryctl::args::{Args, Command};
-use canaryctl::targets::Target;
+use canaryctl::document::{self, Kind as DocumentKind};
+use canaryctl::spec::Spec;
+use canaryctl::targets::{Kind, Target};
 use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service, ServiceAccount};
@@ -51,6 +55,56 @@ fn one<T: DeserializeOwned + serde::Serialize>(
     let again = serde_json::to_value(&typed).unwrap();
     assert_eq!(&again, document, "{kind} has fields its type does not know");
     typed
+}
+
+/// The example spec (`examples/`) of the filter resource `name` in `namespace`.
+fn example_of(namespace: &str, name: &str) -> PathBuf {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        let value = document::load(&path).unwrap();
+        if document::kind(&value) != DocumentKind::CanarySpec {
+            continue;
+        }
+        let spec = Spec::from_value(value).unwrap();
+        if spec.namespace == namespace && spec.name == name {
+            found.push(path);
+        }
+    }
+    let [path] = found.as_slice() else {
+        panic!("one example spec of {namespace}/{name}, not {found:?}");
+    };
+    path.clone()
+}
+
+/// The Role and RoleBinding `canaryctl render SPEC --api API --rbac ACCOUNT` prints.
+fn rendered_rbac(spec: &Path, api: &str, account: &str) -> (Role, RoleBinding) {
+    let out = Process::new(env!("CARGO_BIN_EXE_canaryctl"))
+        .args(["render", spec.to_str().unwrap(), "--api", api])
+        .args(["--rbac", account])
+        .output()
+        .expect("run canaryctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&stdout)
+        .map(|document| Value::deserialize(document).unwrap())
+        .collect();
+    let of_kind = |kind: &str| {
+        let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+        let [document] = found.as_slice() else {
+            panic!("one rendered {kind}");
+        };
+        (*document).clone()
+    };
+    (
+        serde_json::from_value(of_kind("Role")).unwrap(),
+        serde_json::from_value(of_kind("RoleBinding")).unwrap(),
+    )
 }
 
 fn serve_container(deployment: &Deployment) -> Container {
@@ -163,8 +217,9 @@ fn the_controller_manifests_fit_together() {
     assert_eq!(pod.service_account_name, account.metadata.name);
     assert_eq!(account.metadata.namespace.as_ref(), Some(&namespace));
     let Target::Kube {
+        kind,
         namespace: target_namespace,
-        ..
+        name: target_name,
     } = serve.target.target.parse().unwrap()
     else {
         panic!("a kube:// target");
@@ -180,40 +235,22 @@ fn the_controller_manifests_fit_together() {
     assert_eq!(Some(&subjects[0].name), account.metadata.name.as_ref());
     assert_eq!(subjects[0].namespace.as_ref(), Some(&namespace));
 
-    // Least privilege: get and patch on the three Istio kinds, nothing else.
-    let set = |v: &Option<Vec<String>>| {
-        v.clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect::<BTreeSet<_>>()
-    };
-    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
-    let rules = role.rules.clone().unwrap_or_default();
-    let granted: Vec<_> = rules
-        .iter()
-        .map(|rule| {
-            assert_eq!(
-                rule.verbs.iter().cloned().collect::<BTreeSet<_>>(),
-                strings(&["get", "patch"])
-            );
-            assert_eq!(rule.resource_names, None);
-            assert_eq!(rule.non_resource_urls, None);
-            (set(&rule.api_groups), set(&rule.resources))
-        })
-        .collect();
+    // Least privilege: the Role grants what `canaryctl render --rbac` grants for the spec the
+    // target was rendered from (get and patch on that one object), and nothing more. The
+    // target names its kind, so that canaryctl reads no kind the Role does not grant.
+    let kind: Kind = kind.expect("a kube://NAMESPACE/KIND/NAME target");
+    let example = example_of(&target_namespace, &target_name);
+    let service_account = format!("{namespace}/{}", account.metadata.name.clone().unwrap());
+    let (want_role, want_binding) = rendered_rbac(&example, kind.lowercase(), &service_account);
     assert_eq!(
-        granted,
-        [
-            (
-                strings(&["extensions.istio.io"]),
-                strings(&["trafficextensions", "wasmplugins"])
-            ),
-            (
-                strings(&["networking.istio.io"]),
-                strings(&["envoyfilters"])
-            ),
-        ]
+        role.rules,
+        want_role.rules,
+        "the Role grants what `canaryctl render {} --api {} --rbac {service_account}` grants",
+        example.display(),
+        kind.lowercase()
     );
+    assert_eq!(binding.subjects, want_binding.subjects);
+    assert_eq!(want_role.metadata.namespace, role.metadata.namespace);
 }
 
 #[test]

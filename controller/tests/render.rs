@@ -849,6 +849,139 @@ fn the_command_prints_the_resources_as_yaml_documents() {
     assert_eq!(out.status.code(), Some(2), "unknown --api is a usage error");
 }
 
+/// `--rbac NAMESPACE/NAME` adds, after the resources, a Role in the spec's namespace granting
+/// `get` and `patch` on the filter resource alone, and its RoleBinding to that ServiceAccount.
+#[test]
+fn rbac_grants_get_and_patch_on_the_filter_resource_only() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_canaryctl"))
+            .args(args)
+            .current_dir(repo())
+            .output()
+            .expect("run canaryctl")
+    };
+    for name in EXAMPLES {
+        let spec = example(name);
+        for (api, label) in APIS {
+            let file = format!("examples/{name}.yaml");
+            let args = [
+                "render",
+                &file,
+                "--api",
+                label,
+                "--rbac",
+                "canary-system/canaryctl",
+            ];
+            let out = run(&args);
+            assert_eq!(out.status.code(), Some(0), "{args:?}");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let without = render::to_yaml(&rendered(&spec, api));
+            let rbac = stdout
+                .strip_prefix(&without)
+                .and_then(|rest| rest.strip_prefix("---\n"))
+                .unwrap_or_else(|| panic!("{args:?}: the resources, then:\n{stdout}"));
+            let docs: Vec<Value> = serde_yaml::Deserializer::from_str(rbac)
+                .map(|doc| <Value as serde::Deserialize>::deserialize(doc).expect("YAML"))
+                .collect();
+            let filter = &rendered(&spec, api)[0];
+            let group = filter["apiVersion"]
+                .as_str()
+                .and_then(|v| v.split_once('/'))
+                .map(|(group, _)| group)
+                .expect("a group/version");
+            let metadata = json!({
+                "name": format!("canaryctl-{}", spec.name),
+                "namespace": spec.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "canaryctl"},
+            });
+            assert_eq!(
+                docs,
+                [
+                    json!({
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "Role",
+                        "metadata": metadata,
+                        "rules": [{
+                            "apiGroups": [group],
+                            "resources": [format!("{label}s")],
+                            "resourceNames": [filter["metadata"]["name"]],
+                            "verbs": ["get", "patch"],
+                        }],
+                    }),
+                    json!({
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "RoleBinding",
+                        "metadata": metadata,
+                        "roleRef": {
+                            "apiGroup": "rbac.authorization.k8s.io",
+                            "kind": "Role",
+                            "name": metadata["name"],
+                        },
+                        "subjects": [{
+                            "kind": "ServiceAccount",
+                            "name": "canaryctl",
+                            "namespace": "canary-system",
+                        }],
+                    }),
+                ],
+                "{args:?}"
+            );
+            // Well-formed RBAC objects: read into the k8s-openapi types, nothing unknown.
+            let role: k8s_openapi::api::rbac::v1::Role =
+                serde_json::from_value(docs[0].clone()).expect("a Role");
+            assert_eq!(serde_json::to_value(role).expect("JSON"), docs[0]);
+            let binding: k8s_openapi::api::rbac::v1::RoleBinding =
+                serde_json::from_value(docs[1].clone()).expect("a RoleBinding");
+            assert_eq!(serde_json::to_value(binding).expect("JSON"), docs[1]);
+        }
+    }
+
+    let out = run(&[
+        "render",
+        "examples/bookinfo-reviews.yaml",
+        "--api",
+        "envoyfilter",
+        "--rbac",
+        "canary-system/canaryctl",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let role = stdout
+        .find("apiVersion: rbac.authorization.k8s.io/v1")
+        .map(|at| &stdout[at..]);
+    assert_eq!(
+        role,
+        Some(
+            "apiVersion: rbac.authorization.k8s.io/v1\n\
+             kind: Role\n\
+             metadata:\n  name: canaryctl-reviews-canary\n  namespace: bookinfo\n\
+             \x20 labels:\n    app.kubernetes.io/managed-by: canaryctl\n\
+             rules:\n\
+             - apiGroups:\n  - networking.istio.io\n  resources:\n  - envoyfilters\n\
+             \x20 resourceNames:\n  - reviews-canary\n  verbs:\n  - get\n  - patch\n\
+             ---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\n\
+             kind: RoleBinding\n\
+             metadata:\n  name: canaryctl-reviews-canary\n  namespace: bookinfo\n\
+             \x20 labels:\n    app.kubernetes.io/managed-by: canaryctl\n\
+             roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n\
+             \x20 name: canaryctl-reviews-canary\n\
+             subjects:\n\
+             - kind: ServiceAccount\n  name: canaryctl\n  namespace: canary-system\n"
+        )
+    );
+
+    for bad in ["canaryctl", "canary-system/", "Canary/canaryctl"] {
+        let out = run(&["render", "examples/web-gateway.yaml", "--rbac", bad]);
+        assert_eq!(out.status.code(), Some(2), "--rbac {bad} is a usage error");
+        assert!(out.stdout.is_empty(), "nothing rendered");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("invalid value"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn an_invalid_spec_renders_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -20,10 +20,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 // The stand-in Kubernetes API server of the controller's tests (only part of which this test
-// uses), and the schema validation it uses as `super::schema`.
+// uses), with the schema validation and the RBAC checks it uses as `super::schema` and
+// `super::rbac`.
 #[allow(dead_code)]
 #[path = "../../controller/tests/support/kube_api.rs"]
 mod kube_api;
+#[allow(dead_code)]
+#[path = "../../controller/tests/support/rbac.rs"]
+mod rbac;
 #[path = "../../controller/tests/support/schema.rs"]
 mod schema;
 

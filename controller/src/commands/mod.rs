@@ -16,7 +16,7 @@ use crate::args::{Args, Command};
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Validate { file } => validate::run(&file),
-        Command::Render { file, api } => render::run(&file, api),
+        Command::Render { file, api, rbac } => render::run(&file, api, rbac.as_ref()),
         Command::Seal => seal::run(),
         Command::Assign {
             file,

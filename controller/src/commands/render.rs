@@ -1,4 +1,5 @@
-//! `canaryctl render FILE [--api ...]`: the Istio resources of a canary spec, as YAML.
+//! `canaryctl render FILE [--api ...] [--rbac NAMESPACE/NAME]`: the Istio resources of a canary
+//! spec, as YAML, and if asked the Role and RoleBinding a controller needs to change them.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -9,10 +10,10 @@ use canary_filter::ConfigError;
 use super::validate::{malformed, report};
 use crate::args::Api;
 use crate::document::{self, Kind};
-use crate::render;
+use crate::render::{self, ServiceAccount};
 use crate::spec::Spec;
 
-pub fn run(file: &Path, api: Api) -> anyhow::Result<ExitCode> {
+pub fn run(file: &Path, api: Api, rbac: Option<&ServiceAccount>) -> anyhow::Result<ExitCode> {
     let value = match document::load(file) {
         Ok(value) => value,
         Err(error) => return malformed(error),
@@ -30,7 +31,10 @@ pub fn run(file: &Path, api: Api) -> anyhow::Result<ExitCode> {
         Ok(spec) => spec,
         Err(errors) => return Ok(report(&errors)),
     };
-    let resources = render::resources(&spec, api)?;
+    let mut resources = render::resources(&spec, api)?;
+    if let Some(account) = rbac {
+        resources.extend(render::rbac::role_and_binding(&spec, api, account));
+    }
     tracing::debug!(file = %file.display(), ?api, resources = resources.len(), "rendered");
     let yaml = render::to_yaml(&resources);
     std::io::stdout().lock().write_all(yaml.as_bytes())?;

@@ -1,10 +1,12 @@
 //! Renders the Istio resources of a canary spec: the filter resource (WasmPlugin,
 //! TrafficExtension or EnvoyFilter), then per route its DestinationRule and VirtualService, in
-//! the order they should be applied (subsets exist before a VirtualService names them).
+//! the order they should be applied (subsets exist before a VirtualService names them); and, on
+//! request, the Role and RoleBinding a controller needs to change the filter resource ([`rbac`]).
 //!
 //! Output is deterministic: the same spec renders the same bytes.
 
 mod extension;
+pub mod rbac;
 mod routing;
 mod yaml;
 
@@ -12,6 +14,8 @@ use serde_json::Value;
 
 use crate::args::Api;
 use crate::spec::Spec;
+
+pub use self::rbac::ServiceAccount;
 
 /// Root id of the filter in Envoy (`pluginName` in Istio).
 pub const PLUGIN_NAME: &str = "canary";

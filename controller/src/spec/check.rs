@@ -297,7 +297,8 @@ pub(super) fn check_dns_label(errors: &mut Errors, path: &str, name: &str) {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// A DNS-1123 label, as Kubernetes names a namespace.
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -306,7 +307,8 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn is_dns_subdomain(s: &str) -> bool {
+/// A DNS-1123 subdomain, as Kubernetes names most objects (a ServiceAccount among them).
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 

@@ -41,6 +41,7 @@ use check::{
     check_attachment, check_dns_label, check_gateways, check_module, check_routes, check_seal,
     check_services,
 };
+pub(crate) use check::{is_dns_label, is_dns_subdomain};
 use errors::Errors;
 
 /// The top-level fields of a canary spec.

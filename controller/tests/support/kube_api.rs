@@ -9,6 +9,9 @@
 //!   409 Conflict, a `PUT` without one 422, a missing object 404, each with a `metav1.Status`;
 //! - every written object pruned and validated against the CRD's `openAPIV3Schema`
 //!   (422 Invalid listing the causes); `generation` bumped when `spec` changes;
+//! - once a test configures tokens or RBAC, bearer tokens and RBAC checked before anything
+//!   else, as [`rbac`] describes (401, 403), the kubeconfig's token staying a cluster admin's;
+//!   until then, every request is served;
 //! - test hooks: a concurrent writer that changes the object just before the next writes,
 //!   faults (answers such as 429 with `Retry-After` or 503 for the next requests, an outage
 //!   for a while, connections closed without an answer), and a log of the requests served.
@@ -27,6 +30,7 @@ use axum::routing::any;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::rbac::{self, Rbac, User};
 use super::schema;
 
 /// A change another client makes to the object, just before one of ours is served.
@@ -73,6 +77,8 @@ struct Store {
     /// How many of the next connections are closed as soon as they are accepted.
     connections_to_drop: usize,
     served: Vec<Served>,
+    /// Authentication and authorization, once a test configures them.
+    rbac: Option<Rbac>,
 }
 
 /// An answer the stand-in gives instead of serving a request, as an overloaded or restarting
@@ -233,18 +239,46 @@ impl KubeApi {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig file in `dir` whose current context is this server.
+    /// A kubeconfig file in `dir` whose current context is this server, as a cluster admin.
     pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("kubeconfig");
+        self.kubeconfig_at(&dir.join("kubeconfig"), rbac::ADMIN_TOKEN)
+    }
+
+    /// A kubeconfig file at `path` whose current context is this server, with `token`.
+    pub fn kubeconfig_at(&self, path: &Path, token: &str) -> PathBuf {
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: {}\n\
-             users:\n- name: tester\n  user:\n    token: stand-in-token\n\
+             users:\n- name: tester\n  user:\n    token: {token}\n\
              contexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: tester\n    namespace: default\n\
              current-context: stand-in\n",
             self.url()
         );
-        std::fs::write(&path, text).expect("write kubeconfig");
-        path
+        std::fs::write(path, text).expect("write kubeconfig");
+        path.to_owned()
+    }
+
+    /// Requests bearing `token` are made by `user` (e.g.
+    /// `system:serviceaccount:canary-system:canaryctl`), with the groups [`User::named`] gives
+    /// it. From then on every request is authenticated and authorized.
+    pub fn token(&self, token: &str, user: &str) {
+        self.lock()
+            .rbac
+            .get_or_insert_with(Rbac::default)
+            .token(token, User::named(user));
+    }
+
+    /// Applies the Roles, ClusterRoles, RoleBindings and ClusterRoleBindings of a YAML stream
+    /// (panics on any other document). From then on every request is authenticated and
+    /// authorized.
+    pub fn apply_rbac(&self, yaml: &str) {
+        let mut store = self.lock();
+        if let Err(error) = store
+            .rbac
+            .get_or_insert_with(Rbac::default)
+            .apply_yaml(yaml)
+        {
+            panic!("the RBAC objects do not apply: {error}");
+        }
     }
 
     /// Creates an object as `POST` would; panics if the server refuses it.
@@ -440,6 +474,16 @@ async fn collection(
         store.log(&method, &uri, &headers, &request, fault.status());
         return fault;
     }
+    let path = rbac::Path {
+        group: &group,
+        resource: &plural,
+        namespace: &ns,
+        name: None,
+    };
+    if let Some((code, body)) = rbac::refusal(store.rbac.as_ref(), &method, &uri, &headers, path) {
+        store.log(&method, &uri, &headers, &request, code);
+        return (code, Json(body)).into_response();
+    }
     let (code, body) = if !store.serves(&group, &version, &plural) {
         not_served()
     } else if method != Method::POST {
@@ -466,6 +510,16 @@ async fn item(
     if let Some(fault) = store.fault(&method) {
         store.log(&method, &uri, &headers, &request, fault.status());
         return fault;
+    }
+    let path = rbac::Path {
+        group: &group,
+        resource: &plural,
+        namespace: &ns,
+        name: Some(&name),
+    };
+    if let Some((code, body)) = rbac::refusal(store.rbac.as_ref(), &method, &uri, &headers, path) {
+        store.log(&method, &uri, &headers, &request, code);
+        return (code, Json(body)).into_response();
     }
     let content_type = content_type(&headers);
     let (code, body) = if !store.serves(&group, &version, &plural) {

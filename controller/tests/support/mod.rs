@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kube_api;
+pub mod rbac;
 pub mod schema;
 
 use std::path::Path;
