@@ -7,17 +7,17 @@
 //! configuration string changes; the resource name and every other field are kept. The new
 //! file replaces the old by an atomic rename in the same directory, which is what Envoy's
 //! `watched_directory` reacts to; just before the rename the file is read again, and if
-//! someone else changed it meanwhile the whole change is redone on the new content.
+//! someone else changed it meanwhile the whole change is redone on the new content
+//! ([`atomic`], [`read_edit_write`]).
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::Value;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
-use super::{edited, Edit, Error, Update, MAX_ATTEMPTS};
+use super::{atomic, block_on, edited, read_edit_write, Edit, Error, Slot, Update};
 use crate::ecds::{STRING_VALUE, TYPED_EXTENSION_CONFIG, WASM};
 
 #[derive(Debug, thiserror::Error)]
@@ -80,39 +80,47 @@ pub fn read(path: &Path) -> Result<Value, FileError> {
 }
 
 pub fn update(path: &Path, edit: &Edit<'_>) -> Result<Update, Error> {
-    for attempt in 1..=MAX_ATTEMPTS {
-        let file = load(path)?;
-        let config = edited(&file.config, edit)?;
-        if config == file.config {
-            info!(path = %path.display(), "configuration unchanged; nothing written");
-            return Ok(Update {
-                config,
-                written: false,
-            });
-        }
-        let bytes = file.render(&config).map_err(|reason| FileError::Write {
+    let slot = ConfigSlot(path);
+    let (config, written) = block_on(read_edit_write(&slot, |live| edited(live, edit).map(Some)))??;
+    Ok(Update { config, written })
+}
+
+/// The plugin configuration in the ECDS file.
+struct ConfigSlot<'a>(&'a Path);
+
+impl Slot for ConfigSlot<'_> {
+    type Version = EcdsFile;
+    type Value = Value;
+
+    async fn load(&self) -> Result<(EcdsFile, Value), Error> {
+        let file = load(self.0)?;
+        let config = file.config.clone();
+        Ok((file, config))
+    }
+
+    async fn compare_and_swap(&self, file: EcdsFile, config: &Value) -> Result<bool, Error> {
+        let path = self.0;
+        let write_error = |error| FileError::Write {
             path: path.to_owned(),
-            error: io::Error::other(reason),
-        })?;
-        match replace(path, &file.bytes, &bytes)? {
-            Replaced::Yes => {
-                info!(path = %path.display(), attempt, "configuration written");
-                return Ok(Update {
-                    config,
-                    written: true,
-                });
-            }
-            Replaced::ChangedMeanwhile => {
-                warn!(path = %path.display(), attempt, "file changed while updating it; retrying");
-                std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
-            }
+            error,
+        };
+        let bytes = file
+            .render(config)
+            .map_err(|reason| write_error(io::Error::other(reason)))?;
+        Ok(atomic::replace_if_unchanged(path, Some(&file.bytes), &bytes).map_err(write_error)?)
+    }
+
+    fn contended(&self, attempts: u32) -> Error {
+        FileError::Contended {
+            path: self.0.to_owned(),
+            attempts,
         }
+        .into()
     }
-    Err(FileError::Contended {
-        path: path.to_owned(),
-        attempts: MAX_ATTEMPTS,
+
+    fn describe(&self) -> String {
+        format!("the plugin configuration in {}", self.0.display())
     }
-    .into())
 }
 
 fn load(path: &Path) -> Result<EcdsFile, FileError> {
@@ -229,50 +237,6 @@ fn expect_type(value: &Value, path: &str, want: &str) -> Result<(), String> {
         Some(t) => Err(format!("{path} is a {t}, not a {want}")),
         None => Err(format!("{path} has no @type (expected {want})")),
     }
-}
-
-enum Replaced {
-    Yes,
-    ChangedMeanwhile,
-}
-
-/// Writes `bytes` to a temporary file beside `path` and renames it over `path`, unless the
-/// file no longer holds `expected`.
-fn replace(path: &Path, expected: &[u8], bytes: &[u8]) -> Result<Replaced, FileError> {
-    let write_error = |error| FileError::Write {
-        path: path.to_owned(),
-        error,
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{file_name}.canaryctl-{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut out = fs::File::create(&temp)?;
-        out.write_all(bytes)?;
-        if let Ok(metadata) = fs::metadata(path) {
-            out.set_permissions(metadata.permissions())?;
-        }
-        out.sync_all()?;
-        if fs::read(path)? != expected {
-            return Ok(Replaced::ChangedMeanwhile);
-        }
-        fs::rename(&temp, path)?;
-        // Make the rename durable; not every platform can open a directory, which is fine.
-        if let Ok(dir) = fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(Replaced::Yes)
-    })();
-    if !matches!(result, Ok(Replaced::Yes)) {
-        let _ = fs::remove_file(&temp);
-    }
-    result.map_err(write_error)
 }
 
 #[cfg(test)]
@@ -401,23 +365,5 @@ mod tests {
         let update = update(&path, &set_canary(10)).unwrap();
         assert!(!update.written);
         assert_eq!(fs::read(&path).unwrap(), before);
-    }
-
-    #[test]
-    fn replace_refuses_to_overwrite_a_concurrent_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.json");
-        fs::write(&path, b"theirs").unwrap();
-        assert!(matches!(
-            replace(&path, b"ours", b"new").unwrap(),
-            Replaced::ChangedMeanwhile
-        ));
-        assert_eq!(fs::read(&path).unwrap(), b"theirs");
-        assert!(matches!(
-            replace(&path, b"theirs", b"new").unwrap(),
-            Replaced::Yes
-        ));
-        assert_eq!(fs::read(&path).unwrap(), b"new");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

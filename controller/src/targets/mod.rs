@@ -6,7 +6,12 @@
 //! (the only source of truth), edited in place, checked with the filter's own parser, and
 //! written back only if the filter would accept it. Both targets detect a concurrent writer
 //! and redo the whole cycle on the fresh configuration.
+//!
+//! Each thing a target keeps — the plugin configuration, a route's rollout record — is a
+//! [`Slot`]: it can be loaded with a version, and replaced only if still at that version.
+//! [`read_edit_write`] is the one loop over a slot that every change goes through.
 
+mod atomic;
 mod file;
 mod kube;
 pub mod record;
@@ -14,9 +19,11 @@ pub mod record;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use canary_filter::ConfigErrors;
 use serde_json::Value;
+use tracing::{debug, info, warn};
 
 pub use self::file::FileError;
 pub use self::kube::{Kind, KubeError};
@@ -30,6 +37,8 @@ pub const MAX_ATTEMPTS: u32 = 5;
 pub enum Error {
     #[error("invalid target {0:?}: expected file:PATH, kube://NAMESPACE/NAME or kube://NAMESPACE/KIND/NAME (KIND: wasmplugin, trafficextension or envoyfilter)")]
     Syntax(String),
+    #[error("cannot start the runtime the target is reached from: {0}")]
+    Runtime(std::io::Error),
     #[error(transparent)]
     File(#[from] FileError),
     #[error(transparent)]
@@ -181,6 +190,63 @@ impl Target {
             Target::File(_) => Err(Error::Syntax(self.to_string())),
         }
     }
+}
+
+/// A value a target keeps that is replaced only if nobody wrote it since it was read: the
+/// plugin configuration, or a route's rollout record, in a file or a Kubernetes object.
+pub(crate) trait Slot {
+    /// What a write must still find: the file's bytes, the object's resourceVersion.
+    type Version;
+    type Value: PartialEq;
+
+    /// The value now kept, and its version.
+    async fn load(&self) -> Result<(Self::Version, Self::Value)>;
+
+    /// Writes `value` if the slot is still at `version`; false if someone else wrote it
+    /// meanwhile.
+    async fn compare_and_swap(&self, version: Self::Version, value: &Self::Value) -> Result<bool>;
+
+    /// The error once other writers kept winning for `attempts` tries.
+    fn contended(&self, attempts: u32) -> Error;
+
+    /// What the slot is, for the log.
+    fn describe(&self) -> String;
+}
+
+/// Loads `slot`, lets `edit` make the new value (None: leave it as it is), and writes it if it
+/// differs; when someone else wrote the slot in between, the edit is made again on a fresh
+/// load, at most [`MAX_ATTEMPTS`] times. The value now kept, and whether it was written.
+pub(crate) async fn read_edit_write<S: Slot>(
+    slot: &S,
+    edit: impl Fn(&S::Value) -> Result<Option<S::Value>>,
+) -> Result<(S::Value, bool)> {
+    for attempt in 1..=MAX_ATTEMPTS {
+        let (version, current) = slot.load().await?;
+        let new = match edit(&current)? {
+            Some(new) if new != current => new,
+            _ => {
+                debug!(slot = %slot.describe(), "unchanged; nothing written");
+                return Ok((current, false));
+            }
+        };
+        if slot.compare_and_swap(version, &new).await? {
+            info!(slot = %slot.describe(), attempt, "written");
+            return Ok((new, true));
+        }
+        warn!(slot = %slot.describe(), attempt,
+            "conflict: written by someone else meanwhile; redoing the change on a fresh read");
+        tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+    }
+    Err(slot.contended(MAX_ATTEMPTS))
+}
+
+/// Runs a target's future to completion on a runtime of its own.
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    Ok(runtime.block_on(future))
 }
 
 /// A change to the plugin configuration, applied in place.

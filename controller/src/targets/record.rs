@@ -10,14 +10,10 @@
 //! accepted without reconfiguring the filter (`update_attempt` and `update_success` count
 //! one more, nothing else happens).
 
-use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use tracing::{info, warn};
-
-use super::{FileError, MAX_ATTEMPTS};
+use super::{atomic, block_on, read_edit_write, Error, FileError, Result, Slot};
 
 /// Makes the new record from the current one; None leaves the record as it is.
 pub type RecordEdit<'a> = dyn Fn(Option<&str>) -> Option<String> + 'a;
@@ -37,83 +33,75 @@ pub fn file_path(ecds: &Path, route: &str) -> PathBuf {
 }
 
 pub fn read_file(ecds: &Path, route: &str) -> Result<Option<String>, FileError> {
-    let path = file_path(ecds, route);
-    read_optional(&path)
+    read_optional(&file_path(ecds, route))
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, FileError> {
-    match fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(FileError::Read {
-            path: path.to_owned(),
-            error,
-        }),
-    }
+    let bytes = atomic::read_optional(path).map_err(|error| FileError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    bytes
+        .map(|bytes| {
+            String::from_utf8(bytes).map_err(|error| FileError::Read {
+                path: path.to_owned(),
+                error: io::Error::new(io::ErrorKind::InvalidData, error),
+            })
+        })
+        .transpose()
 }
 
 /// Replaces the record with `edit`'s, unless someone else changed it meanwhile, in which case
 /// the edit is made again on the fresh record. Returns the record now stored.
-pub fn update_file(
-    ecds: &Path,
-    route: &str,
-    edit: &RecordEdit<'_>,
-) -> Result<Option<String>, FileError> {
-    let path = file_path(ecds, route);
-    for attempt in 1..=MAX_ATTEMPTS {
-        let current = read_optional(&path)?;
-        let Some(new) = edit(current.as_deref()) else {
-            return Ok(current);
-        };
-        if current.as_deref() == Some(new.as_str()) {
-            return Ok(current);
-        }
-        if replace(&path, current.as_deref(), &new)? {
-            info!(path = %path.display(), attempt, "rollout record written");
-            return Ok(Some(new));
-        }
-        warn!(path = %path.display(), attempt, "rollout record changed while updating it; retrying");
-        std::thread::sleep(Duration::from_millis(20 * u64::from(attempt)));
-    }
-    Err(FileError::Contended {
-        path,
-        attempts: MAX_ATTEMPTS,
-    })
+pub fn update_file(ecds: &Path, route: &str, edit: &RecordEdit<'_>) -> Result<Option<String>> {
+    let slot = RecordFile(file_path(ecds, route));
+    let (record, _) = block_on(read_edit_write(&slot, |current: &Option<String>| {
+        Ok(edit(current.as_deref()).map(Some))
+    }))??;
+    Ok(record)
 }
 
-/// Writes `text` beside `path` and renames it over `path`, unless `path` no longer holds
-/// `expected`. False when it did not.
-fn replace(path: &Path, expected: Option<&str>, text: &str) -> Result<bool, FileError> {
-    let write_error = |error| FileError::Write {
-        path: path.to_owned(),
-        error,
-    };
-    let temp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut out = fs::File::create(&temp)?;
-        out.write_all(text.as_bytes())?;
-        out.sync_all()?;
-        let now = match fs::read_to_string(path) {
-            Ok(text) => Some(text),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-            Err(error) => return Err(error),
-        };
-        if now.as_deref() != expected {
-            return Ok(false);
-        }
-        fs::rename(&temp, path)?;
-        Ok(true)
-    })();
-    if !matches!(result, Ok(true)) {
-        let _ = fs::remove_file(&temp);
+/// A route's record file, beside the ECDS file.
+struct RecordFile(PathBuf);
+
+impl Slot for RecordFile {
+    type Version = Option<String>;
+    type Value = Option<String>;
+
+    async fn load(&self) -> Result<(Option<String>, Option<String>)> {
+        let current = read_optional(&self.0)?;
+        Ok((current.clone(), current))
     }
-    result.map_err(write_error)
+
+    async fn compare_and_swap(
+        &self,
+        read: Option<String>,
+        record: &Option<String>,
+    ) -> Result<bool> {
+        // An edit makes a record or leaves the slot alone: it never removes one.
+        let bytes = record.as_deref().unwrap_or_default().as_bytes();
+        atomic::replace_if_unchanged(&self.0, read.as_deref().map(str::as_bytes), bytes).map_err(
+            |error| {
+                FileError::Write {
+                    path: self.0.clone(),
+                    error,
+                }
+                .into()
+            },
+        )
+    }
+
+    fn contended(&self, attempts: u32) -> Error {
+        FileError::Contended {
+            path: self.0.clone(),
+            attempts,
+        }
+        .into()
+    }
+
+    fn describe(&self) -> String {
+        format!("the rollout record {}", self.0.display())
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +119,8 @@ mod tests {
 
     #[test]
     fn a_record_is_written_read_and_left_alone_on_none() {
+        use std::fs;
+
         let dir = tempfile::tempdir().unwrap();
         let ecds = dir.path().join("filter.yaml");
         assert_eq!(read_file(&ecds, "web").unwrap(), None);

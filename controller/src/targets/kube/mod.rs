@@ -22,16 +22,14 @@
 
 mod retry;
 
-use std::time::Duration;
-
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::client::ClientBuilder;
 use kube::Client;
 use serde_json::{json, Value};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use self::retry::{retrying, Budget, RetryAfter};
-use super::{edited, Edit, Error, Update, MAX_ATTEMPTS};
+use super::{block_on, edited, read_edit_write, Edit, Error, Slot, Update};
 use crate::ecds;
 
 pub const GROUP: &str = "extensions.istio.io";
@@ -42,8 +40,6 @@ const FIELD_MANAGER: &str = "canaryctl";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
-    #[error("cannot start the Kubernetes client runtime: {0}")]
-    Runtime(std::io::Error),
     #[error("no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster): {0}")]
     Config(Box<kube::config::InferConfigError>),
     #[error("cannot build the Kubernetes client: {}", describe(.0))]
@@ -389,6 +385,8 @@ struct Resource<'a> {
     budget: Budget,
     retry_after: RetryAfter,
     kind: Option<Kind>,
+    /// The kind the name was last found as.
+    last_kind: std::cell::Cell<Option<Kind>>,
     namespace: &'a str,
     name: &'a str,
 }
@@ -401,11 +399,11 @@ pub struct Location<'a> {
     pub name: &'a str,
 }
 
-pub fn read(at: Location<'_>) -> Result<Value, KubeError> {
+pub fn read(at: Location<'_>) -> Result<Value, Error> {
     block_on(async {
         let resource = Resource::connect(at).await?;
         let (kind, object) = resource.get().await?;
-        resource.config(kind, &object)
+        Ok(resource.config(kind, &object)?)
     })?
 }
 
@@ -414,14 +412,6 @@ pub fn update(at: Location<'_>, edit: &Edit<'_>) -> Result<Update, Error> {
         let resource = Resource::connect(at).await?;
         resource.update(edit).await
     })?
-}
-
-fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, KubeError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(KubeError::Runtime)?;
-    Ok(runtime.block_on(future))
 }
 
 /// What the API said of one kind of the name.
@@ -448,6 +438,7 @@ impl<'a> Resource<'a> {
             budget,
             retry_after,
             kind: at.kind,
+            last_kind: std::cell::Cell::new(None),
             namespace: at.namespace,
             name: at.name,
         })
@@ -571,51 +562,6 @@ impl<'a> Resource<'a> {
         }
     }
 
-    async fn update(&self, edit: &Edit<'_>) -> Result<Update, Error> {
-        let mut last_kind = Kind::WasmPlugin;
-        for attempt in 1..=MAX_ATTEMPTS {
-            let (kind, object) = self.get().await?;
-            last_kind = kind;
-            let live = self.config(kind, &object)?;
-            let config = edited(&live, edit)?;
-            if config == live {
-                info!(%kind, namespace = self.namespace, name = self.name,
-                    "configuration unchanged; nothing written");
-                return Ok(Update {
-                    config,
-                    written: false,
-                });
-            }
-            let patch = kind
-                .change(&object, &live, &config)
-                .map_err(|error| self.config_error(kind, error))?;
-            match self.patch(kind, &patch).await {
-                Ok(written) => {
-                    info!(%kind, namespace = self.namespace, name = self.name, attempt,
-                        resource_version = ?written.metadata.resource_version,
-                        "configuration written");
-                    return Ok(Update {
-                        config,
-                        written: true,
-                    });
-                }
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    warn!(%kind, namespace = self.namespace, name = self.name, attempt,
-                        message = %status.message, "conflict: written by someone else meanwhile; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                }
-                Err(source) => return Err(self.api_error("patch", kind, source).into()),
-            }
-        }
-        Err(KubeError::Conflict {
-            kind: last_kind,
-            namespace: self.namespace.to_owned(),
-            name: self.name.to_owned(),
-            attempts: MAX_ATTEMPTS,
-        }
-        .into())
-    }
-
     fn config_error(&self, kind: Kind, error: serde_json::Error) -> KubeError {
         KubeError::PluginConfigNotJson {
             kind,
@@ -657,7 +603,7 @@ impl<'a> Resource<'a> {
 }
 
 /// The annotation `key` on the resource at `at`.
-pub fn read_annotation(at: Location<'_>, key: &str) -> Result<Option<String>, KubeError> {
+pub fn read_annotation(at: Location<'_>, key: &str) -> Result<Option<String>, Error> {
     block_on(async {
         let resource = Resource::connect(at).await?;
         let (_, object) = resource.get().await?;
@@ -671,7 +617,7 @@ pub fn update_annotation(
     at: Location<'_>,
     key: &str,
     edit: &super::RecordEdit<'_>,
-) -> Result<Option<String>, KubeError> {
+) -> Result<Option<String>, Error> {
     block_on(async {
         let resource = Resource::connect(at).await?;
         resource.update_annotation(key, edit).await
@@ -692,44 +638,151 @@ fn annotation_patch(resource_version: Option<&str>, key: &str, value: &str) -> V
     json!({ "metadata": { "resourceVersion": resource_version, "annotations": { key: value } } })
 }
 
+/// The plugin configuration in the object.
+struct ConfigSlot<'r, 'a>(&'r Resource<'a>);
+
+/// The object as read: its kind, the object and the plugin configuration in it.
+struct Seen {
+    kind: Kind,
+    object: DynamicObject,
+    live: Value,
+}
+
+impl Slot for ConfigSlot<'_, '_> {
+    type Version = Seen;
+    type Value = Value;
+
+    async fn load(&self) -> Result<(Seen, Value), Error> {
+        let resource = self.0;
+        let (kind, object) = resource.get().await?;
+        let live = resource.config(kind, &object)?;
+        resource.last_kind.set(Some(kind));
+        Ok((
+            Seen {
+                kind,
+                object,
+                live: live.clone(),
+            },
+            live,
+        ))
+    }
+
+    async fn compare_and_swap(&self, seen: Seen, config: &Value) -> Result<bool, Error> {
+        let resource = self.0;
+        let patch = seen
+            .kind
+            .change(&seen.object, &seen.live, config)
+            .map_err(|error| resource.config_error(seen.kind, error))?;
+        Ok(resource.patch_unless_stale(seen.kind, &patch).await?)
+    }
+
+    fn contended(&self, attempts: u32) -> Error {
+        self.0.conflict(attempts).into()
+    }
+
+    fn describe(&self) -> String {
+        format!("the plugin configuration of {}", self.0)
+    }
+}
+
+/// One annotation of the object.
+struct AnnotationSlot<'r, 'a> {
+    resource: &'r Resource<'a>,
+    key: &'r str,
+}
+
+impl Slot for AnnotationSlot<'_, '_> {
+    type Version = (Kind, Option<String>);
+    type Value = Option<String>;
+
+    async fn load(&self) -> Result<((Kind, Option<String>), Option<String>), Error> {
+        let (kind, object) = self.resource.get().await?;
+        self.resource.last_kind.set(Some(kind));
+        let version = object.metadata.resource_version.clone();
+        Ok(((kind, version), annotation(&object, self.key)))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        (kind, version): (Kind, Option<String>),
+        value: &Option<String>,
+    ) -> Result<bool, Error> {
+        // An edit sets the annotation or leaves the slot alone: it never removes it.
+        let value = value.as_deref().unwrap_or_default();
+        let patch = annotation_patch(version.as_deref(), self.key, value);
+        Ok(self.resource.patch_unless_stale(kind, &patch).await?)
+    }
+
+    fn contended(&self, attempts: u32) -> Error {
+        self.resource.conflict(attempts).into()
+    }
+
+    fn describe(&self) -> String {
+        format!("the annotation {} of {}", self.key, self.resource)
+    }
+}
+
 impl Resource<'_> {
+    async fn update(&self, edit: &Edit<'_>) -> Result<Update, Error> {
+        let (config, written) =
+            read_edit_write(&ConfigSlot(self), |live| edited(live, edit).map(Some)).await?;
+        Ok(Update { config, written })
+    }
+
     async fn update_annotation(
         &self,
         key: &str,
         edit: &super::RecordEdit<'_>,
-    ) -> Result<Option<String>, KubeError> {
-        let mut last_kind = Kind::WasmPlugin;
-        for attempt in 1..=MAX_ATTEMPTS {
-            let (kind, object) = self.get().await?;
-            last_kind = kind;
-            let current = annotation(&object, key);
-            let Some(value) = edit(current.as_deref()) else {
-                return Ok(current);
-            };
-            if current.as_deref() == Some(value.as_str()) {
-                return Ok(current);
+    ) -> Result<Option<String>, Error> {
+        let slot = AnnotationSlot {
+            resource: self,
+            key,
+        };
+        let (value, _) = read_edit_write(&slot, |current: &Option<String>| {
+            Ok(edit(current.as_deref()).map(Some))
+        })
+        .await?;
+        Ok(value)
+    }
+
+    /// Writes a merge patch carrying the resourceVersion it was computed from; false when the
+    /// server refused it as stale (409).
+    async fn patch_unless_stale(&self, kind: Kind, patch: &Value) -> Result<bool, KubeError> {
+        match self.patch(kind, patch).await {
+            Ok(written) => {
+                debug!(%kind, namespace = self.namespace, name = self.name,
+                    resource_version = ?written.metadata.resource_version, "patched");
+                Ok(true)
             }
-            let patch = annotation_patch(object.metadata.resource_version.as_deref(), key, &value);
-            match self.patch(kind, &patch).await {
-                Ok(_) => {
-                    info!(%kind, namespace = self.namespace, name = self.name, key, attempt,
-                        "annotation written");
-                    return Ok(Some(value));
-                }
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    warn!(%kind, namespace = self.namespace, name = self.name, key, attempt,
-                        "conflict writing the annotation; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                }
-                Err(source) => return Err(self.api_error("patch", kind, source)),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                debug!(%kind, namespace = self.namespace, name = self.name,
+                    message = %status.message, "stale");
+                Ok(false)
             }
+            Err(source) => Err(self.api_error("patch", kind, source)),
         }
-        Err(KubeError::Conflict {
-            kind: last_kind,
+    }
+
+    fn conflict(&self, attempts: u32) -> KubeError {
+        KubeError::Conflict {
+            kind: self
+                .last_kind
+                .get()
+                .or(self.kind)
+                .unwrap_or(Kind::WasmPlugin),
             namespace: self.namespace.to_owned(),
             name: self.name.to_owned(),
-            attempts: MAX_ATTEMPTS,
-        })
+            attempts,
+        }
+    }
+}
+
+impl std::fmt::Display for Resource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.last_kind.get().or(self.kind) {
+            Some(kind) => write!(f, "{kind} {}/{}", self.namespace, self.name),
+            None => write!(f, "kube://{}/{}", self.namespace, self.name),
+        }
     }
 }
 
