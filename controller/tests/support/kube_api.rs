@@ -470,19 +470,14 @@ async fn collection(
     request: Bytes,
 ) -> Response {
     let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(fault) = store.fault(&method) {
-        store.log(&method, &uri, &headers, &request, fault.status());
-        return fault;
-    }
     let path = rbac::Path {
         group: &group,
         resource: &plural,
         namespace: &ns,
         name: None,
     };
-    if let Some((code, body)) = rbac::refusal(store.rbac.as_ref(), &method, &uri, &headers, path) {
-        store.log(&method, &uri, &headers, &request, code);
-        return (code, Json(body)).into_response();
+    if let Some(refused) = store.refuse(&method, &uri, &headers, &request, path) {
+        return refused;
     }
     let (code, body) = if !store.serves(&group, &version, &plural) {
         not_served()
@@ -507,19 +502,14 @@ async fn item(
     request: Bytes,
 ) -> Response {
     let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(fault) = store.fault(&method) {
-        store.log(&method, &uri, &headers, &request, fault.status());
-        return fault;
-    }
     let path = rbac::Path {
         group: &group,
         resource: &plural,
         namespace: &ns,
         name: Some(&name),
     };
-    if let Some((code, body)) = rbac::refusal(store.rbac.as_ref(), &method, &uri, &headers, path) {
-        store.log(&method, &uri, &headers, &request, code);
-        return (code, Json(body)).into_response();
+    if let Some(refused) = store.refuse(&method, &uri, &headers, &request, path) {
+        return refused;
     }
     let content_type = content_type(&headers);
     let (code, body) = if !store.serves(&group, &version, &plural) {
@@ -553,6 +543,24 @@ async fn item(
 }
 
 impl Store {
+    /// The answer to a request refused before it is served: a fault due now, else a missing
+    /// or unknown token, or a verb RBAC does not allow. Logged as served.
+    fn refuse(
+        &mut self,
+        method: &Method,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+        request: &[u8],
+        path: rbac::Path<'_>,
+    ) -> Option<Response> {
+        let refused = self.fault(method).or_else(|| {
+            rbac::refusal(self.rbac.as_ref(), method, uri, headers, path)
+                .map(|(code, body)| (code, Json(body)).into_response())
+        })?;
+        self.log(method, uri, headers, request, refused.status());
+        Some(refused)
+    }
+
     /// The fault to answer this request with, if one is due.
     fn fault(&mut self, method: &Method) -> Option<Response> {
         if let Some(until) = self.outage_until {
