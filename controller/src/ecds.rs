@@ -1,6 +1,9 @@
 //! The ECDS document a standalone Envoy reads from a watched file: `resources:` holding one
 //! `TypedExtensionConfig` with an `envoy.extensions.filters.http.wasm.v3.Wasm`, the plugin
-//! configuration carried as a JSON `StringValue`, shaped as istiod shapes it.
+//! configuration carried as a JSON `StringValue`, shaped as istiod shapes it: how it is built,
+//! read from a file, and where the plugin configuration sits in it.
+
+use std::path::Path;
 
 use serde_json::{json, Value};
 
@@ -57,4 +60,140 @@ pub fn document(name: &str, module: &ModuleSource, plugin_config: &str) -> Value
             },
         }],
     })
+}
+
+/// Where, in an ECDS document, the plugin configuration string is (a JSON pointer).
+pub const PLUGIN_CONFIG: &str = "/resources/0/typed_config/config/configuration/value";
+
+/// How an ECDS file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Json => "JSON",
+            Format::Yaml => "YAML",
+        })
+    }
+}
+
+impl Format {
+    /// As Envoy chooses: by the file's extension, `.yaml`/`.yml` YAML, anything else JSON.
+    pub fn of(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml") => {
+                Format::Yaml
+            }
+            _ => Format::Json,
+        }
+    }
+
+    /// The document in `bytes`, read as this format.
+    pub fn parse(self, bytes: &[u8]) -> Result<Value, String> {
+        match self {
+            Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+            Format::Yaml => serde_yaml::from_slice(bytes).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The one `TypedExtensionConfig`'s Wasm `configuration`: its `StringValue`'s `value`, or what
+/// makes the document something else.
+pub fn plugin_config_text(document: &Value) -> Result<&str, String> {
+    let resource = the_resource(document)?;
+    let configuration = wasm_configuration(resource)?;
+    configuration
+        .get("value")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            "resources[0].typed_config.config.configuration.value is not a string".to_owned()
+        })
+}
+
+/// The plugin configuration string, to replace.
+pub fn plugin_config_slot(document: &mut Value) -> Result<&mut Value, String> {
+    plugin_config_text(document)?;
+    document
+        .pointer_mut(PLUGIN_CONFIG)
+        .ok_or_else(|| "resources[0].typed_config.config.configuration.value is missing".to_owned())
+}
+
+fn the_resource(document: &Value) -> Result<&Value, String> {
+    let resources = document
+        .get("resources")
+        .and_then(Value::as_array)
+        .ok_or("no `resources` list")?;
+    let [resource] = resources.as_slice() else {
+        return Err(format!(
+            "`resources` holds {} entries; exactly one TypedExtensionConfig is expected",
+            resources.len()
+        ));
+    };
+    expect_type(resource, "resources[0]", TYPED_EXTENSION_CONFIG)?;
+    Ok(resource)
+}
+
+fn wasm_configuration(resource: &Value) -> Result<&Value, String> {
+    let typed_config = resource
+        .get("typed_config")
+        .ok_or("resources[0] has no typed_config")?;
+    expect_type(typed_config, "resources[0].typed_config", WASM)?;
+    let configuration = typed_config
+        .pointer("/config/configuration")
+        .ok_or("the Wasm filter has no config.configuration (the plugin configuration)")?;
+    expect_type(
+        configuration,
+        "resources[0].typed_config.config.configuration",
+        STRING_VALUE,
+    )?;
+    Ok(configuration)
+}
+
+fn expect_type(value: &Value, path: &str, want: &str) -> Result<(), String> {
+    match value.get("@type").and_then(Value::as_str) {
+        Some(t) if t == want => Ok(()),
+        Some(t) => Err(format!("{path} is a {t}, not a {want}")),
+        None => Err(format!("{path} has no @type (expected {want})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_documents_that_are_not_one_wasm_typed_extension_config() {
+        let good = document("canary", &ModuleSource::Local("/m.wasm".into()), "{}");
+        assert_eq!(plugin_config_text(&good), Ok("{}"));
+        let mut two = good.clone();
+        two["resources"] = json!([good["resources"][0], good["resources"][0]]);
+        let mut lua = good.clone();
+        lua["resources"][0]["typed_config"]["@type"] =
+            json!("type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua");
+        let mut no_config = good.clone();
+        if let Some(config) = no_config["resources"][0]["typed_config"]["config"].as_object_mut() {
+            config.remove("configuration");
+        }
+        for (label, doc, fragment) in [
+            ("two resources", two, "holds 2 entries"),
+            ("not wasm", lua, "lua.v3.Lua, not a"),
+            ("no configuration", no_config, "no config.configuration"),
+            ("not a document", json!([1]), "no `resources`"),
+        ] {
+            let error = plugin_config_text(&doc).unwrap_err();
+            assert!(error.contains(fragment), "{label}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_format_is_chosen_by_extension_as_envoy_does() {
+        assert_eq!(Format::of(Path::new("a/ecds.yaml")), Format::Yaml);
+        assert_eq!(Format::of(Path::new("a/ecds.YML")), Format::Yaml);
+        assert_eq!(Format::of(Path::new("a/ecds.json")), Format::Json);
+        assert_eq!(Format::of(Path::new("a/ecds")), Format::Json);
+    }
 }

@@ -62,21 +62,10 @@ impl Resource {
 
 /// The plugin configuration the document carries (its JSON `StringValue`), as JSON.
 pub fn plugin_config(document: &Value) -> Result<Value> {
-    let text = document
-        .pointer("/resources/0/typed_config/config/configuration/value")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            error(
-                "resources[0].typed_config.config.configuration.value",
-                "is missing or not a string",
-            )
-        })?;
-    serde_json::from_str(text).map_err(|e| {
-        error(
-            "resources[0].typed_config.config.configuration.value",
-            format!("is not JSON: {e}"),
-        )
-    })
+    const AT: &str = "resources[0].typed_config.config.configuration.value";
+    // The shape's reasons name their own paths.
+    let text = crate::ecds::plugin_config_text(document).map_err(|reason| error("$", reason))?;
+    serde_json::from_str(text).map_err(|e| error(AT, format!("is not JSON: {e}")))
 }
 
 fn typed_extension_config(document: &Value) -> Result<TypedExtensionConfig> {

@@ -186,13 +186,7 @@ fn read_document(path: &Path) -> Result<Value, StoreError> {
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| read_error(e.to_string()))?;
-    let yaml = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
-    if yaml {
-        serde_yaml::from_slice(&bytes).map_err(|e| read_error(e.to_string()))
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| read_error(e.to_string()))
-    }
+    crate::ecds::Format::of(path)
+        .parse(&bytes)
+        .map_err(read_error)
 }

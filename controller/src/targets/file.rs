@@ -18,7 +18,7 @@ use serde_json::Value;
 use tracing::debug;
 
 use super::{atomic, block_on, edited, read_edit_write, Edit, Error, Slot, Update};
-use crate::ecds::{STRING_VALUE, TYPED_EXTENSION_CONFIG, WASM};
+use crate::ecds::{plugin_config_slot, plugin_config_text, Format};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -36,33 +36,6 @@ pub enum FileError {
     Shape { path: PathBuf, reason: String },
     #[error("{path} kept changing while it was being updated: gave up after {attempts} attempts")]
     Contended { path: PathBuf, attempts: u32 },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Json,
-    Yaml,
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Format::Json => "JSON",
-            Format::Yaml => "YAML",
-        })
-    }
-}
-
-impl Format {
-    /// As Envoy chooses: by the file's extension.
-    fn of(path: &Path) -> Format {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some(e) if e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml") => {
-                Format::Yaml
-            }
-            _ => Format::Json,
-        }
-    }
 }
 
 /// The file as read: its bytes, the document and the plugin configuration in it.
@@ -134,10 +107,7 @@ fn load(path: &Path) -> Result<EcdsFile, FileError> {
         format,
         reason,
     };
-    let document: Value = match format {
-        Format::Json => serde_json::from_slice(&bytes).map_err(|e| syntax(e.to_string()))?,
-        Format::Yaml => serde_yaml::from_slice(&bytes).map_err(|e| syntax(e.to_string()))?,
-    };
+    let document = format.parse(&bytes).map_err(syntax)?;
     let text = plugin_config_text(&document).map_err(|reason| FileError::Shape {
         path: path.to_owned(),
         reason,
@@ -183,62 +153,6 @@ impl EcdsFile {
     }
 }
 
-/// The one `TypedExtensionConfig`'s Wasm `configuration`: its `StringValue`'s `value`.
-fn plugin_config_text(document: &Value) -> Result<&str, String> {
-    let resource = the_resource(document)?;
-    let configuration = wasm_configuration(resource)?;
-    configuration
-        .get("value")
-        .and_then(Value::as_str)
-        .ok_or_else(|| "typed_config.config.configuration.value is not a string".to_owned())
-}
-
-fn plugin_config_slot(document: &mut Value) -> Result<&mut Value, String> {
-    plugin_config_text(document)?;
-    document
-        .pointer_mut("/resources/0/typed_config/config/configuration/value")
-        .ok_or_else(|| "typed_config.config.configuration.value is missing".to_owned())
-}
-
-fn the_resource(document: &Value) -> Result<&Value, String> {
-    let resources = document
-        .get("resources")
-        .and_then(Value::as_array)
-        .ok_or("no `resources` list")?;
-    let [resource] = resources.as_slice() else {
-        return Err(format!(
-            "`resources` holds {} entries; exactly one TypedExtensionConfig is expected",
-            resources.len()
-        ));
-    };
-    expect_type(resource, "resources[0]", TYPED_EXTENSION_CONFIG)?;
-    Ok(resource)
-}
-
-fn wasm_configuration(resource: &Value) -> Result<&Value, String> {
-    let typed_config = resource
-        .get("typed_config")
-        .ok_or("resources[0] has no typed_config")?;
-    expect_type(typed_config, "resources[0].typed_config", WASM)?;
-    let configuration = typed_config
-        .pointer("/config/configuration")
-        .ok_or("the Wasm filter has no config.configuration (the plugin configuration)")?;
-    expect_type(
-        configuration,
-        "resources[0].typed_config.config.configuration",
-        STRING_VALUE,
-    )?;
-    Ok(configuration)
-}
-
-fn expect_type(value: &Value, path: &str, want: &str) -> Result<(), String> {
-    match value.get("@type").and_then(Value::as_str) {
-        Some(t) if t == want => Ok(()),
-        Some(t) => Err(format!("{path} is a {t}, not a {want}")),
-        None => Err(format!("{path} has no @type (expected {want})")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,31 +172,6 @@ mod tests {
                 canary_filter::Weight(weight * 1000),
             )])
             .apply(config, "reviews")
-        }
-    }
-
-    #[test]
-    fn rejects_files_that_are_not_one_wasm_typed_extension_config() {
-        let good = document("canary", &ModuleSource::Local("/m.wasm".into()), "{}");
-        assert!(plugin_config_text(&good).is_ok());
-        let mut two = good.clone();
-        two["resources"] = json!([good["resources"][0], good["resources"][0]]);
-        let mut lua = good.clone();
-        lua["resources"][0]["typed_config"]["@type"] =
-            json!("type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua");
-        let mut no_config = good.clone();
-        no_config["resources"][0]["typed_config"]["config"]
-            .as_object_mut()
-            .unwrap()
-            .remove("configuration");
-        for (label, doc, fragment) in [
-            ("two resources", two, "holds 2 entries"),
-            ("not wasm", lua, "lua.v3.Lua, not a"),
-            ("no configuration", no_config, "no config.configuration"),
-            ("not a document", json!([1]), "no `resources`"),
-        ] {
-            let error = plugin_config_text(&doc).unwrap_err();
-            assert!(error.contains(fragment), "{label}: {error}");
         }
     }
 
