@@ -87,7 +87,7 @@ pub enum Command {
         route: String,
     },
     /// Run the control sidecar: HTTP API, ECDS over gRPC, module serving.
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Write the filter module as an OCI image layout for a registry.
     Package(crate::package::PackageArgs),
 }

@@ -88,6 +88,7 @@ async fn start(path: &Path, poll: Duration) -> Server {
             forget_after: Duration::from_secs(3600),
         },
         grpc: GrpcSecurity::insecure(None),
+        api_tls: None,
     })
     .await
     .expect("canaryctl serve starts")

@@ -211,6 +211,7 @@ async fn start_server(target: &Path, http: SocketAddr, grpc: SocketAddr) -> Serv
         poll: Duration::from_millis(100),
         fleet: Limits::default(),
         grpc: GrpcSecurity::insecure(None),
+        api_tls: None,
     })
     .await
     .expect("canaryctl serve starts")

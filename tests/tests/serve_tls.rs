@@ -2,7 +2,8 @@
 //! certificate (mTLS) or with a bearer token in the stream's initial metadata get the
 //! configuration and route by it; a client without credentials, with a certificate from
 //! another CA, with a wrong token, or in plaintext gets nothing, and a missing token is counted.
-//! The certificates are made for the test.
+//! The HTTP API over TLS answers a client that trusts its CA, reads and writes alike, and
+//! nobody else. The certificates are made for the test.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use canary_e2e::pki::Pki;
 use canary_e2e::{client, get, wasm_path, Envoy, GrpcClientTls, Upstream};
 use canaryctl::ecds::{self, ModuleSource};
-use canaryctl::serve::{Config, GrpcSecurity, Limits, Server, TlsFiles, Token};
+use canaryctl::serve::{ApiTls, Config, GrpcSecurity, Limits, Server, TlsFiles, Token};
 use canaryctl::targets::Target;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -36,6 +37,11 @@ fn plugin_config() -> String {
 }
 
 async fn controller(dir: &Path, grpc: GrpcSecurity) -> Server {
+    controller_with(dir, grpc, None).await
+}
+
+/// The same, with the HTTP API over TLS when `api_tls` is given.
+async fn controller_with(dir: &Path, grpc: GrpcSecurity, api_tls: Option<ApiTls>) -> Server {
     let target = dir.join("ecds.json");
     let module = ModuleSource::Local(wasm_path().display().to_string());
     let document = ecds::document("canary", &module, &plugin_config());
@@ -49,6 +55,7 @@ async fn controller(dir: &Path, grpc: GrpcSecurity) -> Server {
         poll: Duration::from_millis(100),
         fleet: Limits::default(),
         grpc,
+        api_tls,
     })
     .await
     .expect("canaryctl serve starts")
@@ -248,4 +255,72 @@ fn tls_without_a_way_to_authenticate_clients_is_refused() {
     };
     let error = GrpcSecurity::tls(&swapped, None).expect_err("a key where the certificate goes");
     assert!(error.to_string().contains("server-key.pem"), "{error}");
+}
+
+/// A client of the HTTP API that trusts `ca`, if given.
+fn https_client(ca: Option<&[u8]>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .use_rustls_tls();
+    if let Some(ca) = ca {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(ca).expect("CA"));
+    }
+    builder.build().expect("HTTPS client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_over_tls_answers_only_clients_that_trust_its_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    let files = server_files(&pki, false);
+    let api_tls = ApiTls {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+    };
+    let server = controller_with(
+        dir.path(),
+        GrpcSecurity::tls(&files, Some(Token::new(ENVOY_TOKEN).expect("token"))).expect("TLS"),
+        Some(api_tls),
+    )
+    .await;
+    let port = server.http_addr().port();
+    let url = |path: &str| format!("https://localhost:{port}{path}");
+    let trusting = https_client(Some(&pki.read(pki.cert("ca"))));
+
+    let routes = trusting
+        .get(url("/v1/routes"))
+        .send()
+        .await
+        .expect("GET over TLS");
+    assert_eq!(routes.status(), 200);
+    let changed = trusting
+        .put(url("/v1/routes/web/weights"))
+        .bearer_auth(API_TOKEN)
+        .header("content-type", "application/json")
+        .body(json!({ "weights": { "canary": 40 } }).to_string())
+        .send()
+        .await
+        .expect("PUT over TLS");
+    assert_eq!(changed.status(), 200, "{:?}", changed.text().await);
+    let config = std::fs::read_to_string(dir.path().join("ecds.json")).expect("the target");
+    assert!(
+        config.contains(r#"\"weight\":40"#),
+        "the change was written: {config}"
+    );
+
+    let untrusting = https_client(None);
+    let refused = untrusting.get(url("/v1/routes")).send().await;
+    assert!(
+        refused.is_err(),
+        "a client without the CA is refused: {refused:?}"
+    );
+    let plaintext = client()
+        .get(format!("http://localhost:{port}/v1/routes"))
+        .send()
+        .await;
+    assert!(
+        !plaintext.is_ok_and(|response| response.status().is_success()),
+        "plaintext gets nothing from the TLS port"
+    );
+    server.shutdown().await.expect("shutdown");
 }

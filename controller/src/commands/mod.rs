@@ -37,7 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Abort { target, route } => abort::run(&target.target, &route),
         Command::Rollout(args) => crate::rollout::run(*args),
         Command::Resume { target, route } => crate::rollout::resume(&target.target, &route),
-        Command::Serve(args) => crate::serve::run(args),
+        Command::Serve(args) => crate::serve::run(*args),
         Command::Package(args) => crate::package::run(args),
         Command::Status {
             target,

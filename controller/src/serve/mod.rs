@@ -11,6 +11,7 @@ mod api;
 mod auth;
 mod fleet;
 mod grpc_security;
+mod https;
 mod metrics;
 mod module;
 mod resource;
@@ -34,6 +35,7 @@ use tracing::{info, warn};
 pub use self::auth::Token;
 pub use self::fleet::{EnvoyStatus, Limits, Nack};
 pub use self::grpc_security::{GrpcSecurity, TlsFiles};
+pub use self::https::ApiTls;
 pub use self::module::Module;
 pub use self::resource::{Resource, ResourceError};
 pub use self::store::{Snapshot, StoreError};
@@ -53,6 +55,13 @@ pub struct ServeArgs {
     /// The filter module to serve at /filter.wasm.
     #[arg(long, value_name = "PATH")]
     pub module: Option<PathBuf>,
+    /// The HTTP API's TLS certificate chain (PEM). Without it the API is plaintext, and its
+    /// bearer token crosses the network in clear text.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// A file holding the bearer token that mutating API calls need (else the token is taken
     /// from the CANARYCTL_TOKEN environment variable; never from the command line, where any
     /// local user could read it).
@@ -110,6 +119,8 @@ pub struct Config {
     pub poll: Duration,
     pub fleet: Limits,
     pub grpc: GrpcSecurity,
+    /// TLS for the HTTP API; plaintext without.
+    pub api_tls: Option<ApiTls>,
 }
 
 /// A running server.
@@ -143,12 +154,29 @@ impl Server {
         });
         let mut tasks = Vec::new();
         let http_stop = until_stopped(stopped.clone());
-        tasks.push(tokio::spawn(async move {
-            axum::serve(http, router)
-                .with_graceful_shutdown(http_stop)
-                .await
-                .map_err(|e| ServeError::Task(format!("HTTP server: {e}")))
-        }));
+        match &config.api_tls {
+            Some(tls) => {
+                let acceptor = tls
+                    .acceptor()
+                    .map_err(|e| ServeError::Task(format!("HTTP API TLS: {e:#}")))?;
+                let https = https::HttpsListener::new(http, acceptor, http_addr);
+                tasks.push(tokio::spawn(async move {
+                    axum::serve(https, router)
+                        .with_graceful_shutdown(http_stop)
+                        .await
+                        .map_err(|e| ServeError::Task(format!("HTTPS server: {e}")))
+                }));
+            }
+            None => {
+                warn!(http = %http_addr, "the HTTP API serves plaintext: its bearer token crosses the network in clear text (--tls-cert and --tls-key serve it over TLS)");
+                tasks.push(tokio::spawn(async move {
+                    axum::serve(http, router)
+                        .with_graceful_shutdown(http_stop)
+                        .await
+                        .map_err(|e| ServeError::Task(format!("HTTP server: {e}")))
+                }));
+            }
+        }
         let security = Arc::new(config.grpc);
         let grpc_tls = security.server_tls();
         info!(grpc = %grpc_addr, security = security.describe(), "ECDS server");
@@ -318,6 +346,10 @@ fn config(args: ServeArgs) -> anyhow::Result<Config> {
             forget_after: Duration::from_secs(args.forget_envoys_after),
         },
         grpc,
+        api_tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(ApiTls { cert, key }),
+            _ => None,
+        },
     })
 }
 
