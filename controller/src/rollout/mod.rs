@@ -217,4 +217,61 @@ mod tests {
             );
         }
     }
+
+    fn rollout_args(extra: &[&str]) -> Result<RolloutArgs, clap::Error> {
+        use clap::Parser as _;
+        let mut argv = vec![
+            "canaryctl",
+            "rollout",
+            "--target",
+            "file:ecds.json",
+            "--route",
+            "web",
+            "--variant",
+            "canary",
+            "--metrics",
+            "prometheus:https://thanos:10902",
+        ];
+        argv.extend(extra);
+        match crate::args::Args::try_parse_from(argv)?.command {
+            crate::args::Command::Rollout(args) => Ok(*args),
+            _ => unreachable!("parsed as a rollout"),
+        }
+    }
+
+    #[test]
+    fn metrics_http_options() {
+        let defaults = rollout_args(&[]).unwrap().metrics_http.options();
+        assert_eq!(defaults, HttpOptions::default());
+        let given = rollout_args(&[
+            "--metrics-ca",
+            "ca.pem",
+            "--metrics-token-file",
+            "token",
+            "--metrics-timeout",
+            "3s",
+        ])
+        .unwrap()
+        .metrics_http
+        .options();
+        assert_eq!(
+            given,
+            HttpOptions {
+                ca_file: Some("ca.pem".into()),
+                token_file: Some("token".into()),
+                basic_auth_file: None,
+                timeout: Duration::from_secs(3),
+            }
+        );
+        let both = [
+            "--metrics-token-file",
+            "t",
+            "--metrics-basic-auth-file",
+            "b",
+        ];
+        assert!(
+            rollout_args(&both).is_err(),
+            "a token or basic auth, not both"
+        );
+    }
 }
