@@ -39,7 +39,7 @@ pub enum HttpError {
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
     #[error("cannot read the {what} file {}: {reason}", path.display())]
-    Credentials {
+    File {
         what: &'static str,
         path: PathBuf,
         reason: String,
@@ -268,7 +268,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, HttpError> {
-    let unreadable = |reason: String| HttpError::Credentials {
+    let unreadable = |reason: String| HttpError::File {
         what: "CA bundle",
         path: path.to_owned(),
         reason,
@@ -284,7 +284,7 @@ fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, HttpError> {
 
 /// A credentials file's content, without the line end an editor or `echo` adds.
 fn read_secret(what: &'static str, path: &Path) -> Result<String, HttpError> {
-    let unreadable = |reason: &str| HttpError::Credentials {
+    let unreadable = |reason: &str| HttpError::File {
         what,
         path: path.to_owned(),
         reason: reason.to_owned(),
@@ -301,7 +301,7 @@ fn read_token(path: &Path) -> Result<String, HttpError> {
     let token = read_secret("bearer token", path)?;
     // Checked here so that the header cannot fail to build with the token in its error.
     if token.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
-        return Err(HttpError::Credentials {
+        return Err(HttpError::File {
             what: "bearer token",
             path: path.to_owned(),
             reason: "the token holds spaces or characters that are not printable ASCII".to_owned(),
@@ -314,7 +314,7 @@ fn read_basic_auth(path: &Path) -> Result<(String, String), HttpError> {
     let text = read_secret("basic-auth", path)?;
     match text.split_once(':') {
         Some((user, password)) if !user.is_empty() => Ok((user.to_owned(), password.to_owned())),
-        _ => Err(HttpError::Credentials {
+        _ => Err(HttpError::File {
             what: "basic-auth",
             path: path.to_owned(),
             reason: "expected one line user:password".to_owned(),
@@ -435,7 +435,7 @@ mod tests {
         };
         assert!(matches!(
             HttpClient::new(&missing),
-            Err(HttpError::Credentials { .. })
+            Err(HttpError::File { .. })
         ));
         let both = HttpOptions {
             token_file: Some("t".into()),

@@ -258,7 +258,7 @@ fn a_ca_bundle_is_trusted_instead_of_the_system_roots() {
         ..HttpOptions::default()
     };
     let error = HttpClient::new(&not_pem).unwrap_err();
-    assert!(matches!(error, HttpError::Credentials { .. }), "{error}");
+    assert!(matches!(error, HttpError::File { .. }), "{error}");
 }
 
 #[test]
