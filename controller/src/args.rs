@@ -1,8 +1,11 @@
 //! The command line, as documented in the README.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::http::HttpOptions;
 
 use crate::render::ServiceAccount;
 
@@ -72,8 +75,11 @@ pub enum Command {
     Status {
         #[command(flatten)]
         target: TargetArg,
+        /// An Envoy admin endpoint (http:// or https://) to read the observed split from.
         #[arg(long, value_name = "URL")]
         envoy_admin: Option<String>,
+        #[command(flatten)]
+        envoy_admin_http: EnvoyAdminHttpArgs,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -98,6 +104,51 @@ pub struct TargetArg {
     /// WasmPlugin, TrafficExtension or EnvoyFilter).
     #[arg(long = "target", env = "CANARYCTL_TARGET", value_name = "TARGET")]
     pub target: String,
+}
+
+/// How `status` reaches `--envoy-admin`: the same options as `rollout --metrics-*`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EnvoyAdminHttpArgs {
+    /// PEM certificates to trust for an https:// --envoy-admin, instead of the system's roots.
+    #[arg(long, value_name = "FILE", requires = "envoy_admin")]
+    pub envoy_admin_ca: Option<PathBuf>,
+    /// A file holding a bearer token for --envoy-admin, read at each request.
+    #[arg(long, value_name = "FILE", requires = "envoy_admin")]
+    pub envoy_admin_token_file: Option<PathBuf>,
+    /// A file holding `user:password` for HTTP basic auth to --envoy-admin, read at each request.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "envoy_admin",
+        conflicts_with = "envoy_admin_token_file"
+    )]
+    pub envoy_admin_basic_auth_file: Option<PathBuf>,
+    /// How long connecting to --envoy-admin, and then the whole request, may take.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::rollout::parse_duration)]
+    pub envoy_admin_timeout: Duration,
+}
+
+/// As with no flag given: the system's roots, no credentials, the default timeout.
+impl Default for EnvoyAdminHttpArgs {
+    fn default() -> Self {
+        Self {
+            envoy_admin_ca: None,
+            envoy_admin_token_file: None,
+            envoy_admin_basic_auth_file: None,
+            envoy_admin_timeout: crate::http::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl EnvoyAdminHttpArgs {
+    pub fn options(&self) -> HttpOptions {
+        HttpOptions {
+            ca_file: self.envoy_admin_ca.clone(),
+            token_file: self.envoy_admin_token_file.clone(),
+            basic_auth_file: self.envoy_admin_basic_auth_file.clone(),
+            timeout: self.envoy_admin_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use tracing::debug;
 
+use crate::http::{HttpClient, HttpOptions};
+
 const PREFIX: &str = "wasmcustom.canary.route.";
 /// The admin `filter` parameter: `^wasmcustom\.canary\.route\.`, URL-encoded.
 const FILTER: &str = "%5Ewasmcustom%5C.canary%5C.route%5C.";
@@ -82,13 +84,14 @@ fn decision_counter(name: &str) -> Option<(&str, &str)> {
     }
 }
 
-/// Reads the decision counters from an Envoy admin endpoint (`http://HOST:PORT`).
-pub fn fetch(admin_url: &str) -> Result<Observed, ObservedError> {
+/// Reads the decision counters from an Envoy admin endpoint (`http://HOST:PORT`, or
+/// `https://`), reached as `http` says.
+pub fn fetch(admin_url: &str, http: &HttpOptions) -> Result<Observed, ObservedError> {
     let url = format!(
         "{}/stats?format=json&filter={FILTER}",
         admin_url.trim_end_matches('/')
     );
-    let body = crate::http::get(&url)?;
+    let body = HttpClient::new(http)?.get(&url)?;
     debug!(url, bytes = body.len(), "read Envoy stats");
     parse_stats_json(&body).map_err(|e| ObservedError::Body {
         url,
@@ -171,14 +174,15 @@ mod tests {
     }
 
     #[test]
-    fn fetch_refuses_a_non_http_url() {
-        assert!(matches!(
-            fetch("https://127.0.0.1:1"),
-            Err(ObservedError::Http(crate::http::HttpError::Url { .. }))
-        ));
-        assert!(matches!(
-            fetch("not a url"),
-            Err(ObservedError::Http(crate::http::HttpError::Url { .. }))
-        ));
+    fn fetch_refuses_a_url_that_is_not_http() {
+        for url in ["ftp://127.0.0.1:1", "not a url"] {
+            assert!(
+                matches!(
+                    fetch(url, &HttpOptions::default()),
+                    Err(ObservedError::Http(crate::http::HttpError::Url { .. }))
+                ),
+                "{url}"
+            );
+        }
     }
 }

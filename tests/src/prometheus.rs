@@ -1,7 +1,9 @@
 //! A real Prometheus (Debian's `prometheus`) scraping a harness Envoy's admin
-//! `/stats/prometheus` every second, with its storage in a temporary directory.
+//! `/stats/prometheus` every second, with its storage in a temporary directory. Its HTTP API is
+//! plain, or served over TLS with basic auth by Prometheus itself (`--web.config.file`), as a
+//! Prometheus reached across a network is.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,12 +33,34 @@ pub struct Prometheus {
     process: Option<Child>,
     url: String,
     client: reqwest::Client,
+    /// The user and password the API asks for, if it does.
+    basic_auth: Option<(String, String)>,
+}
+
+/// How Prometheus serves its API: over TLS with this certificate and key (PEM files), to a
+/// client giving this user and password.
+pub struct WebSecurity<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    /// The CA of `cert`, for the harness's own requests.
+    pub ca: &'a Path,
+    pub user: &'a str,
+    pub password: &'a str,
 }
 
 impl Prometheus {
     /// Starts Prometheus scraping `admin` (`host:port` of an Envoy admin endpoint) every
     /// second, and waits until it has scraped it successfully.
     pub async fn start(admin: &str) -> Prometheus {
+        Self::start_with(admin, None).await
+    }
+
+    /// As [`Prometheus::start`], with the API at `https://127.0.0.1:PORT` behind basic auth.
+    pub async fn start_secured(admin: &str, web: WebSecurity<'_>) -> Prometheus {
+        Self::start_with(admin, Some(web)).await
+    }
+
+    async fn start_with(admin: &str, web: Option<WebSecurity<'_>>) -> Prometheus {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
@@ -47,7 +71,25 @@ impl Prometheus {
         std::fs::write(&config_path, config).expect("write prometheus.yml");
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
-        let process = Command::new(prometheus_bin())
+        let mut command = Command::new(prometheus_bin());
+        let (scheme, client, basic_auth) = match &web {
+            None => ("http", crate::client(), None),
+            Some(web) => {
+                let web_config = dir.path().join("web.yml");
+                std::fs::write(&web_config, web_config_yaml(web)).expect("write web.yml");
+                command.arg(format!("--web.config.file={}", web_config.display()));
+                let ca = std::fs::read(web.ca).expect("read the CA");
+                let client = reqwest::Client::builder()
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("http client");
+                let auth = (web.user.to_owned(), web.password.to_owned());
+                ("https", client, Some(auth))
+            }
+        };
+        let process = command
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -63,8 +105,9 @@ impl Prometheus {
         let mut prometheus = Prometheus {
             dir,
             process: Some(process),
-            url: format!("http://127.0.0.1:{port}"),
-            client: crate::client(),
+            url: format!("{scheme}://127.0.0.1:{port}"),
+            client,
+            basic_auth,
         };
         prometheus.wait_until_scraping().await;
         prometheus
@@ -83,8 +126,7 @@ impl Prometheus {
     /// The single value of an instant query now, if it has one.
     pub async fn query(&self, query: &str) -> Option<f64> {
         let response = self
-            .client
-            .get(format!("{}/api/v1/query", self.url))
+            .get("/api/v1/query")
             .query(&[("query", query)])
             .send()
             .await
@@ -112,8 +154,7 @@ impl Prometheus {
                 self.log()
             );
             let ready = self
-                .client
-                .get(format!("{}/-/ready", self.url))
+                .get("/-/ready")
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
@@ -123,6 +164,29 @@ impl Prometheus {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+impl Prometheus {
+    /// A GET of `path` on the API, with the credentials it asks for.
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.get(format!("{}{path}", self.url));
+        match &self.basic_auth {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
+    }
+}
+
+/// Prometheus's web configuration: TLS with the certificate, and the one user, whose password
+/// it holds as a bcrypt hash (at the lowest cost: Prometheus checks it at every request).
+fn web_config_yaml(web: &WebSecurity<'_>) -> String {
+    let hash = bcrypt::hash(web.password, 4).expect("bcrypt hash");
+    format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  {}: '{hash}'\n",
+        web.cert.display(),
+        web.key.display(),
+        web.user
+    )
 }
 
 impl Drop for Prometheus {

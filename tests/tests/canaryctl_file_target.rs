@@ -92,6 +92,7 @@ fn status(envoy: &Envoy, output: Output) -> Command {
     Command::Status {
         target: target_arg(envoy),
         envoy_admin: Some(envoy.admin_url("")),
+        envoy_admin_http: Default::default(),
         output,
     }
 }
@@ -279,7 +280,7 @@ async fn status_reads_the_observed_split_from_envoy() {
     let admin = s.envoy.admin_url("");
     let observed = {
         let admin = admin.clone();
-        tokio::task::spawn_blocking(move || canaryctl::observed::fetch(&admin))
+        tokio::task::spawn_blocking(move || canaryctl::observed::fetch(&admin, &Default::default()))
             .await
             .expect("thread")
             .expect("stats from Envoy")

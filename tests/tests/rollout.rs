@@ -1,8 +1,10 @@
 //! `canaryctl rollout` end to end: a real Envoy running the filter, real upstreams, real load,
-//! and a real Prometheus scraping Envoy (or Envoy's admin endpoint directly). canaryctl runs as
-//! its own process — the binary `make build` builds — so a test can read its report and kill it.
+//! and a real Prometheus scraping Envoy (or Envoy's admin endpoint directly), plain or behind
+//! HTTPS with basic auth or a bearer token. canaryctl runs as its own process — the binary
+//! `make build` builds — so a test can read its report and kill it.
 
 use std::convert::Infallible;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,16 +12,23 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use canary_e2e::canaryctl::canaryctl_bin;
-use canary_e2e::prometheus::Prometheus;
+use canary_e2e::pki::Pki;
+use canary_e2e::prometheus::{Prometheus, WebSecurity};
 use canary_e2e::{client, get, Envoy, Load, Upstream};
+use canaryctl::http::{HttpClient, HttpError, HttpOptions};
 use canaryctl::rollout::state::{self, Record, State};
 use canaryctl::targets::Target;
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{Response, StatusCode};
+use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::TlsAcceptor;
 
 /// Envoy merges histograms at each stats flush: once a second here, so a step of a few seconds
 /// sees its latency samples.
@@ -191,24 +200,24 @@ async fn served(envoy: &Envoy, n: usize) -> Vec<String> {
     served
 }
 
-/// 1. A healthy canary goes through every step and is promoted to 100 %.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_healthy_canary_is_promoted_through_every_step() {
-    let s = setup().await;
-    let prometheus = Prometheus::start(&s.envoy.admin_url("")[7..]).await;
+/// The options of a healthy rollout: three steps, a loose latency check.
+const HEALTHY: [&str; 8] = [
+    "--steps",
+    "10,50,100",
+    "--interval",
+    "3s",
+    "--max-p99-ms",
+    "1000",
+    "--max-p99-ratio",
+    "20",
+];
+
+/// A healthy rollout under load through `metrics` (and `options`, how to reach it): what it
+/// printed, once it is checked that it promoted the canary through every step.
+async fn promoted(s: &Setup, metrics: &str, options: &[&str]) -> (String, String) {
     let load = Load::start(&s.envoy, 8, 300);
-    let options = [
-        "--steps",
-        "10,50,100",
-        "--interval",
-        "3s",
-        "--max-p99-ms",
-        "1000",
-        "--max-p99-ratio",
-        "20",
-    ];
-    let (code, out, err) =
-        finish(rollout(&s.envoy, &prometheus_source(&prometheus), &options)).await;
+    let options: Vec<&str> = HEALTHY.iter().chain(options).copied().collect();
+    let (code, out, err) = finish(rollout(&s.envoy, metrics, &options)).await;
     load.stop().await;
 
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
@@ -226,6 +235,15 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
         served(&s.envoy, 50).await.iter().all(|u| u == "canary"),
         "every user is on the canary"
     );
+    (out, err)
+}
+
+/// 1. A healthy canary goes through every step and is promoted to 100 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_is_promoted_through_every_step() {
+    let s = setup().await;
+    let prometheus = Prometheus::start(&s.envoy.admin_url("")[7..]).await;
+    promoted(&s, &prometheus_source(&prometheus), &[]).await;
 }
 
 /// 2. A canary that starts failing 20 % of its requests at the second step is rolled back to
@@ -505,4 +523,192 @@ async fn the_envoy_admin_source_rolls_back_on_a_relative_check() {
     );
     assert!(out.contains("against the baseline's 0.00 %"), "{out}");
     assert_eq!(canary_weight(&s.envoy), 0.0);
+}
+
+/// A secret made for one test (a password, a token): nothing a reader of the tests could know.
+fn secret(kind: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{kind}-{}-{nanos:x}", std::process::id())
+}
+
+fn write(path: &Path, content: &str) -> String {
+    std::fs::write(path, content).expect("write");
+    path.display().to_string()
+}
+
+/// 8. Prometheus serving its API over TLS with basic auth (its own `--web.config.file`):
+/// given the CA and the credentials file, the rollout reads it and promotes a healthy canary,
+/// and prints the password nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_is_promoted_through_https_and_basic_auth() {
+    let s = setup().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(dir.path());
+    let password = secret("password");
+    let web = WebSecurity {
+        cert: &pki.cert("server"),
+        key: &pki.key("server"),
+        ca: &pki.cert("ca"),
+        user: "rollout",
+        password: &password,
+    };
+    let prometheus = Prometheus::start_secured(&s.envoy.admin_url("")[7..], web).await;
+    assert!(prometheus.url().starts_with("https://"));
+    let without_credentials = HttpOptions {
+        ca_file: Some(pki.cert("ca")),
+        ..HttpOptions::default()
+    };
+    let url = format!("{}/api/v1/query?query=up", prometheus.url());
+    let refused = tokio::task::spawn_blocking(move || {
+        HttpClient::new(&without_credentials).and_then(|client| client.get(&url))
+    })
+    .await
+    .expect("request task");
+    assert!(
+        matches!(refused, Err(HttpError::Status { status: 401, .. })),
+        "Prometheus asks for credentials: {refused:?}"
+    );
+    let credentials = write(
+        &dir.path().join("basic-auth"),
+        &format!("rollout:{password}\n"),
+    );
+    let ca = pki.cert("ca").display().to_string();
+    let options = [
+        "--metrics-ca",
+        &ca,
+        "--metrics-basic-auth-file",
+        &credentials,
+    ];
+    let (out, err) = promoted(&s, &prometheus_source(&prometheus), &options).await;
+    assert!(!format!("{out}{err}").contains(&password), "{out}{err}");
+}
+
+/// A TLS reverse proxy in front of a plain Prometheus that lets through only requests with
+/// `Authorization: Bearer <token>`, as kube-rbac-proxy or a managed Prometheus's gateway does;
+/// it counts what it let through and what it refused.
+struct TokenProxy {
+    url: String,
+    passed: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TokenProxy {
+    async fn start(pki: &Pki, token: &str, upstream: &str) -> TokenProxy {
+        let certs = CertificateDer::pem_file_iter(pki.cert("server"))
+            .expect("server certificate")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("server certificate");
+        let key = PrivateKeyDer::from_pem_file(pki.key("server")).expect("server key");
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .expect("server configuration");
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().expect("address").port()
+        );
+        let (passed, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let expected = Arc::new(format!("Bearer {token}"));
+        let upstream = Arc::new(upstream.to_owned());
+        let client = client();
+        let task = {
+            let (passed, refused) = (Arc::clone(&passed), Arc::clone(&refused));
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        continue;
+                    };
+                    let (passed, refused) = (Arc::clone(&passed), Arc::clone(&refused));
+                    let (expected, upstream, client) =
+                        (Arc::clone(&expected), Arc::clone(&upstream), client.clone());
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let authorized = request
+                            .headers()
+                            .get(header::AUTHORIZATION)
+                            .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+                        let target = request
+                            .uri()
+                            .path_and_query()
+                            .map_or(format!("{upstream}/"), |p| format!("{upstream}{p}"));
+                        let (passed, refused, client) =
+                            (Arc::clone(&passed), Arc::clone(&refused), client.clone());
+                        async move {
+                            if !authorized {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                return Ok::<_, Infallible>(reply(
+                                    StatusCode::UNAUTHORIZED,
+                                    Bytes::from_static(b"Unauthorized"),
+                                ));
+                            }
+                            passed.fetch_add(1, Ordering::Relaxed);
+                            Ok(match client.get(target).send().await {
+                                Ok(answer) => {
+                                    let status = StatusCode::from_u16(answer.status().as_u16())
+                                        .unwrap_or(StatusCode::BAD_GATEWAY);
+                                    reply(status, answer.bytes().await.unwrap_or_default())
+                                }
+                                Err(e) => {
+                                    reply(StatusCode::BAD_GATEWAY, Bytes::from(e.to_string()))
+                                }
+                            })
+                        }
+                    });
+                    tokio::spawn(
+                        auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(tls), service)
+                            .into_owned(),
+                    );
+                }
+            })
+        };
+        TokenProxy {
+            url,
+            passed,
+            refused,
+            task,
+        }
+    }
+}
+
+impl Drop for TokenProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn reply(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+}
+
+/// 9. Prometheus behind a TLS proxy that checks a bearer token: given the CA and the token
+/// file, the rollout's every query carries the token and a healthy canary is promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_is_promoted_through_a_proxy_checking_a_bearer_token() {
+    let s = setup().await;
+    let prometheus = Prometheus::start(&s.envoy.admin_url("")[7..]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(dir.path());
+    let token = secret("token");
+    let proxy = TokenProxy::start(&pki, &token, prometheus.url()).await;
+    let token_file = write(&dir.path().join("token"), &format!("{token}\n"));
+    let ca = pki.cert("ca").display().to_string();
+    let options = ["--metrics-ca", &ca, "--metrics-token-file", &token_file];
+    let (out, err) = promoted(&s, &format!("prometheus:{}", proxy.url), &options).await;
+    assert!(!format!("{out}{err}").contains(&token), "{out}{err}");
+    assert!(
+        proxy.passed.load(Ordering::Relaxed) >= 9,
+        "three queries per step"
+    );
+    assert_eq!(proxy.refused.load(Ordering::Relaxed), 0);
 }

@@ -42,7 +42,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Status {
             target,
             envoy_admin,
+            envoy_admin_http,
             output,
-        } => status::run(&target.target, envoy_admin.as_deref(), output),
+        } => status::run(
+            &target.target,
+            envoy_admin.as_deref(),
+            &envoy_admin_http.options(),
+            output,
+        ),
     }
 }

@@ -6,20 +6,28 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 
 use crate::args::Output;
+use crate::http::HttpOptions;
 use crate::observed::{self, Observed};
 use crate::targets::Target;
 use crate::weights::{self, weight_json, weight_text, RouteWeights};
 
 const BAR_WIDTH: usize = 40;
 
-pub fn run(target: &str, envoy_admin: Option<&str>, output: Output) -> anyhow::Result<ExitCode> {
+pub fn run(
+    target: &str,
+    envoy_admin: Option<&str>,
+    http: &HttpOptions,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let target: Target = target.parse()?;
     let config = target.read()?;
     if let Err(errors) = canary_filter::config::from_value(config.clone()) {
         eprintln!("warning: the filter rejects the live configuration of {target}:\n{errors}");
     }
     let routes = weights::read_routes(&config)?;
-    let observed = envoy_admin.map(observed::fetch).transpose()?;
+    let observed = envoy_admin
+        .map(|url| observed::fetch(url, http))
+        .transpose()?;
     match output {
         Output::Text => print!("{}", text(&target, &routes, observed.as_ref())),
         Output::Json => println!(

@@ -14,12 +14,14 @@ pub mod progress;
 mod runner;
 pub mod state;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::args::TargetArg;
+use crate::http::HttpOptions;
 use crate::targets::Target;
 
 /// Exit code of a rollout rolled back by a failed check or for lack of data.
@@ -44,9 +46,12 @@ pub struct RolloutArgs {
     /// How long each step lasts; its analysis covers that window (`30s`, `2m`, `500ms`).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub interval: Duration,
-    /// Where the metrics come from: prometheus:URL or envoy:URL (an Envoy admin endpoint).
+    /// Where the metrics come from: prometheus:URL or envoy:URL (an Envoy admin endpoint);
+    /// the URL is http:// or https://.
     #[arg(long, value_name = "SOURCE")]
     pub metrics: String,
+    #[command(flatten)]
+    pub metrics_http: MetricsHttpArgs,
     /// Read Istio's standard metrics (istio_requests_total) from Prometheus instead of the
     /// filter's.
     #[arg(long)]
@@ -86,6 +91,36 @@ pub struct RolloutArgs {
     /// How progress is shown.
     #[arg(long, value_enum, default_value_t = progress::Mode::Auto)]
     pub progress: progress::Mode,
+}
+
+/// How `rollout` reaches `--metrics`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsHttpArgs {
+    /// PEM certificates to trust for an https:// metrics source, instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_ca: Option<PathBuf>,
+    /// A file holding a bearer token for the metrics source, read at each request (so a
+    /// rotated service-account token is picked up).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// A file holding `user:password` for HTTP basic auth to the metrics source, read at each
+    /// request.
+    #[arg(long, value_name = "FILE", conflicts_with = "metrics_token_file")]
+    pub metrics_basic_auth_file: Option<PathBuf>,
+    /// How long connecting to the metrics source, and then each whole request, may take.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub metrics_timeout: Duration,
+}
+
+impl MetricsHttpArgs {
+    pub fn options(&self) -> HttpOptions {
+        HttpOptions {
+            ca_file: self.metrics_ca.clone(),
+            token_file: self.metrics_token_file.clone(),
+            basic_auth_file: self.metrics_basic_auth_file.clone(),
+            timeout: self.metrics_timeout,
+        }
+    }
 }
 
 pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
@@ -181,5 +216,62 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    fn rollout_args(extra: &[&str]) -> Result<RolloutArgs, clap::Error> {
+        use clap::Parser as _;
+        let mut argv = vec![
+            "canaryctl",
+            "rollout",
+            "--target",
+            "file:ecds.json",
+            "--route",
+            "web",
+            "--variant",
+            "canary",
+            "--metrics",
+            "prometheus:https://thanos:10902",
+        ];
+        argv.extend(extra);
+        match crate::args::Args::try_parse_from(argv)?.command {
+            crate::args::Command::Rollout(args) => Ok(*args),
+            _ => unreachable!("parsed as a rollout"),
+        }
+    }
+
+    #[test]
+    fn metrics_http_options() {
+        let defaults = rollout_args(&[]).unwrap().metrics_http.options();
+        assert_eq!(defaults, HttpOptions::default());
+        let given = rollout_args(&[
+            "--metrics-ca",
+            "ca.pem",
+            "--metrics-token-file",
+            "token",
+            "--metrics-timeout",
+            "3s",
+        ])
+        .unwrap()
+        .metrics_http
+        .options();
+        assert_eq!(
+            given,
+            HttpOptions {
+                ca_file: Some("ca.pem".into()),
+                token_file: Some("token".into()),
+                basic_auth_file: None,
+                timeout: Duration::from_secs(3),
+            }
+        );
+        let both = [
+            "--metrics-token-file",
+            "t",
+            "--metrics-basic-auth-file",
+            "b",
+        ];
+        assert!(
+            rollout_args(&both).is_err(),
+            "a token or basic auth, not both"
+        );
     }
 }

@@ -109,7 +109,7 @@ impl Plan {
         } else {
             Metrics::Filter
         };
-        let source = Source::parse(&args.metrics, metrics)?;
+        let source = Source::parse(&args.metrics, metrics, &args.metrics_http.options())?;
         if args.istio && matches!(source, Source::Envoy(_)) {
             bail!("--istio reads Istio's metrics from Prometheus: give --metrics prometheus:URL");
         }

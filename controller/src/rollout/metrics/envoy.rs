@@ -15,14 +15,15 @@ use serde_json::Value;
 use tracing::debug;
 
 use super::{MetricsError, Result};
-use crate::http;
+use crate::http::{self, HttpClient};
 use crate::rollout::analysis::{quantile, Measured};
 
 const PREFIX: &str = "wasmcustom.canary.route.";
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct EnvoyAdmin {
     url: String,
+    client: HttpClient,
 }
 
 /// One variant's counters and latency buckets at one moment.
@@ -39,9 +40,10 @@ struct VariantStats {
 pub struct Snapshot(BTreeMap<String, VariantStats>);
 
 impl EnvoyAdmin {
-    pub fn new(url: &str) -> Self {
+    pub fn new(url: &str, client: HttpClient) -> Self {
         Self {
             url: url.trim_end_matches('/').to_owned(),
+            client,
         }
     }
 
@@ -57,7 +59,7 @@ impl EnvoyAdmin {
             self.url,
             http::encode(&filter)
         );
-        let body = http::get(&url)?;
+        let body = self.client.get(&url)?;
         let snapshot = parse(&body, route).map_err(|reason| MetricsError::Answer {
             url: url.clone(),
             reason,

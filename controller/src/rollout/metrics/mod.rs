@@ -9,11 +9,13 @@ pub mod prometheus;
 use std::time::SystemTime;
 
 use super::analysis::Measured;
-use crate::http::HttpError;
+use crate::http::{HttpClient, HttpError, HttpOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("invalid metrics source {0:?}: expected prometheus:URL or envoy:URL")]
+    #[error(
+        "invalid metrics source {0:?}: expected prometheus:URL or envoy:URL (http:// or https://)"
+    )]
     Syntax(String),
     #[error(transparent)]
     Http(#[from] HttpError),
@@ -24,7 +26,7 @@ pub enum MetricsError {
 pub type Result<T, E = MetricsError> = std::result::Result<T, E>;
 
 /// A metrics source.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Source {
     Prometheus(prometheus::Prometheus),
     Envoy(envoy::EnvoyAdmin),
@@ -39,24 +41,25 @@ pub struct Window {
 }
 
 impl Source {
-    /// `prometheus:URL` or `envoy:URL`; `istio` chooses Istio's metrics for Prometheus.
-    pub fn parse(text: &str, metrics: prometheus::Metrics) -> Result<Source> {
-        let syntax = || MetricsError::Syntax(text.to_owned());
-        if let Some(url) = text.strip_prefix("prometheus:") {
-            if !url.starts_with("http://") {
-                return Err(syntax());
-            }
-            return Ok(Source::Prometheus(prometheus::Prometheus::new(
-                url, metrics,
-            )));
+    /// `prometheus:URL` or `envoy:URL`, reached as `http` says; `metrics` chooses which
+    /// metrics Prometheus is asked for.
+    pub fn parse(text: &str, metrics: prometheus::Metrics, http: &HttpOptions) -> Result<Source> {
+        let (kind, url) = text
+            .split_once(':')
+            .filter(|(_, url)| url.starts_with("http://") || url.starts_with("https://"))
+            .ok_or_else(|| MetricsError::Syntax(text.to_owned()))?;
+        match kind {
+            "prometheus" => Ok(Source::Prometheus(prometheus::Prometheus::new(
+                url,
+                metrics,
+                HttpClient::new(http)?,
+            ))),
+            "envoy" => Ok(Source::Envoy(envoy::EnvoyAdmin::new(
+                url,
+                HttpClient::new(http)?,
+            ))),
+            _ => Err(MetricsError::Syntax(text.to_owned())),
         }
-        if let Some(url) = text.strip_prefix("envoy:") {
-            if !url.starts_with("http://") {
-                return Err(syntax());
-            }
-            return Ok(Source::Envoy(envoy::EnvoyAdmin::new(url)));
-        }
-        Err(syntax())
     }
 
     /// Starts a window on `route`.
@@ -108,15 +111,18 @@ mod tests {
 
     #[test]
     fn source_syntax() {
+        let parse =
+            |text| Source::parse(text, prometheus::Metrics::Filter, &HttpOptions::default());
         assert!(matches!(
-            Source::parse(
-                "prometheus:http://127.0.0.1:9090",
-                prometheus::Metrics::Filter
-            ),
+            parse("prometheus:http://127.0.0.1:9090"),
             Ok(Source::Prometheus(_))
         ));
         assert!(matches!(
-            Source::parse("envoy:http://127.0.0.1:15000", prometheus::Metrics::Filter),
+            parse("prometheus:https://thanos.monitoring:10902"),
+            Ok(Source::Prometheus(_))
+        ));
+        assert!(matches!(
+            parse("envoy:http://127.0.0.1:15000"),
             Ok(Source::Envoy(_))
         ));
         for bad in [
@@ -124,9 +130,10 @@ mod tests {
             "prometheus:",
             "envoy:localhost:1",
             "graphite:http://x",
+            "prometheus:ftp://x",
         ] {
             assert!(
-                Source::parse(bad, prometheus::Metrics::Filter).is_err(),
+                matches!(parse(bad), Err(MetricsError::Syntax(_))),
                 "{bad} should be refused"
             );
         }

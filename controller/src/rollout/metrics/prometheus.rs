@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tracing::debug;
 
 use super::{MetricsError, Result};
-use crate::http;
+use crate::http::{self, HttpClient};
 use crate::rollout::analysis::Measured;
 
 /// Which metrics the queries read.
@@ -123,17 +123,19 @@ fn escape(value: &str) -> String {
     value.replace('\\', r"\\").replace('"', r#"\""#)
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Prometheus {
     url: String,
     metrics: Metrics,
+    client: HttpClient,
 }
 
 impl Prometheus {
-    pub fn new(url: &str, metrics: Metrics) -> Self {
+    pub fn new(url: &str, metrics: Metrics, client: HttpClient) -> Self {
         Self {
             url: url.trim_end_matches('/').to_owned(),
             metrics,
+            client,
         }
     }
 
@@ -177,7 +179,7 @@ impl Prometheus {
             self.url,
             http::encode(query)
         );
-        let body = http::get(&url)?;
+        let body = self.client.get(&url)?;
         parse_value(&body).map_err(|reason| MetricsError::Answer {
             url: format!("{}/api/v1/query ({query})", self.url),
             reason,
