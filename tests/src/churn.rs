@@ -463,7 +463,7 @@ impl Report {
         let secs: Vec<f64> = self.sweeps.iter().map(Duration::as_secs_f64).collect();
         let median = crate::bench::median(secs.clone());
         let _ = writeln!(out, "{CHURN_HEADING}\n");
-        let _ = writeln!(out, "Produced by `{command}`: {} users (`{USER_HEADER}: user-0` to `user-{}`), each sent once to every configuration, {} requests in flight; {} sweeps, {:.1} s each (median, {:.0} requests/s), {:.1} min in all. Moved: the share of users served another variant after the change; ideal: the share that had to move, half the sum over variants of |Δ share| between the shares the two sweeps observed; the filter takes percentages, Envoy's `weighted_clusters` any weights.\n",
+        let _ = writeln!(out, "Produced by `{command}`: {} users (`{USER_HEADER}: user-0` to `user-{}`), each sent once to every configuration, {} requests in flight. Each system sweeps each configuration once, and changes that share one share its sweep; the unchanged control sweeps its weights a second time, after another ECDS push for the filter and in a new Envoy process for the native split. {} sweeps, {:.1} s each (median, {:.0} requests/s), {:.1} min in all. Moved: the share of users served another variant after the change; ideal: the share that had to move, half the sum over variants of |Δ share| between the shares the two sweeps observed; the filter takes percentages, Envoy's `weighted_clusters` any weights.\n",
             self.users,
             self.users.saturating_sub(1),
             self.concurrency,

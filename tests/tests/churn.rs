@@ -11,9 +11,9 @@
 //!   is computed from the observed shares. One user moving the wrong way would add 2 to about
 //!   400 (20 % of N), so the bound 1.05 allows no more than about ten.
 //! - (c), 90/10 → 85/10/5. The filter's users leaving `stable` may land on `canary` while as
-//!   many of `canary`'s join `preview`: at 20,000 users that cost 7 % over the ideal. At 2,000
-//!   the ideal is about 100 users, so that excess is about 7 ± 3 (Poisson): 1.25 is five
-//!   standard deviations above it. Envoy moves the users hashed into [85, 90) and [95, 100)
+//!   many of `canary`'s join `preview`: at 100,000 users that cost 9 % over the ideal
+//!   (BENCHMARKS.md). At 2,000 the ideal is about 100 users, so that excess is about 9 ± 3
+//!   users (Poisson): 1.25 is five standard deviations above it. Envoy moves the users hashed into [85, 90) and [95, 100)
 //!   of 100 where one of the two ranges would do, about 2×; it stays above 1.5 unless those
 //!   two counts of about 100 each differ by half, some 3.5 standard deviations.
 //!
