@@ -52,8 +52,9 @@ e2e: tools build
 	$(CARGO) test -p canary-e2e
 
 ## bench: the filter's cost per request in Envoy next to Envoy alone and Envoy's native sticky
-## split, configuration time, propagation, the native decision core, and the module built at
-## opt-level s, z and 3; writes BENCHMARKS.md (`make test` runs a seconds-long version)
+## split, configuration time, propagation, the native decision core, the module built at
+## opt-level s, z and 3, and churn when weights change (100,000 users, the filter against the
+## native split); writes BENCHMARKS.md (`make test` runs a seconds-long version of each)
 BENCH_OPT_LEVELS := z s 3
 BENCH_ARGS ?=
 bench: tools build

@@ -741,7 +741,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => 0.0,

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod canaryctl;
+pub mod churn;
 pub mod envoy;
 pub mod load;
 pub mod pki;

@@ -1,6 +1,7 @@
 //! `make bench`: the filter's cost per request in a real Envoy next to Envoy alone and Envoy's
-//! native sticky split, configuration time and propagation, written to `BENCHMARKS.md`.
-//! `bench --help` lists the options.
+//! native sticky split, configuration time, propagation, and churn when weights change (the
+//! filter against the native split), written to `BENCHMARKS.md`. `bench --help` lists the
+//! options.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use canary_e2e::bench::{self, Options};
-use clap::Parser;
+use canary_e2e::churn;
+use clap::{Parser, ValueEnum};
 
 const NOTES: &str = "\n## Notes\n";
 
@@ -47,6 +49,19 @@ struct Args {
     /// Another build of the filter, measured on the two-variant configuration.
     #[arg(long = "module", value_name = "LABEL=PATH", value_parser = parse_module)]
     modules: Vec<(String, PathBuf)>,
+    /// Measure only this part, and replace only its section of an existing output file.
+    #[arg(long, value_name = "PART")]
+    only: Option<Part>,
+    /// Users sent through each configuration of the churn measurement.
+    #[arg(long, value_name = "N", default_value_t = churn::USERS)]
+    churn_users: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// The share of users whose variant changes when weights change, the filter against
+    /// Envoy's native sticky split.
+    Churn,
 }
 
 fn parse_module(value: &str) -> Result<(String, PathBuf), String> {
@@ -71,6 +86,22 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
+    // Churn first: the cost measurement pins this process to one CPU for the rest of its life.
+    let churn = churn::run(churn::Options {
+        users: args.churn_users,
+        ..churn::Options::default()
+    })
+    .await?
+    .markdown(&args.command);
+    let previous = std::fs::read_to_string(&args.out).unwrap_or_default();
+    if args.only == Some(Part::Churn) {
+        let text = replace_section(&previous, &churn);
+        std::fs::write(&args.out, &text)
+            .with_context(|| format!("write {}", args.out.display()))?;
+        print!("{churn}");
+        return Ok(());
+    }
+
     let options = Options {
         duration: Duration::from_secs(args.duration),
         warmup: Duration::from_secs(args.warmup),
@@ -87,11 +118,63 @@ async fn run(args: Args) -> Result<()> {
         .unwrap_or_default();
     let report = bench::run(options).await?;
     let mut text = report.markdown(&args.command, &criterion);
-    let previous = std::fs::read_to_string(&args.out).unwrap_or_default();
+    text.push('\n');
+    text.push_str(&churn);
     if let Some(at) = previous.find(NOTES) {
         text.push_str(&previous[at..]);
     }
     std::fs::write(&args.out, &text).with_context(|| format!("write {}", args.out.display()))?;
     print!("{text}");
     Ok(())
+}
+
+/// `report` with its churn section replaced by `section`, or `section` put before the notes (or
+/// at the end) if it has none.
+fn replace_section(report: &str, section: &str) -> String {
+    let heading = format!("\n{}\n", churn::CHURN_HEADING);
+    let (start, end) = match report.find(&heading) {
+        Some(at) => {
+            let body = at + heading.len();
+            let end = report[body..]
+                .find("\n## ")
+                .map_or(report.len(), |i| body + i);
+            (at + 1, end + 1)
+        }
+        None => {
+            let at = report.find(NOTES).map_or(report.len(), |at| at + 1);
+            (at, at)
+        }
+    };
+    let end = end.min(report.len());
+    let mut text = report[..start].to_owned();
+    if !text.is_empty() && !text.ends_with("\n\n") {
+        text.push('\n');
+    }
+    text.push_str(section);
+    if end < report.len() {
+        text.push('\n');
+        text.push_str(&report[end..]);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_section;
+
+    #[test]
+    fn churn_section_is_replaced_in_place() {
+        let section = "## Churn\n\nnew\n";
+        let report = "# B\n\n## Targets\n\nt\n\n## Churn\n\nold\n\n## Notes\n\nn\n";
+        assert_eq!(
+            replace_section(report, section),
+            "# B\n\n## Targets\n\nt\n\n## Churn\n\nnew\n\n## Notes\n\nn\n"
+        );
+        let without = "# B\n\n## Targets\n\nt\n\n## Notes\n\nn\n";
+        assert_eq!(
+            replace_section(without, section),
+            "# B\n\n## Targets\n\nt\n\n## Churn\n\nnew\n\n## Notes\n\nn\n"
+        );
+        assert_eq!(replace_section("", section), section);
+    }
 }
