@@ -68,8 +68,8 @@ pub enum Routing {
     /// No filter: every request goes to the first variant.
     Plain,
     /// No filter: Envoy's own sticky split, `weighted_clusters` over the variants with
-    /// `use_hash_policy`, hashing request header `header`. Weights are in percent, in the order
-    /// the variants were added.
+    /// `use_hash_policy`, hashing request header `header`. Weights are Envoy's: in any unit, a
+    /// variant's share being its weight over their sum, in the order the variants were added.
     NativeSticky { header: String, weights: Vec<u32> },
     /// No filter and no upstream: Envoy answers every request itself with a 200 and the decision
     /// header it received in `x-seen-variant`. A light upstream for load tests.
