@@ -16,7 +16,7 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
     let kind = document::kind(&value);
     tracing::debug!(file = %file.display(), ?kind, "validating");
     let result = match kind {
-        Kind::PluginConfig => canary_filter::config::from_value(value).map(|table| {
+        Kind::PluginConfig => document::compile(&value).map(|table| {
             format!(
                 "valid plugin configuration, {} route(s)",
                 table.routes.len()
