@@ -47,6 +47,10 @@ struct Args {
     /// Another build of the filter, measured on the two-variant configuration.
     #[arg(long = "module", value_name = "LABEL=PATH", value_parser = parse_module)]
     modules: Vec<(String, PathBuf)>,
+    /// Only compare the configuration time and memory of the `--module` builds, over N
+    /// rounds, and print the table instead of writing the report.
+    #[arg(long, value_name = "N")]
+    compare_configure: Option<usize>,
 }
 
 fn parse_module(value: &str) -> Result<(String, PathBuf), String> {
@@ -71,6 +75,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
+    if let Some(trials) = args.compare_configure {
+        let compared = bench::compare_configure(trials, &args.modules).await?;
+        print!("{}", bench::compare_configure_markdown(&compared));
+        return Ok(());
+    }
     let options = Options {
         duration: Duration::from_secs(args.duration),
         warmup: Duration::from_secs(args.warmup),
