@@ -145,12 +145,16 @@ pub fn parse(bytes: &[u8]) -> Result<RoutingTable, ConfigErrors> {
 /// Reads the plugin configuration bytes and decodes the JSON types only: the first half of
 /// [`parse`], for callers that need the configuration as written (canaryctl's canary spec).
 pub fn decode(bytes: &[u8]) -> Result<PluginConfig, ConfigErrors> {
-    de::decode(&read(bytes)?)
+    de::decode(&tree(bytes)?)
 }
 
 /// Reads JSON bytes into a tree as [`parse`] does: strict JSON, a duplicate key refused at its
 /// path, an empty document refused.
 pub fn read(bytes: &[u8]) -> Result<serde_json::Value, ConfigErrors> {
+    Ok(tree(bytes)?.into_value())
+}
+
+fn tree(bytes: &[u8]) -> Result<de::Node<'_>, ConfigErrors> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::new("$", "configuration is empty").into());
     }
@@ -406,7 +410,11 @@ mod tests {
 
     #[test]
     fn a_duplicate_key_is_refused_anywhere() {
+        // Past 16 members, keys are checked with a hash set.
+        let many: Vec<String> = (0..20).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let large = format!(r#"{{"extra":{{{},"k3":0}}}}"#, many.join(","));
         for (document, path) in [
+            (large.as_str(), "extra.k3"),
             (r#"{"routes":[],"routes":[]}"#, "routes"),
             (r#"{"routes":[{"x":1,"x":1}]}"#, "routes[0].x"),
             (r#"{"extra":{"a":[{"b":1,"b":2}]}}"#, "extra.a[0].b"),

@@ -1,10 +1,12 @@
-//! Reading the configuration JSON: bytes to a [`serde_json::Value`], then to the serde-derived
+//! Reading the configuration JSON: bytes to a tree ([`Node`]), then to the serde-derived
 //! configuration types, every error at its JSON path.
 //!
 //! Two steps, because the filter reports every error of a configuration, not just the first:
 //!
 //! 1. [`read`] parses the bytes with serde_json into a tree, refusing a duplicate key (which
-//!    serde_json alone would let overwrite the first) at its path. Nothing else about JSON is
+//!    serde_json alone would let overwrite the first) at its path. The tree borrows its strings
+//!    from the bytes unless they hold escapes, and keeps an object's members in a list, in
+//!    document order: reading it costs little more than serde_json's own parse. Nothing else about JSON is
 //!    checked here: serde_json is strict RFC 8259 (UTF-8, no lone surrogates, no trailing
 //!    commas or characters, nesting at most 128 deep).
 //! 2. [`decode`] hands the tree to a type's derived `Deserialize` through a deserializer that
@@ -24,13 +26,54 @@ use std::fmt;
 
 use serde::de::DeserializeOwned;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Unexpected, Visitor};
+use std::borrow::Cow;
+use std::collections::HashSet;
+
 use serde_json::{Map, Number, Value};
 
 use crate::error::{json_path, ConfigError, ConfigErrors, PathStep};
 
+/// A JSON value, its strings borrowed from the input where they can be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Cow<'a, str>),
+    Array(Vec<Node<'a>>),
+    /// Members in document order; no two have the same key.
+    Object(Vec<(Cow<'a, str>, Node<'a>)>),
+}
+
+impl Node<'_> {
+    /// The same document as a [`serde_json::Value`].
+    pub fn into_value(self) -> Value {
+        match self {
+            Node::Null => Value::Null,
+            Node::Bool(b) => Value::Bool(b),
+            Node::Number(n) => Value::Number(n),
+            Node::String(s) => Value::String(s.into_owned()),
+            Node::Array(items) => Value::Array(items.into_iter().map(Node::into_value).collect()),
+            Node::Object(members) => Value::Object(
+                members
+                    .into_iter()
+                    .map(|(key, value)| (key.into_owned(), value.into_value()))
+                    .collect::<Map<String, Value>>(),
+            ),
+        }
+    }
+
+    fn has(members: &[(Cow<'_, str>, Node<'_>)], key: &str) -> bool {
+        members.iter().any(|(k, _)| k == key)
+    }
+}
+
+/// Objects with more members than this are checked for duplicate keys with a hash set.
+const LINEAR_KEY_CHECK: usize = 16;
+
 /// Reads JSON bytes into a tree, refusing a duplicate key. A syntax error is reported at `$`,
 /// a duplicate key at its path.
-pub fn read(bytes: &[u8]) -> Result<Value, ConfigError> {
+pub fn read(bytes: &[u8]) -> Result<Node<'_>, ConfigError> {
     let duplicate = RefCell::new(None);
     let mut reader = serde_json::Deserializer::from_slice(bytes);
     let tree = ReadSeed {
@@ -47,7 +90,7 @@ pub fn read(bytes: &[u8]) -> Result<Value, ConfigError> {
 }
 
 /// Decodes a tree into `T`, collecting every error (see the module documentation).
-pub fn decode<T: DeserializeOwned>(tree: &Value) -> Result<T, ConfigErrors> {
+pub fn decode<T: DeserializeOwned>(tree: &Node<'_>) -> Result<T, ConfigErrors> {
     let mut required = Vec::new();
     loop {
         let decoder = Decoder {
@@ -112,59 +155,63 @@ impl fmt::Display for Path<'_> {
     }
 }
 
-/// Builds a [`Value`] like serde_json's own, but refuses a duplicate key and says where.
+/// Builds a [`Node`], refusing a duplicate key and saying where.
 struct ReadSeed<'a> {
     path: &'a Path<'a>,
     duplicate: &'a RefCell<Option<ConfigError>>,
 }
 
 impl<'de> DeserializeSeed<'de> for ReadSeed<'_> {
-    type Value = Value;
+    type Value = Node<'de>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Node<'de>, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for ReadSeed<'_> {
-    type Value = Value;
+    type Value = Node<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
     }
 
-    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
-        Ok(Value::Bool(b))
+    fn visit_bool<E>(self, b: bool) -> Result<Node<'de>, E> {
+        Ok(Node::Bool(b))
     }
 
-    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
-        Ok(Value::Number(n.into()))
+    fn visit_u64<E>(self, n: u64) -> Result<Node<'de>, E> {
+        Ok(Node::Number(n.into()))
     }
 
-    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
-        Ok(Value::Number(n.into()))
+    fn visit_i64<E>(self, n: i64) -> Result<Node<'de>, E> {
+        Ok(Node::Number(n.into()))
     }
 
-    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Value, E> {
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Node<'de>, E> {
         // serde_json refuses a number out of range before it gets here.
         Number::from_f64(n)
-            .map(Value::Number)
+            .map(Node::Number)
             .ok_or_else(|| E::custom("number out of range"))
     }
 
-    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
-        Ok(Value::String(s.to_owned()))
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Node<'de>, E> {
+        Ok(Node::String(Cow::Borrowed(s)))
     }
 
-    fn visit_string<E>(self, s: String) -> Result<Value, E> {
-        Ok(Value::String(s))
+    fn visit_str<E>(self, s: &str) -> Result<Node<'de>, E> {
+        Ok(Node::String(Cow::Owned(s.to_owned())))
     }
 
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_string<E>(self, s: String) -> Result<Node<'de>, E> {
+        Ok(Node::String(Cow::Owned(s)))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or_default());
         loop {
             let seed = ReadSeed {
@@ -173,16 +220,26 @@ impl<'de> Visitor<'de> for ReadSeed<'_> {
             };
             match seq.next_element_seed(seed)? {
                 Some(item) => items.push(item),
-                None => return Ok(Value::Array(items)),
+                None => return Ok(Node::Array(items)),
             }
         }
     }
 
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
+        let mut members: Vec<(Cow<'de, str>, Node<'de>)> = Vec::new();
+        // Filled only once the object is too large for a linear search.
+        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let duplicate = if members.len() < LINEAR_KEY_CHECK {
+                Node::has(&members, &key)
+            } else {
+                if seen.is_empty() {
+                    seen.extend(members.iter().map(|(k, _)| k.clone()));
+                }
+                !seen.insert(key.clone())
+            };
             let path = Path::Key(self.path, &key);
-            if object.contains_key(&key) {
+            if duplicate {
                 let reason = format!("duplicate key `{key}`");
                 *self.duplicate.borrow_mut() = Some(ConfigError::new(path.to_string(), reason));
                 return Err(de::Error::custom("duplicate key"));
@@ -191,9 +248,43 @@ impl<'de> Visitor<'de> for ReadSeed<'_> {
                 path: &path,
                 duplicate: self.duplicate,
             })?;
-            object.insert(key, value);
+            members.push((key, value));
         }
-        Ok(Value::Object(object))
+        Ok(Node::Object(members))
+    }
+}
+
+/// An object key, borrowed from the input unless it holds escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(s))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s))
     }
 }
 
@@ -259,7 +350,7 @@ impl Decoder {
 /// Deserializes the value at `path`, checking its type first.
 #[derive(Clone, Copy)]
 struct At<'a> {
-    value: &'a Value,
+    value: &'a Node<'a>,
     path: &'a Path<'a>,
     decoder: &'a Decoder,
 }
@@ -294,18 +385,18 @@ impl<'a> At<'a> {
 }
 
 /// What a value is, for an error message: `integer `7``, `string "x"`, `map`…
-fn unexpected(value: &Value) -> Unexpected<'_> {
+fn unexpected<'v>(value: &'v Node<'_>) -> Unexpected<'v> {
     match value {
-        Value::Null => Unexpected::Other("null"),
-        Value::Bool(b) => Unexpected::Bool(*b),
-        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+        Node::Null => Unexpected::Other("null"),
+        Node::Bool(b) => Unexpected::Bool(*b),
+        Node::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
             (Some(u), _, _) => Unexpected::Unsigned(u),
             (None, Some(i), _) => Unexpected::Signed(i),
             (None, None, f) => Unexpected::Float(f.unwrap_or(f64::NAN)),
         },
-        Value::String(s) => Unexpected::Str(s),
-        Value::Array(_) => Unexpected::Seq,
-        Value::Object(_) => Unexpected::Map,
+        Node::String(s) => Unexpected::Str(s),
+        Node::Array(_) => Unexpected::Seq,
+        Node::Object(_) => Unexpected::Map,
     }
 }
 
@@ -320,44 +411,46 @@ impl<'de> de::Deserializer<'de> for At<'_> {
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.value {
-            Value::Null => visitor.visit_unit(),
-            Value::Bool(b) => visitor.visit_bool(*b),
-            Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            Node::Null => visitor.visit_unit(),
+            Node::Bool(b) => visitor.visit_bool(*b),
+            Node::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
                 (Some(u), _, _) => visitor.visit_u64(u),
                 (None, Some(i), _) => visitor.visit_i64(i),
                 (None, None, f) => visitor.visit_f64(f.unwrap_or(f64::NAN)),
             },
-            Value::String(s) => visitor.visit_str(s),
-            Value::Array(items) => visitor.visit_seq(Items {
+            Node::String(s) => visitor.visit_str(s),
+            Node::Array(items) => visitor.visit_seq(Items {
                 items: items.iter(),
                 index: 0,
                 path: self.path,
                 decoder: self.decoder,
             }),
-            Value::Object(_) => self.deserialize_map(visitor),
+            Node::Object(_) => self.deserialize_map(visitor),
         }
         .map_err(|e| self.surface(e))
     }
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.value {
-            Value::Bool(b) => visitor.visit_bool(*b).map_err(|e| self.surface(e)),
+            Node::Bool(b) => visitor.visit_bool(*b).map_err(|e| self.surface(e)),
             _ => self.mismatch("a boolean").deserialize_bool(visitor),
         }
     }
 
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        match self.value.as_f64() {
-            Some(n) => visitor.visit_f64(n).map_err(|e| self.surface(e)),
-            None => self.mismatch("a number").deserialize_f64(visitor),
+        match self.value {
+            Node::Number(n) => visitor
+                .visit_f64(n.as_f64().unwrap_or(f64::NAN))
+                .map_err(|e| self.surface(e)),
+            _ => self.mismatch("a number").deserialize_f64(visitor),
         }
     }
 
     fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         const EXPECTED: &str = "a non-negative integer";
         match self.value {
-            Value::Number(n) if n.is_u64() => self.deserialize_any(visitor),
-            Value::Number(n) if n.is_i64() => {
+            Node::Number(n) if n.is_u64() => self.deserialize_any(visitor),
+            Node::Number(n) if n.is_i64() => {
                 let found = unexpected(self.value);
                 self.decoder.record(
                     self.path,
@@ -371,7 +464,7 @@ impl<'de> de::Deserializer<'de> for At<'_> {
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.value {
-            Value::String(s) => visitor.visit_str(s).map_err(|e| self.surface(e)),
+            Node::String(s) => visitor.visit_str(s).map_err(|e| self.surface(e)),
             _ => self.mismatch("a string").deserialize_str(visitor),
         }
     }
@@ -382,21 +475,21 @@ impl<'de> de::Deserializer<'de> for At<'_> {
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.value {
-            Value::Null => visitor.visit_none(),
+            Node::Null => visitor.visit_none(),
             _ => visitor.visit_some(self),
         }
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.value {
-            Value::Array(_) => self.deserialize_any(visitor),
+            Node::Array(_) => self.deserialize_any(visitor),
             _ => self.mismatch("a sequence").deserialize_seq(visitor),
         }
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.value {
-            Value::Object(object) => visitor
+            Node::Object(object) => visitor
                 .visit_map(Members {
                     members: object.iter(),
                     fields: None,
@@ -415,7 +508,7 @@ impl<'de> de::Deserializer<'de> for At<'_> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
-        let Value::Object(object) = self.value else {
+        let Node::Object(object) = self.value else {
             let reason = match self.path {
                 Path::Root => "must be a JSON object",
                 _ => "must be an object",
@@ -426,7 +519,7 @@ impl<'de> de::Deserializer<'de> for At<'_> {
         let missing = self
             .decoder
             .required(name)
-            .filter(|field| !object.contains_key(*field))
+            .filter(|field| !Node::has(object, field))
             .collect::<Vec<_>>()
             .into_iter();
         let members = Members {
@@ -450,10 +543,10 @@ impl<'de> de::Deserializer<'de> for At<'_> {
     ) -> Result<V::Value, Error> {
         let expected = one_of(variants);
         match self.value {
-            Value::String(s) if variants.contains(&s.as_str()) => visitor
-                .visit_enum(s.as_str().into_deserializer())
+            Node::String(s) if variants.contains(&s.as_ref()) => visitor
+                .visit_enum(s.as_ref().into_deserializer())
                 .map_err(|e| self.surface(e)),
-            Value::String(s) => {
+            Node::String(s) => {
                 self.decoder.record(
                     self.path,
                     format!("unknown variant `{s}`, expected {expected}"),
@@ -474,7 +567,7 @@ impl<'de> de::Deserializer<'de> for At<'_> {
 
 /// The items of an array, each deserialized at its index.
 struct Items<'a> {
-    items: std::slice::Iter<'a, Value>,
+    items: std::slice::Iter<'a, Node<'a>>,
     index: usize,
     path: &'a Path<'a>,
     decoder: &'a Decoder,
@@ -509,7 +602,7 @@ impl<'de> de::SeqAccess<'de> for Items<'_> {
 /// recorded as unknown and skipped, and the learned required fields it lacks are handed to the
 /// derived code last, each reported missing and stood in for.
 struct Members<'a> {
-    members: serde_json::map::Iter<'a>,
+    members: std::slice::Iter<'a, (Cow<'a, str>, Node<'a>)>,
     fields: Option<&'static [&'static str]>,
     missing: std::vec::IntoIter<&'static str>,
     pending: Option<Pending<'a>>,
@@ -517,7 +610,7 @@ struct Members<'a> {
 }
 
 enum Pending<'a> {
-    Member(&'a str, &'a Value),
+    Member(&'a str, &'a Node<'a>),
     Missing,
 }
 
@@ -530,7 +623,7 @@ impl<'de> de::MapAccess<'de> for Members<'_> {
     ) -> Result<Option<K::Value>, Error> {
         for (key, value) in self.members.by_ref() {
             match self.fields {
-                Some(fields) if !fields.contains(&key.as_str()) => {
+                Some(fields) if !fields.contains(&key.as_ref()) => {
                     let path = Path::Key(self.at.path, key);
                     self.at.decoder.record(
                         &path,
@@ -539,7 +632,7 @@ impl<'de> de::MapAccess<'de> for Members<'_> {
                 }
                 _ => {
                     self.pending = Some(Pending::Member(key, value));
-                    return seed.deserialize(key.as_str().into_deserializer()).map(Some);
+                    return seed.deserialize(key.as_ref().into_deserializer()).map(Some);
                 }
             }
         }
