@@ -1056,9 +1056,9 @@ pub fn targets(
         let size = std::fs::metadata(module).map_or(0, |m| m.len());
         rows.push((
             ".wasm size".to_owned(),
-            "≤ 256 KiB".to_owned(),
+            "≤ 512 KiB".to_owned(),
             format!("{} KiB", size / 1024),
-            size <= 256 * 1024,
+            size <= 512 * 1024,
         ));
     }
     let c = &report.configure;
