@@ -5,9 +5,15 @@
 //! A top-level mapping with a `pluginConfig` key is a canary spec; one with a `routes` key is a
 //! plugin configuration; otherwise it is a canary spec if it has any other key a spec has, and
 //! a plugin configuration if not (so that its errors are reported against the right format).
+//!
+//! JSON is read by the filter's own reader ([`canary_filter::config::read`]); YAML becomes the
+//! same JSON tree. Every command then compiles a plugin configuration with [`compile`]: the
+//! filter's [`canary_filter::parse`] on the JSON text of that tree, so canaryctl's verdict on a
+//! document is the filter's verdict on its JSON.
 
 use std::path::{Path, PathBuf};
 
+use canary_filter::{ConfigErrors, RoutingTable};
 use serde_json::Value;
 
 use crate::spec;
@@ -22,6 +28,9 @@ pub enum DocumentError {
     },
     #[error("$: invalid JSON: {0}")]
     Json(String),
+    /// Refused by the filter's JSON reader: a syntax error or a duplicate key, at its path.
+    #[error("{0}")]
+    Refused(ConfigErrors),
     #[error("$: invalid YAML: {0}")]
     Yaml(#[source] serde_yaml::Error),
 }
@@ -59,13 +68,10 @@ pub fn load(path: &Path) -> Result<Value, DocumentError> {
     }
 }
 
-/// Reads JSON as the filter does: the filter's own reader decides whether the text is JSON (it
-/// refuses what Envoy's filter would refuse, a duplicate key among them), then serde builds the
-/// tree.
+/// Reads JSON as the filter does, with the filter's own reader: it refuses what the filter
+/// would refuse, a duplicate key among them.
 pub fn parse_json(text: &str) -> Result<Value, DocumentError> {
-    canary_filter::json::parse_document(text.as_bytes())
-        .map_err(|error| DocumentError::Json(error.to_string()))?;
-    serde_json::from_str(text).map_err(|error| DocumentError::Json(error.to_string()))
+    canary_filter::config::read(text.as_bytes()).map_err(DocumentError::Refused)
 }
 
 /// Reads YAML through serde_yaml's own tree, which refuses a duplicate key as the filter's JSON
@@ -73,6 +79,12 @@ pub fn parse_json(text: &str) -> Result<Value, DocumentError> {
 pub fn parse_yaml(text: &str) -> Result<Value, DocumentError> {
     let yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(DocumentError::Yaml)?;
     serde_json::to_value(yaml).map_err(|error| DocumentError::Json(error.to_string()))
+}
+
+/// Compiles a plugin configuration read as `value` with the filter's own [`canary_filter::parse`],
+/// on its JSON text.
+pub fn compile(value: &Value) -> Result<RoutingTable, ConfigErrors> {
+    canary_filter::parse(value.to_string().as_bytes())
 }
 
 /// Tells a canary spec from a plugin configuration (see the module documentation).
@@ -144,9 +156,7 @@ mod tests {
         );
         let error = parse_json(text).err().map(|e| e.to_string());
         assert!(
-            error
-                .as_deref()
-                .is_some_and(|e| e.starts_with("$: invalid JSON: ") && e.contains("duplicate")),
+            error.as_deref() == Some("routes: duplicate key `routes`"),
             "{error:?}"
         );
         let error = parse_yaml("routes: []\nroutes: [1]\n")

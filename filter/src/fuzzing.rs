@@ -16,19 +16,33 @@ use crate::http::{Plugin, Stream, DEBUG_HEADER};
 use crate::table::{RoutingTable, MAX_ROUTES, MAX_VARIANTS};
 use crate::testing::MockHost;
 
-/// Configuration parsing: any bytes as a plugin configuration.
+/// Configuration parsing: any bytes as a plugin configuration, parsed by [`config::parse`].
 ///
-/// An accepted configuration is within the limits, its weights sum to 100 %, it still parses
-/// after being decoded and written back (what canaryctl does to it), and it serves a request.
+/// canaryctl parses the JSON it writes from the tree it read ([`config::read`]): that must give
+/// the verdict the bytes themselves get, the same errors or the same table. An accepted
+/// configuration is within the limits, its weights sum to 100 %, it still parses after being
+/// decoded and serialized again, and it serves a request.
 pub fn config(data: &[u8]) {
-    let Ok(table) = config::parse(data) else {
+    let parsed = config::parse(data);
+    if let Ok(tree) = config::read(data) {
+        let rewritten = config::parse(tree.to_string().as_bytes());
+        match (&parsed, &rewritten) {
+            (Ok(table), Ok(again)) => assert_eq!(
+                table_form(table),
+                table_form(again),
+                "the same document compiles to two tables"
+            ),
+            (Err(errors), Err(again)) => assert_eq!(errors, again, "two verdicts"),
+            _ => panic!("two verdicts: {parsed:?} and, written back, {rewritten:?}"),
+        }
+    }
+    let Ok(table) = parsed else {
         return;
     };
     check_table(&table);
 
-    let written = serde_json::from_slice(data)
+    let written = config::decode(data)
         .map_err(|e| e.to_string())
-        .and_then(|value| config::decode(value).map_err(|e| e.to_string()))
         .and_then(|decoded| serde_json::to_vec(&decoded).map_err(|e| e.to_string()));
     match written.map(|bytes| config::parse(&bytes).map(|_| ())) {
         Ok(Ok(())) => {}
@@ -271,6 +285,17 @@ fn is_identity_cookie(route: &crate::table::Route, set_cookie: &str) -> bool {
         .cookie
         .as_ref()
         .is_some_and(|c| set_cookie.starts_with(&format!("{}=", c.name)))
+}
+
+/// Everything a table decides with, for comparing two: its debug form (which leaves the seal
+/// out) and every decision value.
+pub fn table_form(table: &RoutingTable) -> String {
+    let values: Vec<&str> = table
+        .routes
+        .iter()
+        .flat_map(|route| route.variants.iter().map(|v| v.decision_value.as_str()))
+        .collect();
+    format!("{table:?} {values:?}")
 }
 
 fn check_table(table: &RoutingTable) {

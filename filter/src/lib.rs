@@ -7,11 +7,11 @@
 pub mod assign;
 pub mod config;
 pub mod cookie;
+mod de;
 pub mod decide;
 pub mod error;
 pub mod host;
 pub mod http;
-pub mod json;
 pub mod metrics;
 mod router;
 pub mod table;

@@ -548,20 +548,31 @@ fn every_route_with_a_decoding_error_is_reported() {
 }
 
 #[test]
-fn duplicate_keys_are_malformed_json() {
+fn duplicate_keys_are_refused_at_their_path() {
     let config = with(|_| {}).replacen(
         "\"name\":\"reviews\"",
         "\"name\":\"reviews\",\"name\":\"x\"",
         1,
     );
-    let found = errors(&config);
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].0, "$");
-    assert!(
-        found[0]
-            .1
-            .starts_with("invalid JSON: duplicate key \"name\" at line 1 column "),
-        "{found:?}"
+    assert_eq!(
+        errors(&config),
+        [(
+            "routes[0].name".to_owned(),
+            "duplicate key `name`".to_owned()
+        )]
+    );
+    let config = with(|_| {}).replacen(
+        "\"header\":\"x-user-id\"",
+        "\"header\":\"x-user-id\",\"header\":\"x-user-id\"",
+        1,
+    );
+    assert_eq!(
+        errors(&config),
+        [(
+            "routes[0].stickiness.keys[0].header".to_owned(),
+            "duplicate key `header`".to_owned()
+        )],
+        "even with the same value"
     );
 }
 

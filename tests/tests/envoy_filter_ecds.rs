@@ -181,7 +181,8 @@ async fn served(envoy: &Envoy) -> Vec<String> {
 /// The variant the EnvoyFilter's plugin configuration gives each of [`users`], by the filter's
 /// own assignment.
 fn assigned(envoy_filter: &Value) -> Vec<String> {
-    let table = canary_filter::config::from_value(plugin_config(envoy_filter)).expect("valid");
+    let table =
+        canary_filter::parse(plugin_config(envoy_filter).to_string().as_bytes()).expect("valid");
     let route = &table.routes[0];
     users()
         .iter()

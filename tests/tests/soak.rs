@@ -229,7 +229,7 @@ fn write_raw(path: &Path, bytes: &[u8]) {
 
 /// The variant `configuration` gives each user (by `x-user-id`).
 fn expected_variants(configuration: &Value, users: &[String]) -> Vec<String> {
-    let table = canary_filter::config::from_value(configuration.clone()).expect("valid config");
+    let table = canary_filter::parse(configuration.to_string().as_bytes()).expect("valid config");
     let route = &table.routes[0];
     users
         .iter()

@@ -21,7 +21,7 @@ pub fn run(file: &Path, route: &str, user: &str, output: Output) -> anyhow::Resu
         Err(error) => return malformed(error),
     };
     let table = match document::kind(&value) {
-        Kind::PluginConfig => canary_filter::config::from_value(value),
+        Kind::PluginConfig => document::compile(&value),
         Kind::CanarySpec => {
             Spec::from_value(value).and_then(|spec| RoutingTable::try_from(&spec.config))
         }

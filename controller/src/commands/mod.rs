@@ -7,7 +7,7 @@ mod render;
 mod seal;
 mod set_weight;
 mod status;
-mod validate;
+pub mod validate;
 
 use std::process::ExitCode;
 

@@ -21,7 +21,7 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     let target: Target = target.parse()?;
     let config = target.read()?;
-    if let Err(errors) = canary_filter::config::from_value(config.clone()) {
+    if let Err(errors) = crate::document::compile(&config) {
         eprintln!("warning: the filter rejects the live configuration of {target}:\n{errors}");
     }
     let routes = weights::read_routes(&config)?;

@@ -9,14 +9,25 @@ use crate::document::{self, DocumentError, Kind};
 use crate::spec::Spec;
 
 pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
-    let value = match document::load(file) {
-        Ok(value) => value,
-        Err(error) => return malformed(error),
-    };
+    match check(file) {
+        Ok(Ok(summary)) => {
+            println!("{}: {summary}", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Err(errors)) => Ok(report(&errors)),
+        Err(error) => malformed(error),
+    }
+}
+
+/// The verdict on a file: a summary of what it holds, or every error of the plugin
+/// configuration or canary spec; an error if the file cannot be read as JSON or YAML. A plugin
+/// configuration is compiled by [`document::compile`], the filter's own parser.
+pub fn check(file: &Path) -> Result<Result<String, ConfigErrors>, DocumentError> {
+    let value = document::load(file)?;
     let kind = document::kind(&value);
     tracing::debug!(file = %file.display(), ?kind, "validating");
-    let result = match kind {
-        Kind::PluginConfig => canary_filter::config::from_value(value).map(|table| {
+    Ok(match kind {
+        Kind::PluginConfig => document::compile(&value).map(|table| {
             format!(
                 "valid plugin configuration, {} route(s)",
                 table.routes.len()
@@ -30,14 +41,7 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
                 spec.config.routes.len()
             )
         }),
-    };
-    match result {
-        Ok(summary) => {
-            println!("{}: {summary}", file.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(errors) => Ok(report(&errors)),
-    }
+    })
 }
 
 /// Prints each error as `PATH: reason` on standard error; exit code 1.

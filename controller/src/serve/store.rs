@@ -162,7 +162,7 @@ fn load(target: &Target) -> Result<Snapshot, StoreError> {
         }
         Target::Kube { .. } => (target.read()?, None),
     };
-    canary_filter::config::from_value(plugin_config.clone())
+    crate::document::compile(&plugin_config)
         .map_err(|errors| StoreError::Invalid(target.to_string(), errors))?;
     let version = match &resource {
         Some(resource) => resource.version.clone(),

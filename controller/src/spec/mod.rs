@@ -297,7 +297,7 @@ impl Spec {
 /// under `pluginConfig`. Returns the decoded form when the types decode, even if compiling
 /// finds errors, so the cross-checks can still run.
 fn plugin(errors: &mut Errors, raw: Value) -> Option<PluginConfig> {
-    match config::decode(raw) {
+    match config::decode(raw.to_string().as_bytes()) {
         Ok(decoded) => {
             if let Err(e) = RoutingTable::try_from(&decoded) {
                 errors.extend_under("pluginConfig", e);

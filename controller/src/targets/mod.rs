@@ -256,7 +256,7 @@ pub type Edit<'a> = dyn Fn(&mut Value) -> Result<(), WeightError> + 'a;
 fn edited(live: &Value, edit: &Edit<'_>) -> Result<Value> {
     let mut config = live.clone();
     edit(&mut config)?;
-    canary_filter::config::from_value(config.clone()).map_err(Error::Invalid)?;
+    crate::document::compile(&config).map_err(Error::Invalid)?;
     Ok(config)
 }
 

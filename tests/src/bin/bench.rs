@@ -55,6 +55,10 @@ struct Args {
     /// Users sent through each configuration of the churn measurement.
     #[arg(long, value_name = "N", default_value_t = churn::USERS)]
     churn_users: usize,
+    /// Only compare the configuration time and memory of the `--module` builds, over N
+    /// rounds, and print the table instead of writing the report.
+    #[arg(long, value_name = "N")]
+    compare_configure: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -86,6 +90,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
+    if let Some(trials) = args.compare_configure {
+        let compared = bench::compare_configure(trials, &args.modules).await?;
+        print!("{}", bench::compare_configure_markdown(&compared));
+        return Ok(());
+    }
+
     // Churn first: the cost measurement pins this process to one CPU for the rest of its life.
     let churn = churn::run(churn::Options {
         users: args.churn_users,
