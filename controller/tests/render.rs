@@ -380,7 +380,7 @@ fn the_filter_resource_carries_the_plugin_configuration_unchanged() {
                 config, written,
                 "{name} {api:?}: pluginConfig as written, with the current seal"
             );
-            let parsed = canary_filter::config::parse(config.to_string().as_bytes());
+            let parsed = canary_filter::parse(config.to_string().as_bytes());
             assert!(
                 parsed.is_ok(),
                 "{name} {api:?}: the filter's parser: {:?}",

@@ -9,7 +9,7 @@
 use std::hint::black_box;
 
 use canary_filter::decide::{RequestHeaders, IDENTITY_BYTES};
-use canary_filter::{config, RoutingTable};
+use canary_filter::RoutingTable;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 
@@ -78,7 +78,7 @@ fn request(headers: &[(&str, &[u8])]) -> RequestHeaders {
 }
 
 fn parse(config: &Value) -> RoutingTable {
-    match config::parse(config.to_string().as_bytes()) {
+    match canary_filter::parse(config.to_string().as_bytes()) {
         Ok(table) => table,
         Err(errors) => panic!("benchmark configuration rejected: {errors}"),
     }
@@ -121,11 +121,11 @@ fn configure(c: &mut Criterion) {
     let many = many_routes().to_string();
     let mut group = c.benchmark_group("configure");
     group.bench_function("1-route", |b| {
-        b.iter(|| config::parse(black_box(two.as_bytes())))
+        b.iter(|| canary_filter::parse(black_box(two.as_bytes())))
     });
     group.sample_size(20);
     group.bench_function("1000-routes", |b| {
-        b.iter(|| config::parse(black_box(many.as_bytes())))
+        b.iter(|| canary_filter::parse(black_box(many.as_bytes())))
     });
     group.finish();
 }

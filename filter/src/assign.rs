@@ -25,7 +25,8 @@
 
 use xxhash_rust::xxh64::Xxh64;
 
-use crate::table::MAX_NAME_LEN;
+/// Most bytes of a route or variant name (the hash input is sized for it).
+pub const MAX_NAME_LEN: usize = 63;
 
 /// The version of the assignment algorithm described above.
 pub const ALGORITHM_VERSION: u32 = 1;

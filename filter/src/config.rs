@@ -1,20 +1,21 @@
 //! The plugin configuration as the operator writes it (the WasmPlugin `pluginConfig`), and
-//! [`parse`], the one way from its bytes to a compiled [`RoutingTable`].
+//! [`decode`], the first half of [`crate::parse`], the one way from its bytes to a compiled
+//! [`crate::RoutingTable`].
 //!
 //! These types mirror the JSON one to one, with camelCase names; each field is declared here
 //! once, and serde derives both directions from it. They carry no validation beyond JSON types:
-//! [`RoutingTable::try_from`] checks everything else. Every error is reported with its JSON
+//! [`crate::RoutingTable`]'s `try_from` checks everything else. Every error is reported with its JSON
 //! path, and every error of a document is reported, not just the first (see
 //! [`crate::de`]): unknown fields and duplicate keys are refused.
 //!
-//! The filter calls [`parse`] in `on_configure`; canaryctl calls it too, on the JSON form of
+//! The filter calls [`crate::parse`] in `on_configure`; canaryctl calls it too, on the JSON form of
 //! whatever it read (YAML included), so that the two cannot disagree about a document.
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cookie::SameSite;
 use crate::de;
 use crate::error::{ConfigError, ConfigErrors};
-use crate::table::RoutingTable;
 
 /// Header the decision is written to when the configuration names none.
 pub const DEFAULT_DECISION_HEADER: &str = "x-canary-variant";
@@ -122,13 +123,6 @@ pub struct IdentityCookieConfig {
     pub same_site: Option<SameSite>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SameSite {
-    Strict,
-    Lax,
-    None,
-}
-
 fn default_decision_header() -> String {
     DEFAULT_DECISION_HEADER.to_owned()
 }
@@ -137,13 +131,8 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// Parses the plugin configuration bytes (JSON) and compiles them.
-pub fn parse(bytes: &[u8]) -> Result<RoutingTable, ConfigErrors> {
-    RoutingTable::try_from(decode(bytes)?)
-}
-
 /// Reads the plugin configuration bytes and decodes the JSON types only: the first half of
-/// [`parse`], for callers that need the configuration as written (canaryctl's canary spec).
+/// [`crate::parse`], for callers that need the configuration as written (canaryctl's canary spec).
 pub fn decode(bytes: &[u8]) -> Result<PluginConfig, ConfigErrors> {
     de::decode(&tree(bytes)?)
 }
@@ -164,6 +153,7 @@ fn tree(bytes: &[u8]) -> Result<de::Node<'_>, ConfigErrors> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{parse, RoutingTable};
 
     fn errors(result: Result<PluginConfig, ConfigErrors>) -> Vec<String> {
         match result {

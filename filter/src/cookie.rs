@@ -4,7 +4,13 @@
 //! headers, pairs are separated by `;`, whitespace around names and values is ignored, a value
 //! may be double-quoted, and pieces without `=` are skipped. The first pair with the name wins.
 
-use crate::config::SameSite;
+/// The identity cookie's `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
 
 /// The value of cookie `name` in any of the `cookie` header values, first occurrence wins.
 pub fn find<'a, I>(headers: I, name: &[u8]) -> Option<&'a [u8]>

@@ -211,12 +211,12 @@ impl RoutingTable {
         let index = match request.headers() {
             Some(headers) => {
                 let (authority, path) = headers.authority_and_path();
-                self.index.find(&self.routes, authority, path)
+                self.route_for(authority, path)
             }
             None => {
                 let authority = request.header(":authority").unwrap_or_default();
                 let path = request.header(":path").unwrap_or_default();
-                self.index.find(&self.routes, &authority, &path)
+                self.route_for(&authority, &path)
             }
         }?;
         let route = self.routes.get(index)?;
@@ -288,7 +288,6 @@ fn decide_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
 
     #[derive(Default)]
     struct Req {
@@ -366,7 +365,7 @@ mod tests {
     }
 
     fn decide(req: &Req) -> Option<(String, Reason)> {
-        let t = config::parse(CONFIG.as_bytes()).unwrap();
+        let t = crate::parse(CONFIG.as_bytes()).unwrap();
         let random = |b: &mut [u8; IDENTITY_BYTES]| {
             b.fill(7);
             true
@@ -378,7 +377,7 @@ mod tests {
 
     /// A user id that hashes to the baseline, so that rules into canary are visible.
     fn stable_user() -> &'static str {
-        let t = config::parse(CONFIG.as_bytes()).unwrap();
+        let t = crate::parse(CONFIG.as_bytes()).unwrap();
         let id = (0..100)
             .map(|i| format!("user-{i}"))
             .find(|id| {
@@ -460,7 +459,7 @@ mod tests {
 
     #[test]
     fn opt_out_cookie_moves_a_canary_user_to_stable() {
-        let t = config::parse(CONFIG.as_bytes()).unwrap();
+        let t = crate::parse(CONFIG.as_bytes()).unwrap();
         let canary_user = (0..1000)
             .map(|i| format!("user-{i}"))
             .find(|id| {
@@ -478,7 +477,7 @@ mod tests {
 
     #[test]
     fn identity_sources_in_order() {
-        let t = config::parse(CONFIG.as_bytes()).unwrap();
+        let t = crate::parse(CONFIG.as_bytes()).unwrap();
         let hashed = |id: &str| {
             crate::assign::assign(
                 b"reviews-2026-11",
@@ -527,7 +526,7 @@ mod tests {
 
     #[test]
     fn new_identity_is_issued_and_hashed() {
-        let t = config::parse(CONFIG.as_bytes()).unwrap();
+        let t = crate::parse(CONFIG.as_bytes()).unwrap();
         let d = t
             .decide(&Req::new("reviews", "/"), |b| {
                 b.copy_from_slice(&[0xab; IDENTITY_BYTES]);
@@ -566,7 +565,7 @@ mod tests {
 
     #[test]
     fn without_randomness_the_baseline_serves_and_no_cookie_is_issued() {
-        let t = config::parse(CONFIG.as_bytes()).unwrap();
+        let t = crate::parse(CONFIG.as_bytes()).unwrap();
         let d = t.decide(&Req::new("reviews", "/"), |_| false).unwrap();
         assert_eq!(
             (d.variant, d.reason, d.issue_identity),
@@ -576,7 +575,7 @@ mod tests {
 
     #[test]
     fn without_identity_cookie_nothing_is_issued() {
-        let t = config::parse(
+        let t = crate::parse(
             br#"{"routes":[{"name":"r","variants":[{"name":"a","weight":50},{"name":"b","weight":50}]}]}"#,
         )
         .unwrap();
@@ -602,7 +601,7 @@ mod tests {
                 "targeting":[{}],"stickiness":{{"keys":[{{"header":"x-user-id"}}]}}}}]}}"#,
             rules.join(",")
         );
-        let t = config::parse(config.as_bytes()).unwrap();
+        let t = crate::parse(config.as_bytes()).unwrap();
         let last = INLINE_SOURCES + 3;
         let cases = [
             (Req::new("any", "/").header("x-user-id", "u"), Reason::Hash),

@@ -16,16 +16,16 @@ use crate::http::{Plugin, Stream, DEBUG_HEADER};
 use crate::table::{RoutingTable, MAX_ROUTES, MAX_VARIANTS};
 use crate::testing::MockHost;
 
-/// Configuration parsing: any bytes as a plugin configuration, parsed by [`config::parse`].
+/// Configuration parsing: any bytes as a plugin configuration, parsed by [`crate::parse`].
 ///
 /// canaryctl parses the JSON it writes from the tree it read ([`config::read`]): that must give
 /// the verdict the bytes themselves get, the same errors or the same table. An accepted
 /// configuration is within the limits, its weights sum to 100 %, it still parses after being
 /// decoded and serialized again, and it serves a request.
 pub fn config(data: &[u8]) {
-    let parsed = config::parse(data);
+    let parsed = crate::parse(data);
     if let Ok(tree) = config::read(data) {
-        let rewritten = config::parse(tree.to_string().as_bytes());
+        let rewritten = crate::parse(tree.to_string().as_bytes());
         match (&parsed, &rewritten) {
             (Ok(table), Ok(again)) => assert_eq!(
                 table_form(table),
@@ -44,7 +44,7 @@ pub fn config(data: &[u8]) {
     let written = config::decode(data)
         .map_err(|e| e.to_string())
         .and_then(|decoded| serde_json::to_vec(&decoded).map_err(|e| e.to_string()));
-    match written.map(|bytes| config::parse(&bytes).map(|_| ())) {
+    match written.map(|bytes| crate::parse(&bytes).map(|_| ())) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => panic!("configuration rejected once written back: {e}"),
         Err(e) => panic!("accepted configuration does not decode and serialize: {e}"),

@@ -30,7 +30,7 @@ impl Plugin {
     /// Parses a configuration delivered by the host. Every error is logged on its own line,
     /// with its JSON path, and `None` returned so that the host rejects the update.
     pub fn configure(host: &impl Host, context_id: u32, bytes: Option<&[u8]>) -> Option<Plugin> {
-        match config::parse(bytes.unwrap_or_default()) {
+        match crate::parse(bytes.unwrap_or_default()) {
             Ok(table) => {
                 let routes = table.routes.len();
                 host.log(

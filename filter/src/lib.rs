@@ -26,7 +26,14 @@ pub mod fuzzing;
 mod wasm;
 
 pub use assign::{assign, Weight, ALGORITHM_VERSION};
-pub use config::{parse, PluginConfig};
+pub use config::PluginConfig;
 pub use decide::{Decision, Reason, RequestView};
 pub use error::{ConfigError, ConfigErrors};
 pub use table::RoutingTable;
+
+/// The one way from the plugin configuration's bytes (JSON) to the compiled routing table: read
+/// and decoded by [`config::decode`], checked and compiled by [`RoutingTable`]'s `try_from`. The
+/// filter calls it in `on_configure`, and canaryctl on whatever it reads, so the two agree.
+pub fn parse(bytes: &[u8]) -> Result<RoutingTable, ConfigErrors> {
+    RoutingTable::try_from(config::decode(bytes)?)
+}

@@ -9,8 +9,6 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::table::Route;
-
 /// Hosts (lowercase bytes) to the routes naming them, in configuration order.
 type HostMap = HashMap<Box<[u8]>, Vec<usize>, BuildHasherDefault<HostHasher>>;
 
@@ -51,14 +49,17 @@ impl RouteIndex {
         index
     }
 
-    /// The index of the first route, in configuration order, matching `authority` and `path`.
-    pub(crate) fn find(&self, routes: &[Route], authority: &[u8], path: &[u8]) -> Option<usize> {
+    /// The index of the first route, in configuration order, matching `authority` and `path`;
+    /// `path_prefixes(i)` is route `i`'s path prefixes (none: any path).
+    pub(crate) fn find<'r>(
+        &self,
+        path_prefixes: impl Fn(usize) -> Option<&'r [String]>,
+        authority: &[u8],
+        path: &[u8],
+    ) -> Option<usize> {
         let fits = |i: &usize| {
-            routes.get(*i).is_some_and(|r| {
-                r.path_prefixes.is_empty()
-                    || r.path_prefixes
-                        .iter()
-                        .any(|p| path.starts_with(p.as_bytes()))
+            path_prefixes(*i).is_some_and(|prefixes| {
+                prefixes.is_empty() || prefixes.iter().any(|p| path.starts_with(p.as_bytes()))
             })
         };
         let first_fit = |list: &Vec<usize>| list.iter().copied().find(fits);
@@ -232,11 +233,10 @@ impl Hasher for HostHasher {
 
 #[cfg(test)]
 mod tests {
-    use crate::config;
 
     fn table(routes: &str) -> crate::table::RoutingTable {
         let json = format!(r#"{{"routes": {routes}}}"#);
-        config::parse(json.as_bytes()).unwrap()
+        crate::parse(json.as_bytes()).unwrap()
     }
 
     fn route(hosts: &str, prefixes: &str, name: &str) -> String {
@@ -297,8 +297,7 @@ mod tests {
         ];
         for (label, authority, path, want) in cases {
             let got = t
-                .index
-                .find(&t.routes, authority.as_bytes(), path.as_bytes())
+                .route_for(authority.as_bytes(), path.as_bytes())
                 .map(|i| t.routes[i].name.as_str());
             assert_eq!(got, *want, "{label}: {authority}{path}");
         }
@@ -371,14 +370,10 @@ mod tests {
             route(r#""reviews""#, r#""/api/""#, "reviews")
         ));
         for (authority, path) in [("reviews", "/"), ("ratings", "/api/"), ("", "")] {
-            assert_eq!(
-                t.index
-                    .find(&t.routes, authority.as_bytes(), path.as_bytes()),
-                None
-            );
+            assert_eq!(t.route_for(authority.as_bytes(), path.as_bytes()), None);
         }
         assert_eq!(
-            t.index.find(&t.routes, b"\xff\xfe", b"/api/"),
+            t.route_for(b"\xff\xfe", b"/api/"),
             None,
             "non-UTF-8 authority"
         );
@@ -396,9 +391,7 @@ mod tests {
             })
             .collect();
         let t = table(&format!("[{}]", routes.join(",")));
-        let got = t
-            .index
-            .find(&t.routes, b"svc-777.ns.svc.cluster.local:80", b"/");
+        let got = t.route_for(b"svc-777.ns.svc.cluster.local:80", b"/");
         assert_eq!(got, Some(777));
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use regex_lite::{Regex, RegexBuilder};
 
-use crate::assign::Weight;
+use crate::assign::{Weight, MAX_NAME_LEN};
 use crate::config::{
     IdentityCookieConfig, KeyConfig, PluginConfig, RouteConfig, SameSite, StickinessConfig,
     TargetingRuleConfig, VariantConfig,
@@ -20,7 +20,6 @@ use crate::router::RouteIndex;
 
 pub const MAX_ROUTES: usize = 1024;
 pub const MAX_VARIANTS: usize = 16;
-pub const MAX_NAME_LEN: usize = 63;
 /// Compiled size limit for one `matches` regex.
 pub const MAX_REGEX_SIZE: usize = 256 * 1024;
 /// Fewest characters of a seal: 22 of the base64url alphabet carry 132 bits.
@@ -270,6 +269,12 @@ impl Route {
 }
 
 impl RoutingTable {
+    /// The index of the first route, in configuration order, matching `authority` and `path`.
+    pub(crate) fn route_for(&self, authority: &[u8], path: &[u8]) -> Option<usize> {
+        let prefixes = |i: usize| self.routes.get(i).map(|r| r.path_prefixes.as_slice());
+        self.index.find(prefixes, authority, path)
+    }
+
     pub fn route(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.name == name)
     }

@@ -1,0 +1,112 @@
+//! The filter's modules import each other in one direction only: configuration → compiled
+//! table → decision → HTTP glue, with no module reaching back up. This test reads each module's
+//! own code (not its `#[cfg(test)]` tests) for `crate::MODULE` references and fails, naming the
+//! circle, if they form one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Module name → the modules its non-test code refers to as `crate::NAME`.
+fn imports() -> BTreeMap<String, Vec<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut modules = BTreeMap::new();
+    for entry in std::fs::read_dir(&src).expect("src/") {
+        let path = entry.expect("an entry").path();
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        // The crate root re-exports what the crate offers; it is not a layer.
+        if path.extension().is_some_and(|e| e == "rs") && name != "lib" {
+            let text = std::fs::read_to_string(&path).expect("a module");
+            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+            modules.insert(name.to_owned(), code.to_owned());
+        }
+    }
+    let names: Vec<String> = modules.keys().cloned().collect();
+    modules
+        .into_iter()
+        .map(|(name, code)| {
+            let used = names
+                .iter()
+                .filter(|other| **other != name)
+                .filter(|other| {
+                    code.match_indices(&format!("crate::{other}"))
+                        .any(|(at, found)| {
+                            let next = code[at + found.len()..].chars().next();
+                            !next.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                        })
+                })
+                .cloned()
+                .collect();
+            (name, used)
+        })
+        .collect()
+}
+
+/// A circle of imports, if there is one: the modules along it, the first repeated at the end.
+fn circle(graph: &BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, Vec<String>>,
+        path: &mut Vec<String>,
+        done: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|n| n == node) {
+            let mut found = path[start..].to_vec();
+            found.push(node.to_owned());
+            return Some(found);
+        }
+        if done.iter().any(|n| n == node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(found) = visit(next, graph, path, done) {
+                return Some(found);
+            }
+        }
+        path.pop();
+        done.push(node.to_owned());
+        None
+    }
+    let mut done = Vec::new();
+    graph
+        .keys()
+        .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn the_modules_import_each_other_in_one_direction() {
+    let graph = imports();
+    assert!(graph.contains_key("table") && graph.contains_key("config"));
+    assert!(
+        graph["table"].contains(&"config".to_owned()),
+        "the scan sees imports: {graph:?}"
+    );
+    if let Some(found) = circle(&graph) {
+        panic!(
+            "modules import each other in a circle: {}",
+            found.join(" → ")
+        );
+    }
+}
+
+#[test]
+fn a_circle_is_found() {
+    let graph: BTreeMap<String, Vec<String>> = [
+        ("a", vec!["b"]),
+        ("b", vec!["c"]),
+        ("c", vec!["a"]),
+        ("d", vec![]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+    .collect();
+    assert_eq!(
+        circle(&graph),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+    let mut broken = graph;
+    broken.insert("c".into(), vec!["d".into()]);
+    assert_eq!(circle(&broken), None);
+}
