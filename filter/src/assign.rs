@@ -23,7 +23,7 @@
 //!   may land on a third variant whose weight did not change, while some of that variant's users
 //!   join `j`; shares still match the weights.)
 
-use xxhash_rust::xxh64::Xxh64;
+use xxhash_rust::xxh64::{xxh64, Xxh64};
 
 /// Most bytes of a route or variant name (the hash input is sized for it).
 pub const MAX_NAME_LEN: usize = 63;
@@ -114,7 +114,7 @@ fn hash_framed(
 ) -> u64 {
     let end = prefix.and_then(|at| put_field(buf, at, variant));
     match end.and_then(|end| buf.get(..end)) {
-        Some(framed) => xxh64_seed0(framed),
+        Some(framed) => xxh64(framed, 0),
         None => {
             let mut hasher = Xxh64::new(0);
             write_field(&mut hasher, salt);
@@ -123,77 +123,6 @@ fn hash_framed(
             hasher.digest()
         }
     }
-}
-
-const P1: u64 = 0x9E37_79B1_85EB_CA87;
-const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
-const P3: u64 = 0x1656_67B1_9E37_79F9;
-const P4: u64 = 0x85EB_CA77_C2B2_AE63;
-const P5: u64 = 0x27D4_EB2F_1656_67C5;
-
-/// xxh64 with seed 0, in one pass over a short input. The same function as
-/// `xxhash_rust::xxh64::xxh64(bytes, 0)` (tests compare them at every length up to a few hundred
-/// bytes), written out so that it compiles to straight-line code in the size-optimised module:
-/// the crate's version reads its tail through function pointers there.
-fn xxh64_seed0(bytes: &[u8]) -> u64 {
-    let round = |acc: u64, word: u64| {
-        acc.wrapping_add(word.wrapping_mul(P2))
-            .rotate_left(31)
-            .wrapping_mul(P1)
-    };
-    let u64_at = |chunk: &[u8]| <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
-    let word = |stripe: &[u8], at: usize| stripe.get(at..at + 8).map_or(0, u64_at);
-
-    let mut stripes = bytes.chunks_exact(32);
-    let mut h = if bytes.len() >= 32 {
-        // Four independent lanes, kept in registers.
-        let (mut v1, mut v2, mut v3, mut v4) = (P1.wrapping_add(P2), P2, 0, P1.wrapping_neg());
-        for stripe in &mut stripes {
-            v1 = round(v1, word(stripe, 0));
-            v2 = round(v2, word(stripe, 8));
-            v3 = round(v3, word(stripe, 16));
-            v4 = round(v4, word(stripe, 24));
-        }
-        let mut h = v1
-            .rotate_left(1)
-            .wrapping_add(v2.rotate_left(7))
-            .wrapping_add(v3.rotate_left(12))
-            .wrapping_add(v4.rotate_left(18));
-        for v in [v1, v2, v3, v4] {
-            h = (h ^ round(0, v)).wrapping_mul(P1).wrapping_add(P4);
-        }
-        h
-    } else {
-        P5
-    };
-    h = h.wrapping_add(bytes.len() as u64);
-
-    let mut words = stripes.remainder().chunks_exact(8);
-    for word in &mut words {
-        h = (h ^ round(0, u64_at(word)))
-            .rotate_left(27)
-            .wrapping_mul(P1)
-            .wrapping_add(P4);
-    }
-    let mut rest = words.remainder();
-    if let Some((word, tail)) = rest.split_first_chunk::<4>() {
-        h = (h ^ u64::from(u32::from_le_bytes(*word)).wrapping_mul(P1))
-            .rotate_left(23)
-            .wrapping_mul(P2)
-            .wrapping_add(P3);
-        rest = tail;
-    }
-    for byte in rest {
-        h = (h ^ u64::from(*byte).wrapping_mul(P5))
-            .rotate_left(11)
-            .wrapping_mul(P1);
-    }
-
-    h ^= h >> 33;
-    h = h.wrapping_mul(P2);
-    h ^= h >> 29;
-    h = h.wrapping_mul(P3);
-    h ^ (h >> 32)
 }
 
 /// Writes `field(bytes)` into `buf` at `at` and returns where it ends, or `None` if it does not
@@ -236,28 +165,7 @@ mod tests {
             (b"abc", 0x44BC_2CF5_AD77_0999),
         ];
         for (input, want) in cases {
-            assert_eq!(xxhash_rust::xxh64::xxh64(input, 0), want, "{input:?}");
-            assert_eq!(xxh64_seed0(input), want, "{input:?}");
-        }
-    }
-
-    /// The one-pass xxh64 used for framed inputs is the crate's xxh64, at every length that
-    /// exercises its stripes, words, half-word and bytes.
-    #[test]
-    fn one_pass_xxh64_matches_the_crate() {
-        let bytes: Vec<u8> = (0..600u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        for len in 0..=bytes.len() {
-            for start in [0, 1, 7] {
-                let input = &bytes[start..(start + len).min(bytes.len())];
-                assert_eq!(
-                    xxh64_seed0(input),
-                    xxhash_rust::xxh64::xxh64(input, 0),
-                    "{} bytes from {start}",
-                    input.len()
-                );
-            }
+            assert_eq!(xxh64(input, 0), want, "{input:?}");
         }
     }
 

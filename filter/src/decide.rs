@@ -149,11 +149,10 @@ pub struct NewIdentity([u8; IDENTITY_BYTES * 2]);
 
 impl NewIdentity {
     pub fn from_random(bytes: &[u8; IDENTITY_BYTES]) -> Self {
-        let mut hex = [0; IDENTITY_BYTES * 2];
-        for (digits, word) in hex.as_chunks_mut().0.iter_mut().zip(bytes.as_chunks().0) {
-            *digits = hex_digits(*word);
-        }
-        NewIdentity(hex)
+        let mut digits = [0; IDENTITY_BYTES * 2];
+        // The buffer is exactly twice the bytes, so the encoding cannot fail.
+        let _ = hex::encode_to_slice(bytes, &mut digits);
+        NewIdentity(digits)
     }
 
     /// The identity's characters.
@@ -165,23 +164,6 @@ impl NewIdentity {
         // Hex digits only, so always UTF-8.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
-}
-
-/// Four bytes as eight lowercase hex digits, all eight computed at once in one word.
-fn hex_digits(bytes: [u8; 4]) -> [u8; 8] {
-    const fn ones(b: u8) -> u64 {
-        u64::from_le_bytes([b; 8])
-    }
-    // Byte i moves to bytes 2i and 2i + 1 (little-endian, so in reading order), where its high
-    // and low nibbles go.
-    let mut spread = u64::from(u32::from_le_bytes(bytes));
-    spread = (spread | spread << 16) & 0x0000_ffff_0000_ffff;
-    spread = (spread | spread << 8) & 0x00ff_00ff_00ff_00ff;
-    let nibbles = (spread >> 4 & 0x000f_000f_000f_000f) | (spread & 0x000f_000f_000f_000f) << 8;
-    // Per byte, with no carry between bytes: 1 where the nibble is 10 or more, which then skips
-    // from '9' + 1 to 'a'.
-    let letter = (nibbles + ones(6)) >> 4 & ones(1);
-    (nibbles + ones(b'0') + letter * u64::from(b'a' - b'9' - 1)).to_le_bytes()
 }
 
 impl Deref for NewIdentity {

@@ -7,10 +7,12 @@
 //! best, and the lowest of those is the first route in configuration order that fits.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// Hosts (lowercase bytes) to the routes naming them, in configuration order.
-type HostMap = HashMap<Box<[u8]>, Vec<usize>, BuildHasherDefault<HostHasher>>;
+/// Fx, a fast unkeyed hash, suits host names: the map is built from the configuration and only
+/// looked up per request, so a request cannot grow its probe sequences, and a keyed hash
+/// (std's SipHash) would buy nothing here.
+type HostMap = HashMap<Box<[u8]>, Vec<usize>, rustc_hash::FxBuildHasher>;
 
 #[derive(Debug, Default)]
 pub(crate) struct RouteIndex {
@@ -174,63 +176,6 @@ fn scan_host(authority: &[u8]) -> (usize, bool) {
     (end, upper)
 }
 
-/// A fast hash for host names, which are short. The host map is built from the configuration
-/// and only looked up per request, so a request cannot grow its probe sequences; a keyed hash
-/// (std's SipHash) buys nothing here and costs most of a lookup.
-#[derive(Default)]
-struct HostHasher(u64);
-
-impl HostHasher {
-    const K0: u64 = 0x243F_6A88_85A3_08D3;
-    const K1: u64 = 0x1319_8A2E_0370_7344;
-
-    /// Mixes sixteen bytes in with a folded 64 × 64 → 128-bit multiply, which carries every
-    /// input bit into every output bit (the bucket index and the tag both come from the hash).
-    fn mix(&mut self, a: u64, b: u64) {
-        let product = u128::from(a ^ self.0 ^ Self::K0) * u128::from(b ^ Self::K1);
-        self.0 = (product as u64) ^ ((product >> 64) as u64);
-    }
-}
-
-impl Hasher for HostHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let word = |at: usize| {
-            bytes
-                .get(at..at + 8)
-                .and_then(|w| <[u8; 8]>::try_from(w).ok())
-                .map_or(0, u64::from_le_bytes)
-        };
-        let len = bytes.len();
-        if len < 8 {
-            let mut short = [0; 8];
-            short.iter_mut().zip(bytes).for_each(|(w, b)| *w = *b);
-            self.mix(u64::from_le_bytes(short), len as u64);
-            return;
-        }
-        // Sixteen bytes at a time, then the last sixteen (or eight) again, overlapping what came
-        // before: every byte is mixed in and no byte is read one at a time.
-        let mut at = 0;
-        while at + 16 < len {
-            self.mix(word(at), word(at + 8));
-            at += 16;
-        }
-        let last = len - 8;
-        self.mix(
-            word(last.saturating_sub(8).max(at)),
-            word(last) ^ len as u64,
-        );
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        // The slice length, written before the bytes; folded in by the first mix.
-        self.0 ^= n as u64;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
 
@@ -335,31 +280,6 @@ mod tests {
                     }
                 }
             }
-        }
-    }
-
-    #[test]
-    fn host_hash_sees_every_byte() {
-        use std::hash::Hasher;
-        let hash = |bytes: &[u8]| {
-            let mut h = super::HostHasher::default();
-            h.write(bytes);
-            h.finish()
-        };
-        for len in 0..40 {
-            let base = vec![b'a'; len];
-            let mut seen = std::collections::HashSet::new();
-            assert!(seen.insert(hash(&base)));
-            for at in 0..len {
-                let mut changed = base.clone();
-                changed[at] = b'b';
-                assert!(seen.insert(hash(&changed)), "byte {at} of {len} ignored");
-            }
-            assert_ne!(
-                hash(&base),
-                hash(&[base.as_slice(), b"\0"].concat()),
-                "length {len}"
-            );
         }
     }
 

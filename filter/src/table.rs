@@ -531,90 +531,14 @@ fn percent(thousandths: u64) -> String {
     format!("{whole}.{}", fraction.trim_end_matches('0'))
 }
 
-/// A number as the shortest decimal that reads back as the same `f64`: `130`, `33.3335`.
-/// Extreme values take the exponent form, `1e300`, exact to at least 15 significant digits.
-/// Error messages use this rather than `{}` on the float, whose formatting code would be a
-/// large part of the module; this needs only integer formatting and parsing.
+/// A number as the shortest decimal that reads back as the same `f64`: `130`, `33.3335`, and
+/// `1e300` or `5e-324` for values too large or too small to write out.
 pub fn decimal(x: f64) -> String {
-    if x.is_nan() {
-        return "NaN".to_owned();
-    }
-    let sign = if x < 0.0 { "-" } else { "" };
-    let x = x.abs();
-    if x.is_infinite() {
-        return format!("{sign}inf");
-    }
-    let reads_back = |text: &str| text.parse::<f64>() == Ok(x);
-    // Fixed point, while the digits fit in a u64.
-    let mut scale = 1.0;
-    for decimals in 0..=17 {
-        let scaled = x * scale;
-        if scaled >= 1e19 {
-            break;
-        }
-        if let Some(text) = nearby(scaled, 1, |m| with_point(m, decimals), reads_back) {
-            return format!("{sign}{text}");
-        }
-        scale *= 10.0;
-    }
-    // Exponent form, with as few significant digits as read back.
-    let exponent = libm::floor(libm::log10(x)) as i32;
-    let mut text = String::new();
-    for digits in 1..=17i32 {
-        let point = digits.unsigned_abs() - 1;
-        let write = |m| format!("{}e{exponent}", with_point(m, point));
-        let scaled = times_ten_to(x, digits - 1 - exponent);
-        if let Some(found) = nearby(scaled, 16, write, reads_back) {
-            return format!("{sign}{found}");
-        }
-        text = write(scaled.round() as u64);
-    }
-    format!("{sign}{text}")
-}
-
-/// `x` times ten to the `shift`, by exact powers of ten (up to 1e22), so with few roundings.
-fn times_ten_to(x: f64, shift: i32) -> f64 {
-    let mut scaled = x;
-    let mut left = shift.unsigned_abs();
-    while left > 0 {
-        let step = left.min(22);
-        let power = (0..step).fold(1.0, |p, _| p * 10.0);
-        scaled = if shift > 0 {
-            scaled * power
-        } else {
-            scaled / power
-        };
-        left -= step;
-    }
-    scaled
-}
-
-/// The first of the integers nearest `scaled` (which carries rounding errors, up to `radius`
-/// units) whose text reads back.
-fn nearby(
-    scaled: f64,
-    radius: u64,
-    write: impl Fn(u64) -> String,
-    reads_back: impl Fn(&str) -> bool,
-) -> Option<String> {
-    let m = scaled.round() as u64;
-    (0..=radius)
-        .flat_map(|d| [m.saturating_sub(d), m.saturating_add(d)])
-        .map(write)
-        .find(|text| reads_back(text))
-}
-
-/// `digits` with a decimal point before the last `decimals` of them: (12345, 2) is `123.45`.
-fn with_point(digits: u64, decimals: u32) -> String {
-    let digits = digits.to_string();
-    let decimals = decimals as usize;
-    if decimals == 0 {
-        return digits;
-    }
-    let padded = format!("{digits:0>width$}", width = decimals + 1);
-    match padded.split_at_checked(padded.len() - decimals) {
-        Some((whole, fraction)) => format!("{whole}.{fraction}"),
-        None => padded,
+    let magnitude = x.abs();
+    if magnitude >= 1e16 || (magnitude != 0.0 && magnitude < 1e-7) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
     }
 }
 
