@@ -1,5 +1,6 @@
 //! The command line, as documented in the README.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -93,9 +94,9 @@ pub enum Command {
         route: String,
     },
     /// Run the control sidecar: HTTP API, ECDS over gRPC, module serving.
-    Serve(Box<crate::serve::ServeArgs>),
+    Serve(Box<ServeArgs>),
     /// Write the filter module as an OCI image layout for a registry.
-    Package(crate::package::PackageArgs),
+    Package(PackageArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -124,7 +125,7 @@ pub struct EnvoyAdminHttpArgs {
     )]
     pub envoy_admin_basic_auth_file: Option<PathBuf>,
     /// How long connecting to --envoy-admin, and then the whole request, may take.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::rollout::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::duration::parse_duration)]
     pub envoy_admin_timeout: Duration,
 }
 
@@ -162,4 +163,70 @@ pub enum Api {
 pub enum Output {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PackageArgs {
+    /// The built filter module (.wasm).
+    #[arg(long, value_name = "PATH")]
+    pub module: PathBuf,
+    /// The directory to write the OCI image layout to (created if missing).
+    #[arg(long, short, value_name = "DIR")]
+    pub output: PathBuf,
+    /// The tag recorded in the layout's index.json.
+    #[arg(long, default_value = "latest")]
+    pub tag: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub target: TargetArg,
+    /// Address of the HTTP API, module, metrics and probes.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Address of the ECDS gRPC server (needs a file: target).
+    #[arg(long, default_value = "0.0.0.0:18000")]
+    pub grpc_listen: SocketAddr,
+    /// The filter module to serve at /filter.wasm.
+    #[arg(long, value_name = "PATH")]
+    pub module: Option<PathBuf>,
+    /// The HTTP API's TLS certificate chain (PEM). Without it the API is plaintext, and its
+    /// bearer token crosses the network in clear text.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A file holding the bearer token that mutating API calls need (else the token is taken
+    /// from the CANARYCTL_TOKEN environment variable; never from the command line, where any
+    /// local user could read it).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// How often the target is read for changes made by others, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub poll_ms: u64,
+    /// Envoys tracked at most, connected or recently gone; a stream from another is refused
+    /// (RESOURCE_EXHAUSTED) and counted.
+    #[arg(long, value_name = "N", default_value_t = crate::serve::Limits::default().max_nodes)]
+    pub max_envoys: usize,
+    /// How long an Envoy whose streams have all gone is still listed, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = crate::serve::Limits::default().forget_after.as_secs())]
+    pub forget_envoys_after: u64,
+    /// The ECDS server's TLS certificate chain (PEM).
+    #[arg(long, value_name = "PATH", requires = "grpc_tls_key")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// The key of --grpc-tls-cert (PEM).
+    #[arg(long, value_name = "PATH", requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) for Envoys' client certificates: with it, an Envoy must present one.
+    #[arg(long, value_name = "PATH", requires = "grpc_tls_cert")]
+    pub grpc_client_ca: Option<PathBuf>,
+    /// A file holding the token Envoys send as `authorization: Bearer <token>` in the ECDS
+    /// stream's initial metadata (a different secret from the API token).
+    #[arg(long, value_name = "PATH")]
+    pub grpc_token_file: Option<PathBuf>,
+    /// Serve ECDS in plaintext: anyone who reaches the port reads the configuration.
+    #[arg(long, conflicts_with_all = ["grpc_tls_cert", "grpc_client_ca"])]
+    pub insecure_grpc: bool,
 }

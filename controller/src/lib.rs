@@ -6,6 +6,7 @@
 pub mod args;
 pub mod commands;
 pub mod document;
+pub mod duration;
 pub mod ecds;
 pub mod http;
 pub mod observed;

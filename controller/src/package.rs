@@ -7,9 +7,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
-use anyhow::Context;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -17,19 +15,6 @@ pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const WASM_CONFIG: &str = "application/vnd.module.wasm.config.v1+json";
 pub const WASM_LAYER: &str = "application/vnd.module.wasm.content.layer.v1+wasm";
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct PackageArgs {
-    /// The built filter module (.wasm).
-    #[arg(long, value_name = "PATH")]
-    pub module: PathBuf,
-    /// The directory to write the OCI image layout to (created if missing).
-    #[arg(long, short, value_name = "DIR")]
-    pub output: PathBuf,
-    /// The tag recorded in the layout's index.json.
-    #[arg(long, default_value = "latest")]
-    pub tag: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
@@ -132,28 +117,4 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), PackageError> {
         path: path.to_owned(),
         error,
     })
-}
-
-pub fn run(args: PackageArgs) -> anyhow::Result<ExitCode> {
-    let layout = write(&args.module, &args.output, &args.tag)
-        .with_context(|| format!("cannot package {}", args.module.display()))?;
-    let dir = args.output.display();
-    println!("wrote an OCI image layout to {dir}");
-    println!("  image (manifest) digest {}", layout.manifest.digest);
-    println!(
-        "  module layer            {} ({} bytes)",
-        layout.module.digest, layout.module.size
-    );
-    println!("push it with:");
-    println!(
-        "  oras cp --from-oci-layout {dir}:{} REGISTRY/REPO:{}",
-        args.tag, args.tag
-    );
-    println!("  crane push {dir} REGISTRY/REPO:{}", args.tag);
-    println!(
-        "and set the WasmPlugin's url: oci://REGISTRY/REPO:{} (sha256: {})",
-        args.tag,
-        layout.manifest.digest.trim_start_matches("sha256:")
-    );
-    Ok(ExitCode::SUCCESS)
 }

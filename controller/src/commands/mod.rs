@@ -2,9 +2,11 @@
 
 mod abort;
 mod assign;
+mod package;
 mod promote;
 mod render;
 mod seal;
+mod serve;
 mod set_weight;
 mod status;
 pub mod validate;
@@ -37,8 +39,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Abort { target, route } => abort::run(&target.target, &route),
         Command::Rollout(args) => crate::rollout::run(*args),
         Command::Resume { target, route } => crate::rollout::resume(&target.target, &route),
-        Command::Serve(args) => crate::serve::run(*args),
-        Command::Package(args) => crate::package::run(args),
+        Command::Serve(args) => serve::run(*args),
+        Command::Package(args) => package::run(args),
         Command::Status {
             target,
             envoy_admin,

@@ -19,7 +19,6 @@ mod store;
 mod xds;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,61 +38,7 @@ pub use self::https::ApiTls;
 pub use self::module::Module;
 pub use self::resource::{Resource, ResourceError};
 pub use self::store::{Snapshot, StoreError};
-use crate::args::TargetArg;
 use crate::targets::Target;
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
-    #[command(flatten)]
-    pub target: TargetArg,
-    /// Address of the HTTP API, module, metrics and probes.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
-    /// Address of the ECDS gRPC server (needs a file: target).
-    #[arg(long, default_value = "0.0.0.0:18000")]
-    pub grpc_listen: SocketAddr,
-    /// The filter module to serve at /filter.wasm.
-    #[arg(long, value_name = "PATH")]
-    pub module: Option<PathBuf>,
-    /// The HTTP API's TLS certificate chain (PEM). Without it the API is plaintext, and its
-    /// bearer token crosses the network in clear text.
-    #[arg(long, value_name = "PATH", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The key of --tls-cert (PEM).
-    #[arg(long, value_name = "PATH", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// A file holding the bearer token that mutating API calls need (else the token is taken
-    /// from the CANARYCTL_TOKEN environment variable; never from the command line, where any
-    /// local user could read it).
-    #[arg(long, value_name = "PATH")]
-    pub token_file: Option<PathBuf>,
-    /// How often the target is read for changes made by others, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 500)]
-    pub poll_ms: u64,
-    /// Envoys tracked at most, connected or recently gone; a stream from another is refused
-    /// (RESOURCE_EXHAUSTED) and counted.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_nodes)]
-    pub max_envoys: usize,
-    /// How long an Envoy whose streams have all gone is still listed, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = Limits::default().forget_after.as_secs())]
-    pub forget_envoys_after: u64,
-    /// The ECDS server's TLS certificate chain (PEM).
-    #[arg(long, value_name = "PATH", requires = "grpc_tls_key")]
-    pub grpc_tls_cert: Option<PathBuf>,
-    /// The key of --grpc-tls-cert (PEM).
-    #[arg(long, value_name = "PATH", requires = "grpc_tls_cert")]
-    pub grpc_tls_key: Option<PathBuf>,
-    /// CA bundle (PEM) for Envoys' client certificates: with it, an Envoy must present one.
-    #[arg(long, value_name = "PATH", requires = "grpc_tls_cert")]
-    pub grpc_client_ca: Option<PathBuf>,
-    /// A file holding the token Envoys send as `authorization: Bearer <token>` in the ECDS
-    /// stream's initial metadata (a different secret from the API token).
-    #[arg(long, value_name = "PATH")]
-    pub grpc_token_file: Option<PathBuf>,
-    /// Serve ECDS in plaintext: anyone who reaches the port reads the configuration.
-    #[arg(long, conflicts_with_all = ["grpc_tls_cert", "grpc_client_ca"])]
-    pub insecure_grpc: bool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -258,8 +203,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = config(args)?;
+/// Serves `config` until SIGTERM or SIGINT, then stops gracefully.
+pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -275,81 +220,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         info!("shutting down");
         server.shutdown().await?;
         Ok(ExitCode::SUCCESS)
-    })
-}
-
-fn config(args: ServeArgs) -> anyhow::Result<Config> {
-    let target: Target = args.target.target.parse()?;
-    let secret = match (&args.token_file, std::env::var("CANARYCTL_TOKEN")) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the token file {}", path.display()))?,
-        (None, Ok(token)) => token,
-        (None, Err(_)) => anyhow::bail!(
-            "a bearer token is required for the mutating API calls: --token-file PATH or CANARYCTL_TOKEN"
-        ),
-    };
-    let token = Token::new(&secret).context("the bearer token is empty")?;
-    let module = args
-        .module
-        .as_deref()
-        .map(|path| {
-            Module::read(path).with_context(|| format!("cannot read the module {}", path.display()))
-        })
-        .transpose()?;
-    anyhow::ensure!(args.max_envoys > 0, "--max-envoys must be at least 1");
-    let grpc_token = args
-        .grpc_token_file
-        .as_deref()
-        .map(|path| {
-            let secret = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the gRPC token file {}", path.display()))?;
-            Token::new(&secret)
-                .with_context(|| format!("the gRPC token in {} is empty", path.display()))
-        })
-        .transpose()?;
-    let delivered_by_istiod = matches!(target, Target::Kube { .. });
-    let grpc = match (&args.grpc_tls_cert, &args.grpc_tls_key) {
-        // A kube:// target's ECDS server serves no resource: nothing to protect but the fleet
-        // list, which is bounded.
-        (None, None) if delivered_by_istiod => GrpcSecurity::insecure(grpc_token),
-        _ if args.insecure_grpc => {
-            warn!("--insecure-grpc: the ECDS server runs in plaintext; anyone who reaches it reads the configuration");
-            GrpcSecurity::insecure(grpc_token)
-        }
-        (Some(cert), Some(key)) => GrpcSecurity::tls(
-            &TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: args.grpc_client_ca.clone(),
-            },
-            grpc_token,
-        )?,
-        _ => anyhow::bail!(
-            "the ECDS server needs TLS (--grpc-tls-cert and --grpc-tls-key, with --grpc-client-ca \
-             and/or --grpc-token-file), or --insecure-grpc to serve plaintext"
-        ),
-    };
-    if matches!(target, Target::Kube { .. }) {
-        warn!(
-            "a kube:// target is delivered by istiod; the ECDS gRPC server will push no resource"
-        );
-    }
-    Ok(Config {
-        target,
-        listen: args.listen,
-        grpc_listen: args.grpc_listen,
-        module,
-        token,
-        poll: Duration::from_millis(args.poll_ms.max(50)),
-        fleet: Limits {
-            max_nodes: args.max_envoys,
-            forget_after: Duration::from_secs(args.forget_envoys_after),
-        },
-        grpc,
-        api_tls: match (args.tls_cert, args.tls_key) {
-            (Some(cert), Some(key)) => Some(ApiTls { cert, key }),
-            _ => None,
-        },
     })
 }
 

@@ -37,7 +37,7 @@ impl Budget {
     pub fn from_env() -> Result<Self, String> {
         match std::env::var(BUDGET_VARIABLE) {
             Err(_) => Ok(Budget(DEFAULT_BUDGET)),
-            Ok(text) => crate::rollout::parse_duration(&text)
+            Ok(text) => crate::duration::parse_duration(&text)
                 .map(Budget)
                 .map_err(|error| format!("{BUDGET_VARIABLE}: {error}")),
         }
