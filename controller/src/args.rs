@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub use crate::render::Api;
+
 use crate::http::HttpOptions;
 
 use crate::render::ServiceAccount;
@@ -150,13 +152,6 @@ impl EnvoyAdminHttpArgs {
             timeout: self.envoy_admin_timeout,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Api {
-    Wasmplugin,
-    Trafficextension,
-    Envoyfilter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

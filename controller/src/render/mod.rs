@@ -12,7 +12,6 @@ mod yaml;
 
 use serde_json::Value;
 
-use crate::args::Api;
 use crate::spec::Spec;
 
 pub use self::rbac::ServiceAccount;
@@ -31,6 +30,14 @@ pub enum RenderError {
 }
 
 pub type Result<T, E = RenderError> = std::result::Result<T, E>;
+
+/// The Istio API that delivers the filter: `--api` of `canaryctl render`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Api {
+    Wasmplugin,
+    Trafficextension,
+    Envoyfilter,
+}
 
 /// Every resource of the spec, in apply order.
 pub fn resources(spec: &Spec, api: Api) -> Result<Vec<Value>> {

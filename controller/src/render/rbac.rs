@@ -13,7 +13,7 @@ use std::str::FromStr;
 use serde_json::{json, Value};
 
 use super::metadata;
-use crate::args::Api;
+use super::Api;
 use crate::spec::{is_dns_label, is_dns_subdomain, Spec};
 
 const RBAC_API_GROUP: &str = "rbac.authorization.k8s.io";
