@@ -5,6 +5,7 @@ mod assign;
 mod package;
 mod promote;
 mod render;
+mod rollout;
 mod seal;
 mod serve;
 mod set_weight;
@@ -37,7 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             variant,
         } => promote::run(&target.target, &route, &variant),
         Command::Abort { target, route } => abort::run(&target.target, &route),
-        Command::Rollout(args) => crate::rollout::run(*args),
+        Command::Rollout(args) => rollout::run(*args),
         Command::Resume { target, route } => crate::rollout::resume(&target.target, &route),
         Command::Serve(args) => serve::run(*args),
         Command::Package(args) => package::run(args),

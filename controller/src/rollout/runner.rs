@@ -15,12 +15,20 @@ use canary_filter::Weight;
 use tracing::{debug, info, warn};
 
 use super::analysis::{judge, percent, Measured, Thresholds, Verdict};
-use super::metrics::{prometheus::Metrics, Source, Window};
+use super::metrics::{Source, Window};
 use super::progress::{self, Progress, Row, Tick};
 use super::state::{self, Record, State};
-use super::RolloutArgs;
 use crate::targets::Target;
 use crate::weights::{self, weight_text, Change};
+
+/// A weight written as a percentage (`12.5`, `12.5%`).
+pub fn parse_percent(text: &str) -> anyhow::Result<Weight> {
+    let trimmed = text.trim().trim_end_matches('%').trim();
+    let value: f64 = trimmed
+        .parse()
+        .with_context(|| format!("{text:?} is not a percentage"))?;
+    parse_weight(value).map_err(|reason| anyhow::anyhow!("{text:?}: the weight {reason}"))
+}
 
 /// What a rollout ended in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,105 +41,20 @@ pub enum Outcome {
 /// A rollout as asked for, checked.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    target: Target,
-    route: String,
-    variant: String,
-    steps: Vec<Weight>,
-    interval: Duration,
-    thresholds: Thresholds,
-    source: Source,
-    pause_at: Vec<Weight>,
-    no_data_retries: u32,
-}
-
-fn parse_percent(text: &str) -> anyhow::Result<Weight> {
-    let trimmed = text.trim().trim_end_matches('%').trim();
-    let value: f64 = trimmed
-        .parse()
-        .with_context(|| format!("{text:?} is not a percentage"))?;
-    parse_weight(value).map_err(|reason| anyhow::anyhow!("{text:?}: the weight {reason}"))
+    pub target: Target,
+    pub route: String,
+    pub variant: String,
+    /// The variant's weight at each step, increasing, none 0.
+    pub steps: Vec<Weight>,
+    pub interval: Duration,
+    pub thresholds: Thresholds,
+    pub source: Source,
+    /// Weights, among the steps, at which to wait for `resume`.
+    pub pause_at: Vec<Weight>,
+    pub no_data_retries: u32,
 }
 
 impl Plan {
-    pub fn from_args(args: &RolloutArgs) -> anyhow::Result<Plan> {
-        let target: Target = args.target.target.parse()?;
-        let steps = args
-            .steps
-            .iter()
-            .map(|s| parse_percent(s))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .context("--steps")?;
-        if steps.is_empty() || steps.iter().any(|w| w.0 == 0) {
-            bail!("--steps: give one or more weights above 0, e.g. 1,5,10,25,50,100");
-        }
-        if steps.windows(2).any(|pair| pair[0] >= pair[1]) {
-            bail!("--steps: the weights must increase");
-        }
-        let pause_at = args
-            .pause_at
-            .iter()
-            .map(|s| parse_percent(s))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .context("--pause-at")?;
-        if let Some(w) = pause_at.iter().find(|w| !steps.contains(w)) {
-            bail!("--pause-at {} % is not one of the steps", weight_text(*w));
-        }
-        if !(0.0..=1.0).contains(&args.max_error_rate) {
-            bail!("--max-error-rate is a share between 0 and 1 (0.05 is 5 %)");
-        }
-        for (name, value) in [
-            ("--max-error-rate-ratio", args.max_error_rate_ratio),
-            ("--max-p99-ms", args.max_p99_ms),
-            ("--max-p99-ratio", args.max_p99_ratio),
-        ] {
-            if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
-                bail!("{name} must be a number above 0");
-            }
-        }
-        let metrics = if args.istio {
-            let versions = args
-                .istio_version
-                .iter()
-                .map(|pair| {
-                    pair.split_once('=')
-                        .filter(|(v, l)| !v.is_empty() && !l.is_empty())
-                        .map(|(v, l)| (v.to_owned(), l.to_owned()))
-                        .with_context(|| {
-                            format!("--istio-version {pair:?}: expected VARIANT=VERSION")
-                        })
-                })
-                .collect::<anyhow::Result<_>>()?;
-            Metrics::Istio {
-                service: args.istio_service.clone(),
-                reporter: args.istio_reporter.clone(),
-                versions,
-            }
-        } else {
-            Metrics::Filter
-        };
-        let source = Source::parse(&args.metrics, metrics, &args.metrics_http.options())?;
-        if args.istio && matches!(source, Source::Envoy(_)) {
-            bail!("--istio reads Istio's metrics from Prometheus: give --metrics prometheus:URL");
-        }
-        Ok(Plan {
-            target,
-            route: args.route.clone(),
-            variant: args.variant.clone(),
-            steps,
-            interval: args.interval,
-            thresholds: Thresholds {
-                min_requests: args.min_requests,
-                max_error_rate: Some(args.max_error_rate),
-                max_error_rate_ratio: args.max_error_rate_ratio,
-                max_p99_ms: args.max_p99_ms,
-                max_p99_ratio: args.max_p99_ratio,
-            },
-            source,
-            pause_at,
-            no_data_retries: args.no_data_retries,
-        })
-    }
-
     /// How often the record is read for `abort` and `resume`.
     fn poll(&self) -> Duration {
         match self.target {
@@ -643,97 +566,4 @@ fn unavailable(error: &anyhow::Error) -> bool {
     error
         .downcast_ref::<crate::targets::Error>()
         .is_some_and(crate::targets::Error::unavailable)
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-    use crate::args::{Args, Command};
-
-    fn plan(extra: &[&str]) -> anyhow::Result<Plan> {
-        let mut argv = vec![
-            "canaryctl",
-            "rollout",
-            "--target",
-            "file:/etc/envoy/ecds/filter.json",
-            "--route",
-            "web",
-            "--variant",
-            "canary",
-        ];
-        argv.extend(extra);
-        let args = Args::try_parse_from(argv)?;
-        let Command::Rollout(args) = args.command else {
-            anyhow::bail!("not a rollout");
-        };
-        Plan::from_args(&args)
-    }
-
-    #[test]
-    fn options_become_a_plan() {
-        let p = plan(&[
-            "--metrics",
-            "prometheus:http://prometheus:9090",
-            "--istio",
-            "--istio-version",
-            "canary=v2",
-            "--steps",
-            "5,12.5,50",
-            "--pause-at",
-            "50",
-            "--max-p99-ms",
-            "250",
-        ])
-        .unwrap();
-        assert_eq!(p.steps, [Weight(5_000), Weight(12_500), Weight(50_000)]);
-        assert_eq!(p.pause_at, [Weight(50_000)]);
-        assert_eq!(p.interval, Duration::from_secs(30));
-        assert_eq!(p.thresholds.min_requests, 50);
-        assert_eq!(p.thresholds.max_error_rate, Some(0.05));
-        assert_eq!(p.thresholds.max_p99_ms, Some(250.0));
-        let Source::Prometheus(prometheus) = &p.source else {
-            panic!("{:?}", p.source)
-        };
-        assert!(prometheus
-            .metrics()
-            .queries("web", "canary", Duration::from_secs(30))
-            .requests
-            .contains(r#"destination_version="v2""#));
-        assert_eq!(
-            plan(&["--metrics", "envoy:http://127.0.0.1:15000"])
-                .unwrap()
-                .steps
-                .len(),
-            6,
-            "default steps 1,5,10,25,50,100"
-        );
-    }
-
-    #[test]
-    fn bad_options_are_refused() {
-        let envoy = ["--metrics", "envoy:http://127.0.0.1:15000"];
-        let cases: &[(&[&str], &str)] = &[
-            (&["--steps", "10,5"], "must increase"),
-            (&["--steps", "0,5"], "above 0"),
-            (&["--steps", "10,101"], "between 0 and 100"),
-            (&["--pause-at", "30"], "not one of the steps"),
-            (&["--max-error-rate", "5"], "between 0 and 1"),
-            (&["--max-p99-ms", "0"], "above 0"),
-            (
-                &["--istio"],
-                "--istio reads Istio's metrics from Prometheus",
-            ),
-            (&["--interval", "0s"], "more than zero"),
-        ];
-        for (extra, fragment) in cases {
-            let mut args = envoy.to_vec();
-            args.extend(*extra);
-            let error = format!("{:#}", plan(&args).expect_err(fragment));
-            assert!(error.contains(fragment), "{extra:?}: {error}");
-        }
-        let error = plan(&["--metrics", "graphite:http://x"]).unwrap_err();
-        assert!(error.to_string().contains("prometheus:URL or envoy:URL"));
-    }
 }
