@@ -1,5 +1,6 @@
-//! A real Prometheus (Debian's `prometheus`) scraping a harness Envoy's admin
-//! `/stats/prometheus` every second, with its storage in a temporary directory.
+//! A real Prometheus (Debian's `prometheus`) scraping one target every second, a harness
+//! Envoy's admin `/stats/prometheus` or `canaryctl serve`'s `/metrics`, with its storage in a
+//! temporary directory.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -35,13 +36,19 @@ pub struct Prometheus {
 
 impl Prometheus {
     /// Starts Prometheus scraping `admin` (`host:port` of an Envoy admin endpoint) every
-    /// second, and waits until it has scraped it successfully.
+    /// second as job `envoy`, and waits until it has scraped it successfully.
     pub async fn start(admin: &str) -> Prometheus {
+        Prometheus::scraping("envoy", admin, "/stats/prometheus").await
+    }
+
+    /// Starts Prometheus scraping `path` on `target` (`host:port`) every second as `job`, and
+    /// waits until it has scraped it successfully: it could fetch and parse the exposition.
+    pub async fn scraping(job: &str, target: &str, path: &str) -> Prometheus {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: envoy\n    metrics_path: /stats/prometheus\n    \
-             static_configs:\n      - targets: ['{admin}']\n"
+             scrape_configs:\n  - job_name: {job}\n    metrics_path: {path}\n    \
+             static_configs:\n      - targets: ['{target}']\n"
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
@@ -66,7 +73,7 @@ impl Prometheus {
             url: format!("http://127.0.0.1:{port}"),
             client: crate::client(),
         };
-        prometheus.wait_until_scraping().await;
+        prometheus.wait_until_scraping(job).await;
         prometheus
     }
 
@@ -96,7 +103,22 @@ impl Prometheus {
             .ok()
     }
 
-    async fn wait_until_scraping(&mut self) {
+    /// The type of the metric family `family` as Prometheus read it from a scrape: `counter`,
+    /// `gauge`, `info`, ….
+    pub async fn metric_type(&self, family: &str) -> Option<String> {
+        let response = self
+            .client
+            .get(format!("{}/api/v1/metadata", self.url))
+            .query(&[("metric", family)])
+            .send()
+            .await
+            .ok()?;
+        let body: Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
+        let kind = body.pointer(&format!("/data/{family}/0/type"))?.as_str()?;
+        Some(kind.to_owned())
+    }
+
+    async fn wait_until_scraping(&mut self, job: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self
@@ -108,7 +130,7 @@ impl Prometheus {
             }
             assert!(
                 Instant::now() < deadline,
-                "Prometheus not scraping Envoy within 30 s; log:\n{}",
+                "Prometheus not scraping {job} within 30 s; log:\n{}",
                 self.log()
             );
             let ready = self
@@ -117,7 +139,7 @@ impl Prometheus {
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
-            if ready && self.query(r#"up{job="envoy"}"#).await == Some(1.0) {
+            if ready && self.query(&format!("up{{job=\"{job}\"}}")).await == Some(1.0) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

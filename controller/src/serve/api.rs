@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::auth::Token;
 use super::fleet::Fleet;
-use super::metrics;
+use super::metrics::{Format, Metrics};
 use super::module::Module;
 use super::store::{Snapshot, Store, StoreError};
 use crate::targets;
@@ -35,6 +35,7 @@ pub struct Api {
     pub fleet: Arc<Fleet>,
     pub token: Arc<Token>,
     pub module: Option<Arc<Module>>,
+    pub metrics: Arc<Metrics>,
     /// False once shutting down.
     pub ready: Arc<AtomicBool>,
 }
@@ -237,16 +238,17 @@ fn no_module() -> ApiError {
     )
 }
 
-async fn prometheus(State(api): State<Api>) -> Response {
-    let text = metrics::render(&api.fleet, &api.store.current());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+async fn prometheus(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
+    let format = Format::negotiate(&headers);
+    let text = api.metrics.render(format).map_err(|e| {
+        warn!(error = %e, "cannot encode the metrics");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "$",
+            "the metrics could not be encoded",
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], text).into_response())
 }
 
 async fn readyz(State(api): State<Api>) -> Response {
