@@ -105,7 +105,8 @@ impl Controller {
         response.text().await.unwrap()
     }
 
-    /// PUT/POST `body` with an optional bearer token: the status and the JSON answer.
+    /// PUT/POST `body` (as JSON, if there is one) with an optional bearer token: the status and
+    /// the JSON answer.
     async fn send(
         &self,
         method: &str,
@@ -118,6 +119,9 @@ impl Controller {
             .client
             .request(method, self.url(path))
             .body(body.to_owned());
+        if !body.is_empty() {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
