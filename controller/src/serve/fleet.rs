@@ -180,13 +180,6 @@ impl Fleet {
         envoys.values().map(|t| t.status.clone()).collect()
     }
 
-    pub fn connected_count(&self) -> usize {
-        self.envoys
-            .lock()
-            .map(|e| e.values().filter(|t| t.status.streams > 0).count())
-            .unwrap_or_default()
-    }
-
     pub fn limits(&self) -> Limits {
         self.limits
     }
@@ -222,9 +215,9 @@ mod tests {
         assert_eq!(fleet.envoys()[0].nack, None);
         assert_eq!(fleet.counters.nacks.get(), 1);
         assert_eq!(fleet.counters.acks.get(), 2);
-        assert_eq!(fleet.connected_count(), 1);
+        assert_eq!(fleet.envoys()[0].streams, 1);
         fleet.disconnected("a");
-        assert_eq!(fleet.connected_count(), 0);
+        assert_eq!(fleet.envoys()[0].streams, 0, "gone, still remembered");
     }
 
     #[test]

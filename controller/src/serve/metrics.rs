@@ -134,8 +134,8 @@ struct State {
 impl Collector for State {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let envoys = self.fleet.envoys();
-        let connected =
-            ConstGauge::new(u64::try_from(self.fleet.connected_count()).unwrap_or(u64::MAX));
+        let connected = envoys.iter().filter(|e| e.streams > 0).count();
+        let connected = ConstGauge::new(u64::try_from(connected).unwrap_or(u64::MAX));
         connected.encode(encoder.encode_descriptor(
             "canaryctl_envoys_connected",
             "Envoys with an open ECDS stream.",
