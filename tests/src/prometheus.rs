@@ -1,7 +1,7 @@
-//! A real Prometheus (Debian's `prometheus`) scraping a harness Envoy's admin
-//! `/stats/prometheus` every second, with its storage in a temporary directory. Its HTTP API is
-//! plain, or served over TLS with basic auth by Prometheus itself (`--web.config.file`), as a
-//! Prometheus reached across a network is.
+//! A real Prometheus (Debian's `prometheus`) scraping one target every second, a harness
+//! Envoy's admin `/stats/prometheus` or `canaryctl serve`'s `/metrics`, with its storage in a
+//! temporary directory. Its HTTP API is plain, or served over TLS with basic auth by Prometheus
+//! itself (`--web.config.file`), as a Prometheus reached across a network is.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,22 +50,33 @@ pub struct WebSecurity<'a> {
 
 impl Prometheus {
     /// Starts Prometheus scraping `admin` (`host:port` of an Envoy admin endpoint) every
-    /// second, and waits until it has scraped it successfully.
+    /// second as job `envoy`, and waits until it has scraped it successfully.
     pub async fn start(admin: &str) -> Prometheus {
-        Self::start_with(admin, None).await
+        Prometheus::scraping("envoy", admin, "/stats/prometheus").await
     }
 
     /// As [`Prometheus::start`], with the API at `https://127.0.0.1:PORT` behind basic auth.
     pub async fn start_secured(admin: &str, web: WebSecurity<'_>) -> Prometheus {
-        Self::start_with(admin, Some(web)).await
+        Self::start_with("envoy", admin, "/stats/prometheus", Some(web)).await
     }
 
-    async fn start_with(admin: &str, web: Option<WebSecurity<'_>>) -> Prometheus {
+    /// Starts Prometheus scraping `path` on `target` (`host:port`) every second as `job`, and
+    /// waits until it has scraped it successfully: it could fetch and parse the exposition.
+    pub async fn scraping(job: &str, target: &str, path: &str) -> Prometheus {
+        Self::start_with(job, target, path, None).await
+    }
+
+    async fn start_with(
+        job: &str,
+        target: &str,
+        path: &str,
+        web: Option<WebSecurity<'_>>,
+    ) -> Prometheus {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: envoy\n    metrics_path: /stats/prometheus\n    \
-             static_configs:\n      - targets: ['{admin}']\n"
+             scrape_configs:\n  - job_name: {job}\n    metrics_path: {path}\n    \
+             static_configs:\n      - targets: ['{target}']\n"
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
@@ -109,7 +120,7 @@ impl Prometheus {
             client,
             basic_auth,
         };
-        prometheus.wait_until_scraping().await;
+        prometheus.wait_until_scraping(job).await;
         prometheus
     }
 
@@ -138,7 +149,22 @@ impl Prometheus {
             .ok()
     }
 
-    async fn wait_until_scraping(&mut self) {
+    /// The type of the metric family `family` as Prometheus read it from a scrape: `counter`,
+    /// `gauge`, `info`, ….
+    pub async fn metric_type(&self, family: &str) -> Option<String> {
+        let response = self
+            .client
+            .get(format!("{}/api/v1/metadata", self.url))
+            .query(&[("metric", family)])
+            .send()
+            .await
+            .ok()?;
+        let body: Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
+        let kind = body.pointer(&format!("/data/{family}/0/type"))?.as_str()?;
+        Some(kind.to_owned())
+    }
+
+    async fn wait_until_scraping(&mut self, job: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self
@@ -150,7 +176,7 @@ impl Prometheus {
             }
             assert!(
                 Instant::now() < deadline,
-                "Prometheus not scraping Envoy within 30 s; log:\n{}",
+                "Prometheus not scraping {job} within 30 s; log:\n{}",
                 self.log()
             );
             let ready = self
@@ -158,7 +184,7 @@ impl Prometheus {
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
-            if ready && self.query(r#"up{job="envoy"}"#).await == Some(1.0) {
+            if ready && self.query(&format!("up{{job=\"{job}\"}}")).await == Some(1.0) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

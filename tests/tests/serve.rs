@@ -3,13 +3,15 @@
 //! loaded from its `/filter.wasm`.
 //!
 //! The controller runs in the test process through its library entry point
-//! ([`Server::start`], what `canaryctl serve` runs), backed by an ECDS file target.
+//! ([`Server::start`], what `canaryctl serve` runs), backed by an ECDS file target. A real
+//! Prometheus scrapes its `/metrics`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use canary_e2e::envoy::ecds_stat;
+use canary_e2e::prometheus::Prometheus;
 use canary_e2e::{client, get, wasm_path, Envoy, Upstream};
 use canary_filter::Weight;
 use canaryctl::ecds::{self, ModuleSource};
@@ -103,7 +105,8 @@ impl Controller {
         response.text().await.unwrap()
     }
 
-    /// PUT/POST `body` with an optional bearer token: the status and the JSON answer.
+    /// PUT/POST `body` (as JSON, if there is one) with an optional bearer token: the status and
+    /// the JSON answer.
     async fn send(
         &self,
         method: &str,
@@ -116,6 +119,9 @@ impl Controller {
             .client
             .request(method, self.url(path))
             .body(body.to_owned());
+        if !body.is_empty() {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -558,13 +564,52 @@ async fn an_envoy_that_rejects_a_configuration_is_reported_and_keeps_the_last_go
         Some(1.0)
     );
     let metrics = controller.text("/metrics").await;
-    let nack_info = format!(
-        "canaryctl_envoy_nack_info{{node=\"{node}\",version=\"{v2}\",reason=\"{reason}\"}} 1"
-    );
+    let nack_info = format!("canaryctl_envoy_nack_info{{node=\"{node}\",version=\"{v2}\"}} 1");
     assert!(
         metrics.lines().any(|l| l == nack_info),
         "{nack_info} in the metrics:\n{metrics}"
     );
+    assert!(
+        !metrics.contains("canary-filter.wasm"),
+        "no reason in the metrics:\n{metrics}"
+    );
+
+    // A real Prometheus scrapes the same, as OpenMetrics (an `info` family is OpenMetrics').
+    let prometheus =
+        Prometheus::scraping("canaryctl", &controller.http.to_string(), "/metrics").await;
+    for (family, kind) in [
+        ("canaryctl_config", "info"),
+        ("canaryctl_envoy_nack", "info"),
+        ("canaryctl_ecds_nacks", "counter"),
+        ("canaryctl_envoy_rejecting", "gauge"),
+    ] {
+        assert_eq!(
+            prometheus.metric_type(family).await.as_deref(),
+            Some(kind),
+            "{family}; Prometheus log:\n{}",
+            prometheus.log()
+        );
+    }
+    for (query, value) in [
+        (
+            format!(r#"canaryctl_envoy_rejecting{{node="{node}"}}"#),
+            1.0,
+        ),
+        (
+            format!(r#"canaryctl_envoy_nack_info{{node="{node}",version="{v2}"}}"#),
+            1.0,
+        ),
+        ("count(canaryctl_envoy_nack_info)".to_owned(), 1.0),
+        ("canaryctl_ecds_nacks_total".to_owned(), 1.0),
+        (format!(r#"canaryctl_config_info{{version="{v2}"}}"#), 1.0),
+        (
+            r#"canaryctl_route_weight_percent{route="web",variant="canary"}"#.to_owned(),
+            100.0,
+        ),
+        ("canaryctl_envoys_connected".to_owned(), 2.0),
+    ] {
+        assert_eq!(prometheus.query(&query).await, Some(value), "{query}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,29 +1,39 @@
 //! The HTTP API, module serving, metrics and probes.
 //!
 //! Reads need no credentials; `PUT /v1/routes/{route}/weights`, `POST …/promote` and
-//! `POST …/abort` need `Authorization: Bearer <token>`. Bodies are JSON in and out; an error
-//! is `{"errors": [{"path": "weights.canary", "reason": "…"}]}`.
+//! `POST …/abort` need `Authorization: Bearer <token>`, checked before the body is read. Bodies
+//! are JSON in and out: a request body is `Content-Type: application/json`, read by axum's
+//! [`Json`] extractor into a typed request that refuses unknown fields, and every error, the
+//! extractor's too, is `{"errors": [{"path": "weights.canary", "reason": "…"}]}`.
 //!
 //! A read without the token gets no internal error text (file paths, API-server messages,
 //! Envoy's NACK reasons): a generic reason and a request id instead, with the details logged
 //! under that id.
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::HttpBody as _;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Path, Request, State};
+use axum::http::{header, request, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use canary_filter::table::parse_weight;
-use serde_json::{json, Map, Value};
+use canary_filter::Weight;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use super::auth::Token;
 use super::fleet::Fleet;
-use super::metrics;
+use super::metrics::{Format, Metrics};
 use super::module::Module;
 use super::store::{Snapshot, Store, StoreError};
 use crate::targets;
@@ -35,6 +45,7 @@ pub struct Api {
     pub fleet: Arc<Fleet>,
     pub token: Arc<Token>,
     pub module: Option<Arc<Module>>,
+    pub metrics: Arc<Metrics>,
     /// False once shutting down.
     pub ready: Arc<AtomicBool>,
 }
@@ -91,6 +102,168 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// A body axum's [`Json`] extractor refused, as the API answers it: the JSON path of what is
+/// wrong where serde knows it, 415 without a JSON content type, 400 for any other bad body.
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(error) => match serde_error(&error) {
+                Some((path, error)) => {
+                    let path = if path == "." { "$".to_owned() } else { path };
+                    ApiError::bad(path, without_position(error))
+                }
+                None => ApiError::bad("$", error.body_text()),
+            },
+            JsonRejection::JsonSyntaxError(error) => {
+                let reason = serde_error(&error)
+                    .map_or_else(|| error.body_text(), |(_, error)| error.to_string());
+                ApiError::bad("$", format!("invalid JSON: {reason}"))
+            }
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "$",
+                "the body must be JSON, sent with Content-Type: application/json",
+            ),
+            other => ApiError::new(other.status(), "$", other.body_text()),
+        }
+    }
+}
+
+/// The serde error behind a [`Json`] rejection, and the path it is at (`.` for the whole body).
+fn serde_error<'e>(
+    rejection: &'e (dyn std::error::Error + 'static),
+) -> Option<(String, &'e serde_json::Error)> {
+    std::iter::successors(Some(rejection), |e| e.source()).find_map(|e| {
+        if let Some(e) = e.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+            return Some((e.path().to_string(), e.inner()));
+        }
+        e.downcast_ref::<serde_json::Error>()
+            .map(|e| (".".to_owned(), e))
+    })
+}
+
+/// What serde says is wrong, without the line and column: the path says where.
+fn without_position(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    text.strip_suffix(&position).unwrap_or(&text).to_owned()
+}
+
+/// A JSON request body: a JSON object read by axum's [`Json`] into `T`, refused as an
+/// [`ApiError`].
+struct JsonBody<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(Object(body)) =
+            <Json<Object<T>> as FromRequest<S>>::from_request(request, state).await?;
+        Ok(JsonBody(body))
+    }
+}
+
+/// A JSON request body, or none: a request without one (`Content-Length: 0`) has none.
+impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Option<Self>, ApiError> {
+        if request.body().size_hint().exact() == Some(0) {
+            return Ok(None);
+        }
+        <JsonBody<T> as FromRequest<S>>::from_request(request, state)
+            .await
+            .map(Some)
+    }
+}
+
+/// `T` read from a JSON object only: serde's derived structs also take an array of their
+/// fields' values, which no client of this API means.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = Object<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor(PhantomData))
+    }
+}
+
+/// A request that carried the bearer token; extracted before the body, so a client without the
+/// token learns nothing about what its body would have done.
+struct Authorized;
+
+impl FromRequestParts<Api> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut request::Parts, api: &Api) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if api.token.admits(presented) {
+            Ok(Authorized)
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "$",
+                "a valid bearer token is required (Authorization: Bearer <token>)",
+            ))
+        }
+    }
+}
+
+/// `PUT /v1/routes/{route}/weights`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetWeights {
+    /// Variant names to percentages; missing and empty are the same mistake, answered at
+    /// `weights`.
+    #[serde(default)]
+    weights: BTreeMap<String, Percent>,
+}
+
+/// A variant's weight as the API takes it: a number of percent, with at most three decimals.
+#[derive(Debug)]
+struct Percent(Weight);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let number = serde_json::Number::deserialize(deserializer)?;
+        let percent = number
+            .as_f64()
+            .ok_or_else(|| serde::de::Error::custom("must be a number"))?;
+        parse_weight(percent)
+            .map(Percent)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `POST /v1/routes/{route}/promote`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Promote {
+    /// Missing is answered at `variant`.
+    variant: Option<String>,
+}
+
+/// `POST /v1/routes/{route}/abort`: nothing to say.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Abort {}
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -150,60 +323,43 @@ async fn envoys(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
 }
 
 async fn set_weights(
+    _: Authorized,
     State(api): State<Api>,
     Path(route): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    JsonBody(body): JsonBody<SetWeights>,
 ) -> ApiResult {
-    authorize(&api, &headers)?;
-    let body = object_body(&body, &["weights"])?;
-    let weights = body
-        .get("weights")
-        .and_then(Value::as_object)
-        .filter(|w| !w.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad(
-                "weights",
-                "must be an object of variant names to percentages",
-            )
-        })?;
-    let mut assignments = Vec::with_capacity(weights.len());
-    for (variant, percent) in weights {
-        let path = format!("weights.{variant}");
-        let percent = percent
-            .as_f64()
-            .ok_or_else(|| ApiError::bad(&path, "must be a number"))?;
-        let weight = parse_weight(percent).map_err(|reason| ApiError::bad(&path, reason))?;
-        assignments.push((variant.clone(), weight));
+    if body.weights.is_empty() {
+        return Err(ApiError::bad(
+            "weights",
+            "must be an object of variant names to percentages",
+        ));
     }
+    let assignments = body
+        .weights
+        .into_iter()
+        .map(|(variant, Percent(weight))| (variant, weight))
+        .collect();
     apply(&api, &route, Change::Set(assignments), "weights").await
 }
 
 async fn promote(
+    _: Authorized,
     State(api): State<Api>,
     Path(route): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    JsonBody(body): JsonBody<Promote>,
 ) -> ApiResult {
-    authorize(&api, &headers)?;
-    let body = object_body(&body, &["variant"])?;
     let variant = body
-        .get("variant")
-        .and_then(Value::as_str)
+        .variant
         .ok_or_else(|| ApiError::bad("variant", "must be the name of a variant"))?;
-    apply(&api, &route, Change::Promote(variant.to_owned()), "variant").await
+    apply(&api, &route, Change::Promote(variant), "variant").await
 }
 
 async fn abort(
+    _: Authorized,
     State(api): State<Api>,
     Path(route): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    _: Option<JsonBody<Abort>>,
 ) -> ApiResult {
-    authorize(&api, &headers)?;
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        object_body(&body, &[])?;
-    }
     apply(&api, &route, Change::Abort, "$").await
 }
 
@@ -237,16 +393,17 @@ fn no_module() -> ApiError {
     )
 }
 
-async fn prometheus(State(api): State<Api>) -> Response {
-    let text = metrics::render(&api.fleet, &api.store.current());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+async fn prometheus(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
+    let format = Format::negotiate(&headers);
+    let text = api.metrics.render(format).map_err(|e| {
+        warn!(error = %e, "cannot encode the metrics");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "$",
+            "the metrics could not be encoded",
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], text).into_response())
 }
 
 async fn readyz(State(api): State<Api>) -> Response {
@@ -255,32 +412,6 @@ async fn readyz(State(api): State<Api>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     }
-}
-
-fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
-    let presented = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    if api.token.admits(presented) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "$",
-            "a valid bearer token is required (Authorization: Bearer <token>)",
-        ))
-    }
-}
-
-/// The body as a JSON object with no fields but `known`.
-fn object_body(body: &[u8], known: &[&str]) -> Result<Map<String, Value>, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad("$", format!("invalid JSON: {e}")))?;
-    let Value::Object(map) = value else {
-        return Err(ApiError::bad("$", "must be a JSON object"));
-    };
-    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(ApiError::bad(unknown.as_str(), "unknown field"));
-    }
-    Ok(map)
 }
 
 /// Applies a change and answers with the route as now live.

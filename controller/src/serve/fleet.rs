@@ -6,10 +6,10 @@
 //! a new node is refused while [`Limits::max_nodes`] are tracked.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
 /// One Envoy, by its bootstrap `node.id`.
@@ -36,15 +36,16 @@ pub struct Nack {
     pub reason: String,
 }
 
+/// What the ECDS server did, since it started; `/metrics` exposes them.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub pushes: AtomicU64,
-    pub acks: AtomicU64,
-    pub nacks: AtomicU64,
+    pub pushes: Counter,
+    pub acks: Counter,
+    pub nacks: Counter,
     /// Streams refused because [`Limits::max_nodes`] nodes were tracked.
-    pub refused: AtomicU64,
+    pub refused: Counter,
     /// Streams refused because they carried no valid token.
-    pub unauthenticated: AtomicU64,
+    pub unauthenticated: Counter,
 }
 
 /// How much of the fleet is remembered.
@@ -113,7 +114,7 @@ impl Fleet {
         if !envoys.contains_key(node) {
             self.forget_gone(&mut envoys);
             if envoys.len() >= self.limits.max_nodes {
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                self.counters.refused.inc();
                 return false;
             }
         }
@@ -144,12 +145,12 @@ impl Fleet {
     }
 
     pub fn sent(&self, node: &str, version: &str) {
-        self.counters.pushes.fetch_add(1, Ordering::Relaxed);
+        self.counters.pushes.inc();
         self.with(node, |s| s.sent = Some(version.to_owned()));
     }
 
     pub fn acked(&self, node: &str, version: &str) {
-        self.counters.acks.fetch_add(1, Ordering::Relaxed);
+        self.counters.acks.inc();
         self.with(node, |s| {
             s.acked = Some(version.to_owned());
             s.nack = None;
@@ -158,7 +159,7 @@ impl Fleet {
 
     /// `accepted` is the version Envoy says it still serves.
     pub fn nacked(&self, node: &str, version: &str, accepted: &str, reason: &str) {
-        self.counters.nacks.fetch_add(1, Ordering::Relaxed);
+        self.counters.nacks.inc();
         self.with(node, |s| {
             if !accepted.is_empty() {
                 s.acked = Some(accepted.to_owned());
@@ -177,13 +178,6 @@ impl Fleet {
         };
         self.forget_gone(&mut envoys);
         envoys.values().map(|t| t.status.clone()).collect()
-    }
-
-    pub fn connected_count(&self) -> usize {
-        self.envoys
-            .lock()
-            .map(|e| e.values().filter(|t| t.status.streams > 0).count())
-            .unwrap_or_default()
     }
 
     pub fn limits(&self) -> Limits {
@@ -219,11 +213,11 @@ mod tests {
         fleet.sent("a", "v3");
         fleet.acked("a", "v3");
         assert_eq!(fleet.envoys()[0].nack, None);
-        assert_eq!(fleet.counters.nacks.load(Ordering::Relaxed), 1);
-        assert_eq!(fleet.counters.acks.load(Ordering::Relaxed), 2);
-        assert_eq!(fleet.connected_count(), 1);
+        assert_eq!(fleet.counters.nacks.get(), 1);
+        assert_eq!(fleet.counters.acks.get(), 2);
+        assert_eq!(fleet.envoys()[0].streams, 1);
         fleet.disconnected("a");
-        assert_eq!(fleet.connected_count(), 0);
+        assert_eq!(fleet.envoys()[0].streams, 0, "gone, still remembered");
     }
 
     #[test]
@@ -246,7 +240,7 @@ mod tests {
         );
         let nodes: Vec<String> = fleet.envoys().into_iter().map(|e| e.node).collect();
         assert_eq!(nodes, ["a", "b"]);
-        assert_eq!(fleet.counters.refused.load(Ordering::Relaxed), 2);
+        assert_eq!(fleet.counters.refused.get(), 2);
         fleet.sent("c", "v1");
         assert_eq!(
             fleet.envoys().len(),
@@ -273,6 +267,6 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         assert!(fleet.envoys().is_empty(), "gone for longer than the limit");
         assert!(fleet.connected("b", "edge"), "its place is free");
-        assert_eq!(fleet.counters.refused.load(Ordering::Relaxed), 0);
+        assert_eq!(fleet.counters.refused.get(), 0);
     }
 }

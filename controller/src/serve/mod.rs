@@ -90,9 +90,11 @@ impl Server {
         let http_addr = local_addr(&http, config.listen)?;
         let grpc_addr = local_addr(&grpc, config.grpc_listen)?;
 
+        let metrics = metrics::Metrics::new(Arc::clone(&fleet), store.subscribe());
         let router = api::router(api::Api {
             store: Arc::clone(&store),
             fleet: Arc::clone(&fleet),
+            metrics: Arc::new(metrics),
             token: Arc::new(config.token),
             module: config.module.map(Arc::new),
             ready: Arc::clone(&ready),

@@ -54,10 +54,7 @@ impl Ecds {
         self.security
             .authenticate(request.metadata())
             .inspect_err(|_| {
-                self.fleet
-                    .counters
-                    .unauthenticated
-                    .fetch_add(1, Ordering::Relaxed);
+                self.fleet.counters.unauthenticated.inc();
                 let peer = request
                     .remote_addr()
                     .map(|a| a.to_string())
