@@ -8,6 +8,8 @@ ENVOY         := $(VENV)/bin/envoy
 TARGET_DIR    := $(or $(CARGO_TARGET_DIR),target)
 WASM          := $(TARGET_DIR)/wasm32-wasip1/release/canary_filter.wasm
 NOOP_WASM     := $(TARGET_DIR)/wasm32-wasip1/release/canary_noop_filter.wasm
+# The native dynamic module: Envoy loads lib<name>.so from $ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+DYNMOD_DIR    := $(TARGET_DIR)/dynmod
 CARGO         ?= cargo
 
 # A one-off build, as in CI, gains nothing from incremental compilation and would keep gigabytes
@@ -19,8 +21,9 @@ endif
 export ENVOY_BIN   := $(abspath $(ENVOY))
 export CANARY_WASM := $(abspath $(WASM))
 export CANARYCTL_BIN := $(abspath $(TARGET_DIR)/debug/canaryctl)
+export CANARY_DYNMOD_DIR := $(abspath $(DYNMOD_DIR))
 
-.PHONY: all build wasm controller test unit e2e lint fmt demo manifests tools wasm-target prometheus clean \
+.PHONY: all build wasm dynmod controller test unit e2e lint fmt demo manifests tools wasm-target prometheus clean \
 	bench bench-tools wasm-opt-tool
 
 # The module is shrunk after cargo builds it (binaryen's wasm-opt, from Debian).
@@ -29,14 +32,20 @@ WASM_OPT := wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-nontrap
 
 all: build
 
-## build: the filter module (release wasm) and canaryctl
-build: wasm controller
+## build: the filter module (release wasm), the native dynamic module (preview) and canaryctl
+build: wasm dynmod controller
 
 wasm: wasm-target wasm-opt-tool
 	$(CARGO) build -p canary-filter -p canary-noop-filter --target wasm32-wasip1 --release
 	$(WASM_OPT) $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM)
 	$(WASM_OPT) $(NOOP_WASM) -o $(NOOP_WASM).opt && mv $(NOOP_WASM).opt $(NOOP_WASM)
 	@ls -l $(WASM) $(NOOP_WASM) | awk '{ printf "%s: %d bytes\n", $$NF, $$5 }'
+
+## dynmod: the native Envoy dynamic module, $(DYNMOD_DIR)/libcanary_router.so (profile `dynmod`:
+## release with panic = "unwind", so that a panic fails open instead of aborting Envoy)
+dynmod:
+	$(CARGO) build -p canary-router-dynmod --profile dynmod
+	@ls -l $(DYNMOD_DIR)/libcanary_router.so | awk '{ printf "%s: %d bytes\n", $$NF, $$5 }'
 
 controller:
 	$(CARGO) build -p canaryctl

@@ -1,6 +1,8 @@
 //! A real Envoy process running the built filter, configured the way a standalone deployment
 //! is: the filter's configuration comes from an ECDS file in a watched directory, or (with
-//! [`EnvoyBuilder::ecds_grpc`]) from an ECDS gRPC server such as `canaryctl serve`.
+//! [`EnvoyBuilder::ecds_grpc`]) from an ECDS gRPC server such as `canaryctl serve`. With
+//! [`EnvoyBuilder::dynamic_module`] the filter is the native dynamic module instead, configured
+//! in the bootstrap.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +28,10 @@ pub const SEALED_ROUTES: &str = "sealed";
 pub const ECDS_GRPC_CLUSTER: &str = "canaryctl";
 /// The cluster a remote module is fetched through ([`EnvoyBuilder::module_server`]).
 pub const MODULE_CLUSTER: &str = "canary-module";
+/// Where Envoy looks for `lib<name>.so` of a dynamic module.
+pub const DYNAMIC_MODULES_SEARCH_PATH: &str = "ENVOY_DYNAMIC_MODULES_SEARCH_PATH";
+/// The prefix of a dynamic module's metrics (Envoy's default metrics namespace).
+pub const DYNAMIC_MODULE_STATS: &str = "dynamicmodulescustom";
 
 static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
@@ -58,6 +64,7 @@ pub struct EnvoyBuilder {
     sealed: Option<Vec<String>>,
     filter_name: Option<String>,
     ecds_resource: Option<Value>,
+    dynamic_module: Option<(PathBuf, String)>,
 }
 
 /// How the listener routes: through the filter (the default), or without it for comparison.
@@ -200,6 +207,51 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Runs the filter as the native dynamic module `lib<name>.so` found in `dir`, configured
+    /// in the bootstrap (a `DynamicModuleFilter` with the plugin configuration as its
+    /// `filter_config`) rather than over ECDS.
+    pub fn dynamic_module(mut self, dir: &Path, name: &str) -> Self {
+        self.dynamic_module = Some((dir.to_owned(), name.to_owned()));
+        self
+    }
+
+    /// Checks the bootstrap with `envoy --mode validate`, which loads the filter and its
+    /// configuration as a start would, without serving: whether Envoy accepted it, and what it
+    /// logged. For a [`EnvoyBuilder::dynamic_module`] filter (over ECDS the plugin
+    /// configuration is not part of the bootstrap).
+    pub fn validate(self) -> Validation {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let filter_name = self.filter_name.unwrap_or_else(|| FILTER_NAME.to_owned());
+        let mut bootstrap = bootstrap(
+            "e2e-validate",
+            &filter_name,
+            &self.variants,
+            dir.path(),
+            &self.routing,
+        );
+        let (module_dir, module) = self
+            .dynamic_module
+            .expect("validate needs a dynamic_module filter");
+        use_dynamic_module(&mut bootstrap, &module, &self.plugin_config);
+        let bootstrap_path = dir.path().join("envoy.json");
+        std::fs::write(&bootstrap_path, bootstrap.to_string()).expect("write bootstrap");
+        let output = Command::new(envoy_bin())
+            .args(["--mode", "validate", "-l", "info", "-c"])
+            .arg(&bootstrap_path)
+            .env(DYNAMIC_MODULES_SEARCH_PATH, &module_dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run envoy --mode validate");
+        Validation {
+            accepted: output.status.success(),
+            log: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
+    }
+
     /// Starts Envoy and waits until it serves with the filter configured.
     pub async fn start(self) -> Envoy {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -227,6 +279,9 @@ impl EnvoyBuilder {
         if let Some(interval) = self.stats_flush_interval {
             bootstrap["stats_flush_interval"] = json!(format!("{:.3}s", interval.as_secs_f64()));
         }
+        if let Some((_, module)) = &self.dynamic_module {
+            use_dynamic_module(&mut bootstrap, module, &self.plugin_config);
+        }
         let rds_dir = dir.path().join("rds");
         if let Some(seals) = &self.sealed {
             std::fs::create_dir(&rds_dir).expect("rds dir");
@@ -240,6 +295,8 @@ impl EnvoyBuilder {
         let bootstrap_path = dir.path().join("envoy.json");
         std::fs::write(&bootstrap_path, bootstrap.to_string()).expect("write bootstrap");
         let module = match (self.remote_module, self.module) {
+            // Not over ECDS: no wasm module is named.
+            _ if self.dynamic_module.is_some() => ModuleSource::Local(String::new()),
             (Some((uri, sha256)), _) => ModuleSource::Remote {
                 uri,
                 cluster: MODULE_CLUSTER.to_owned(),
@@ -258,7 +315,7 @@ impl EnvoyBuilder {
             admin: String::new(),
             listener: String::new(),
             client: crate::client(),
-            filtered: self.routing == Routing::Filter,
+            filtered: self.routing == Routing::Filter && self.dynamic_module.is_none(),
             module,
             node,
             filter_name,
@@ -268,6 +325,7 @@ impl EnvoyBuilder {
                 log_level: self.log_level,
                 cpus: self.cpus,
                 current_dir: self.current_dir,
+                dynamic_modules_dir: self.dynamic_module.map(|(dir, _)| dir),
             },
         };
         if envoy.filtered && self.ecds_grpc.is_none() {
@@ -288,6 +346,7 @@ struct Launch {
     log_level: Option<String>,
     cpus: Option<String>,
     current_dir: Option<PathBuf>,
+    dynamic_modules_dir: Option<PathBuf>,
 }
 
 impl Envoy {
@@ -318,6 +377,9 @@ impl Envoy {
         };
         if let Some(dir) = &launch.current_dir {
             command.current_dir(dir);
+        }
+        if let Some(dir) = &launch.dynamic_modules_dir {
+            command.env(DYNAMIC_MODULES_SEARCH_PATH, dir);
         }
         let child = command
             .arg("-c")
@@ -513,6 +575,38 @@ fn taskset_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// What `envoy --mode validate` made of a bootstrap ([`EnvoyBuilder::validate`]).
+#[derive(Debug)]
+pub struct Validation {
+    pub accepted: bool,
+    /// Everything Envoy logged.
+    pub log: String,
+}
+
+/// Replaces the canary filter from ECDS (first in the chain) with the dynamic module `module`,
+/// its plugin configuration inline.
+fn use_dynamic_module(bootstrap: &mut Value, module: &str, plugin_config: &str) {
+    let filters = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+        [0]["typed_config"]["http_filters"];
+    let canary = &mut filters[0];
+    assert!(
+        canary.get("config_discovery").is_some(),
+        "the canary filter first"
+    );
+    *canary = json!({
+        "name": FILTER_NAME,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": { "name": module },
+            "filter_name": FILTER_NAME,
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": plugin_config,
+            },
+        },
+    });
+}
+
 fn bootstrap(
     node: &str,
     filter_name: &str,
@@ -624,7 +718,7 @@ pub struct Envoy {
     admin: String,
     listener: String,
     client: reqwest::Client,
-    /// Whether the canary filter is in the chain (and so ECDS in use).
+    /// Whether the canary filter is in the chain with its configuration from ECDS.
     filtered: bool,
     /// The filter module the ECDS resource names.
     module: ModuleSource,
@@ -655,6 +749,7 @@ impl Envoy {
             sealed: None,
             filter_name: None,
             ecds_resource: None,
+            dynamic_module: None,
         }
     }
 
@@ -811,6 +906,11 @@ impl Envoy {
     /// A filter counter, by its name without the `wasmcustom.` prefix.
     pub async fn counter(&self, name: &str) -> Option<u64> {
         self.stat(&format!("wasmcustom.{name}")).await
+    }
+
+    /// A dynamic module's counter, by its name without the metrics namespace.
+    pub async fn dynamic_module_counter(&self, name: &str) -> Option<u64> {
+        self.stat(&format!("{DYNAMIC_MODULE_STATS}.{name}")).await
     }
 
     /// The admin `/stats/prometheus` text.

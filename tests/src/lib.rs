@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use futures::stream::{self, StreamExt};
 
-pub use envoy::{Envoy, GrpcClientTls, Routing, Update};
+pub use envoy::{Envoy, GrpcClientTls, Routing, Update, Validation};
 pub use load::Load;
 pub use upstream::Upstream;
 
@@ -52,6 +52,20 @@ pub fn wasm_path() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The directory holding the native dynamic module, `libcanary_router.so`: `$CANARY_DYNMOD_DIR`,
+/// or where `make build` puts it.
+pub fn dynmod_dir() -> PathBuf {
+    let dir = std::env::var_os("CANARY_DYNMOD_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/dynmod"));
+    assert!(
+        dir.join("libcanary_router.so").exists(),
+        "no libcanary_router.so in {}: `make build` builds it (or set CANARY_DYNMOD_DIR)",
+        dir.display()
+    );
+    dir
 }
 
 /// The proxy-wasm filter that does nothing (`tests/noop-filter`), the benchmarks' floor:

@@ -1,0 +1,262 @@
+//! The native dynamic module (`dynmod/`, `libcanary_router.so`) in a real Envoy 1.40: it routes
+//! each user as the decision core assigns them, splits by the weights, replaces a client-sent
+//! decision header, counts under the proxy-wasm filter's metric names; Envoy refuses an invalid
+//! configuration with its JSON paths in the log; and how Envoy treats the module's ABI version.
+
+use std::path::Path;
+
+use canary_e2e::envoy::DECISION_HEADER;
+use canary_e2e::{client, concurrently, dynmod_dir, get, Envoy, Upstream};
+
+/// `dynamic_module_config.name`: Envoy loads `lib<MODULE>.so`.
+const MODULE: &str = "canary_router";
+const SO: &str = "libcanary_router.so";
+/// The ABI version the module reports, the one Envoy 1.40 expects.
+const ABI_VERSION: &str = "v0.2.0";
+const USERS: usize = 1000;
+
+fn config() -> String {
+    serde_json::json!({
+        "debugHeader": true,
+        "routes": [{
+            "name": "web",
+            "variants": [ { "name": "stable", "weight": 70 }, { "name": "canary", "weight": 30 } ],
+            "stickiness": {
+                "keys": [ { "header": "x-user-id" } ],
+                "cookie": { "name": "canary_id", "maxAge": 3600 },
+                "salt": "dynmod-e2e"
+            }
+        }]
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_each_user_as_the_decision_core_assigns_and_splits_by_the_weights() {
+    let stable = Upstream::builder("stable")
+        .set_cookie("upstream_session=abc; Path=/")
+        .start()
+        .await;
+    let canary = Upstream::start("canary").await;
+    let config = config();
+    let envoy = Envoy::builder()
+        .variant("stable", &stable)
+        .variant("canary", &canary)
+        .plugin_config(&config)
+        .dynamic_module(&dynmod_dir(), MODULE)
+        .start()
+        .await;
+
+    let table = canary_filter::parse(config.as_bytes()).expect("valid config");
+    let route = &table.routes[0];
+    let users: Vec<String> = (0..USERS).map(|i| format!("dynmod-user-{i}")).collect();
+    let expected: Vec<String> = users
+        .iter()
+        .map(|user| route.variants[route.assign(user.as_bytes())].name.clone())
+        .collect();
+
+    // Every request also claims the canary with the decision header: the module must replace it.
+    let (http, url) = (client(), envoy.url("/"));
+    let replies = concurrently(users.clone(), 32, |user| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            get(
+                &http,
+                &url,
+                &[("x-user-id", &user), (DECISION_HEADER, "canary")],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("request for {user} failed: {e}"))
+        }
+    })
+    .await;
+    for ((user, want), reply) in users.iter().zip(&expected).zip(&replies) {
+        assert_eq!(reply.status, 200, "{user}: {reply:?}");
+        assert_eq!(
+            reply.upstream.as_deref(),
+            Some(want.as_str()),
+            "{user}: {reply:?}"
+        );
+        assert_eq!(
+            reply.seen_variant.as_deref(),
+            Some(want.as_str()),
+            "{user}: {reply:?}"
+        );
+        assert_eq!(
+            reply.decision.as_deref(),
+            Some(format!("web;{want};hash").as_str()),
+            "{user}"
+        );
+        assert!(
+            reply
+                .set_cookies
+                .iter()
+                .all(|c| !c.starts_with("canary_id=")),
+            "{user} has an identity: no cookie; {reply:?}"
+        );
+    }
+    let share =
+        |name: &str| expected.iter().filter(|v| *v == name).count() as f64 * 100.0 / USERS as f64;
+    assert!(
+        (share("canary") - 30.0).abs() < 5.0,
+        "canary {:.1} % of {USERS} users at weight 30",
+        share("canary")
+    );
+
+    // A request without identity is assigned, and given the identity cookie next to the
+    // upstream's own.
+    let reply = get(&http, &url, &[]).await.expect("request");
+    assert!(
+        reply
+            .decision
+            .as_deref()
+            .is_some_and(|d| d.ends_with(";new")),
+        "{reply:?}"
+    );
+    assert!(
+        reply
+            .set_cookies
+            .iter()
+            .any(|c| c.starts_with("canary_id=")),
+        "{reply:?}"
+    );
+
+    // The counters carry the proxy-wasm filter's names, under the module's metrics namespace.
+    let stable_users = expected.iter().filter(|v| *v == "stable").count() as u64;
+    assert_eq!(
+        envoy
+            .dynamic_module_counter("canary.route.web.variant.stable.decision.hash")
+            .await,
+        Some(stable_users)
+    );
+    assert_eq!(
+        envoy
+            .dynamic_module_counter("canary.route.web.variant.canary.decision.hash")
+            .await,
+        Some(USERS as u64 - stable_users)
+    );
+    assert_eq!(envoy.dynamic_module_counter("canary.panic").await, Some(0));
+    let log = envoy.log();
+    assert!(
+        log.contains(&format!(
+            "Dynamic module ABI version {ABI_VERSION} matched."
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("[canary 1] configuration accepted: 1 route(s)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn envoy_refuses_an_invalid_configuration_and_logs_each_error_with_its_path() {
+    let valid = Envoy::builder()
+        .variant_at("stable", "127.0.0.1:1".parse().expect("address"))
+        .plugin_config(&config())
+        .dynamic_module(&dynmod_dir(), MODULE)
+        .validate();
+    assert!(valid.accepted, "{}", valid.log);
+
+    let invalid = config().replace(
+        r#""name":"canary","weight":30"#,
+        r#""name":"Canary","weight":20"#,
+    );
+    assert_ne!(invalid, config(), "the configuration was changed");
+    let refused = Envoy::builder()
+        .variant_at("stable", "127.0.0.1:1".parse().expect("address"))
+        .plugin_config(&invalid)
+        .dynamic_module(&dynmod_dir(), MODULE)
+        .validate();
+    assert!(!refused.accepted, "{}", refused.log);
+    for line in [
+        "configuration rejected: routes[0].variants[1].name: \"Canary\" must be",
+        "configuration rejected: routes[0].variants: weights must sum to 100, not 90",
+        "Failed to initialize dynamic module",
+    ] {
+        assert!(
+            refused.log.contains(line),
+            "no {line:?} in:\n{}",
+            refused.log
+        );
+    }
+}
+
+/// Envoy 1.40 compares the version `envoy_dynamic_module_on_program_init` returns with its own
+/// and only warns on a mismatch: it still loads the module. The module itself refuses to load
+/// (returns null, which Envoy reports) in an Envoy that lacks a callback it calls, naming it.
+#[test]
+fn abi_version_match_mismatch_and_a_missing_callback() {
+    let built = dynmod_dir();
+    let validate = |dir: &Path| {
+        Envoy::builder()
+            .variant_at("stable", "127.0.0.1:1".parse().expect("address"))
+            .plugin_config(&config())
+            .dynamic_module(dir, MODULE)
+            .validate()
+    };
+
+    let matched = validate(&built);
+    assert!(matched.accepted, "{}", matched.log);
+    for line in [
+        format!("[canary] dynamic module loaded, built for dynamic-module ABI {ABI_VERSION}"),
+        format!("Dynamic module ABI version {ABI_VERSION} matched."),
+    ] {
+        assert!(
+            matched.log.contains(&line),
+            "no {line:?} in:\n{}",
+            matched.log
+        );
+    }
+
+    // The same module claiming the previous ABI version.
+    let older = patched(&built, &format!("{ABI_VERSION}\0"), "v0.1.0\0", 1);
+    let mismatched = validate(older.path());
+    assert!(mismatched.accepted, "{}", mismatched.log);
+    let warning = "Dynamic module ABI version v0.1.0 is deprecated. Please recompile the module \
+                   against the SDK with the exact Envoy version used by the main program.";
+    assert!(mismatched.log.contains(warning), "{}", mismatched.log);
+
+    // The same module looking for a callback this Envoy does not have: the module's own list
+    // of callbacks, not the symbol it imports (the string's first occurrence, in .dynstr).
+    let callback = "envoy_dynamic_module_callback_http_clear_route_cache\0";
+    let missing = patched(
+        &built,
+        callback,
+        "envoy_dynamic_module_callback_http_clear_route_cachX\0",
+        2,
+    );
+    let refused = validate(missing.path());
+    assert!(!refused.accepted, "{}", refused.log);
+    for line in [
+        "[canary] this Envoy lacks the dynamic-module callbacks \
+         envoy_dynamic_module_callback_http_clear_route_cachX: the module is built for \
+         dynamic-module ABI v0.2.0 (Envoy 1.40); refusing to load",
+        "Failed to initialize dynamic module",
+    ] {
+        assert!(
+            refused.log.contains(line),
+            "no {line:?} in:\n{}",
+            refused.log
+        );
+    }
+}
+
+/// A copy of the built module, in a directory of its own, with the last of the `count`
+/// occurrences of `from` (there must be exactly `count`) replaced by `to`, of the same length.
+fn patched(dir: &Path, from: &str, to: &str, count: usize) -> tempfile::TempDir {
+    assert_eq!(from.len(), to.len());
+    let mut bytes = std::fs::read(dir.join(SO)).expect("read the module");
+    let at: Vec<usize> = bytes
+        .windows(from.len())
+        .enumerate()
+        .filter(|(_, w)| *w == from.as_bytes())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), count, "occurrences of {from:?} in {SO}");
+    let last = at[count - 1];
+    bytes[last..last + to.len()].copy_from_slice(to.as_bytes());
+    let copy = tempfile::tempdir().expect("temp dir");
+    std::fs::write(copy.path().join(SO), bytes).expect("write the patched module");
+    copy
+}
