@@ -15,8 +15,8 @@ use std::sync::{Arc, Weak};
 
 use canary_filter::host::MetricKind;
 use canary_filter::http::Plugin;
-use canary_filter::metrics::{Metric, CLASSES};
-use canary_filter::{Reason, RoutingTable};
+use canary_filter::metrics::Metric;
+use canary_filter::RoutingTable;
 
 use crate::abi::{self, ConfigEnvoyPtr, ModuleBuffer};
 use crate::host::{self, ConfigHost};
@@ -99,21 +99,11 @@ pub struct MetricIds {
 impl MetricIds {
     fn define(envoy: ConfigEnvoyPtr, table: &RoutingTable) -> MetricIds {
         let mut ids = MetricIds::default();
-        let mut metrics = vec![
-            Metric::Decision(Reason::Rule(0)),
-            Metric::Decision(Reason::Hash),
-            Metric::Decision(Reason::New),
-        ];
-        metrics.extend((0..CLASSES.len()).map(Metric::Response));
-        metrics.push(Metric::UpstreamTime);
         for route in &table.routes {
             for variant in &route.variants {
-                for metric in &metrics {
-                    let kind = match metric {
-                        Metric::UpstreamTime => MetricKind::Histogram,
-                        _ => MetricKind::Counter,
-                    };
-                    ids.define_one(envoy, kind, metric.name(&route.name, &variant.name));
+                for metric in Metric::each() {
+                    let name = metric.name(&route.name, &variant.name);
+                    ids.define_one(envoy, metric.kind(), name);
                 }
             }
         }

@@ -29,6 +29,19 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// One of each metric a (route, variant) has, in slot order: what a host that must define
+    /// its metrics up front defines.
+    pub fn each() -> impl Iterator<Item = Metric> {
+        [
+            Metric::Decision(Reason::Rule(0)),
+            Metric::Decision(Reason::Hash),
+            Metric::Decision(Reason::New),
+        ]
+        .into_iter()
+        .chain((0..CLASSES.len()).map(Metric::Response))
+        .chain([Metric::UpstreamTime])
+    }
+
     fn slot(self) -> usize {
         match self {
             Metric::Decision(Reason::Rule(_)) => 0,
@@ -39,7 +52,7 @@ impl Metric {
         }
     }
 
-    fn kind(self) -> MetricKind {
+    pub fn kind(self) -> MetricKind {
         match self {
             Metric::UpstreamTime => MetricKind::Histogram,
             _ => MetricKind::Counter,
@@ -190,17 +203,7 @@ mod tests {
 
     #[test]
     fn slots_are_distinct() {
-        let all = [
-            Metric::Decision(Reason::Rule(0)),
-            Metric::Decision(Reason::Hash),
-            Metric::Decision(Reason::New),
-            Metric::Response(0),
-            Metric::Response(1),
-            Metric::Response(2),
-            Metric::Response(3),
-            Metric::UpstreamTime,
-        ];
-        let mut slots: Vec<usize> = all.iter().map(|m| m.slot()).collect();
+        let mut slots: Vec<usize> = Metric::each().map(Metric::slot).collect();
         slots.sort_unstable();
         assert_eq!(slots, (0..PER_VARIANT).collect::<Vec<_>>());
     }
