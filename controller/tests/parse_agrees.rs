@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use canary_filter::{ConfigErrors, RoutingTable};
+use canary_filter::fuzzing::table_form;
+use canary_filter::ConfigErrors;
 use canaryctl::commands::validate;
 use canaryctl::document::{self, DocumentError};
 use proptest::prelude::*;
@@ -334,17 +335,6 @@ fn base_documents() -> Vec<Value> {
         ]
     }));
     documents
-}
-
-/// Everything a table decides with: its debug form (which leaves the seal out) and every
-/// decision value.
-fn table_form(table: &RoutingTable) -> String {
-    let values: Vec<&str> = table
-        .routes
-        .iter()
-        .flat_map(|route| route.variants.iter().map(|v| v.decision_value.as_str()))
-        .collect();
-    format!("{table:?} {values:?}")
 }
 
 /// The errors of canaryctl's verdict on a JSON file, as the filter would list them.
