@@ -6,10 +6,10 @@ use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::config;
-use crate::decide::{Decision, Reason, RequestHeaders, RequestView};
 use crate::host::{Host, LogLevel};
 use crate::metrics::{class_of, Metric, Metrics};
 use crate::table::RoutingTable;
+use crate::table::{Decision, Reason, RequestHeaders, RequestView};
 
 /// Response header carrying the decision when `debugHeader` is on.
 pub const DEBUG_HEADER: &str = "x-canary-decision";

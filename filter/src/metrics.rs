@@ -10,8 +10,8 @@
 
 use std::cell::Cell;
 
-use crate::decide::Reason;
 use crate::host::{Host, MetricKind};
+use crate::table::Reason;
 use crate::table::RoutingTable;
 
 /// Response status classes counted.

@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 
-use crate::decide::RequestView;
 use crate::host::{Host, LogLevel, MetricKind};
+use crate::table::RequestView;
 
 type Headers = Vec<(String, Vec<u8>)>;
 
