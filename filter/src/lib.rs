@@ -27,7 +27,7 @@ mod wasm;
 pub use assign::{assign, Weight, ALGORITHM_VERSION};
 pub use config::PluginConfig;
 pub use error::{ConfigError, ConfigErrors};
-pub use table::{Decision, Reason, RequestView, RoutingTable};
+pub use table::{Decision, Reason, RequestHeaders, RoutingTable};
 
 /// The one way from the plugin configuration's bytes (JSON) to the compiled routing table: read
 /// and decoded by [`config::decode`], checked and compiled by [`RoutingTable`]'s `try_from`. The

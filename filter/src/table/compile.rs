@@ -5,6 +5,7 @@ use regex_lite::RegexBuilder;
 
 use super::route::{
     Predicate, Route, RouteSources, Slot, Source, Stickiness, TargetingRule, ValueSet, Variant,
+    VariantId,
 };
 use super::validate::{
     check_host, check_name, check_seal, duplicates, header_name, one_line, parse_weight, percent,
@@ -85,6 +86,10 @@ impl TryFrom<PluginConfig> for RoutingTable {
             hosts_per_route.push(hosts.unwrap_or_default());
         }
         errors.into_result()?;
+        let variants = routes.iter_mut().flat_map(|r| r.variants.iter_mut());
+        for (id, variant) in variants.enumerate() {
+            variant.id = VariantId(id);
+        }
         let index = RouteIndex::build(hosts_per_route);
         Ok(RoutingTable {
             decision_header,
@@ -231,6 +236,8 @@ fn compile_variants(
             name: variant.name,
             weight,
             decision_value,
+            // Numbered across the table once every route is compiled.
+            id: VariantId(0),
         });
     }
     if all_weights_valid && !compiled.is_empty() && total != u64::from(Weight::FULL.0) {

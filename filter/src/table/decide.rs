@@ -6,8 +6,8 @@
 use std::fmt;
 use std::ops::Deref;
 
-use super::request::RequestView;
-use super::route::{Route, Slot};
+use super::request::RequestHeaders;
+use super::route::{Route, Slot, Variant};
 use super::RoutingTable;
 
 /// A route's source values for one request are held on the stack up to this many sources.
@@ -37,10 +37,12 @@ impl Reason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub route: usize,
-    pub variant: usize,
+/// What was decided for a request: the route it matched and the variant chosen on it, both
+/// borrowed from the table, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'t> {
+    pub route: &'t Route,
+    pub variant: &'t Variant,
     pub reason: Reason,
     /// A new identity to hand to the client with `Set-Cookie`.
     pub issue_identity: Option<NewIdentity>,
@@ -91,63 +93,40 @@ impl RoutingTable {
     /// called only when the request carries no identity. Without randomness the baseline is used.
     pub fn decide(
         &self,
-        request: &impl RequestView,
+        request: &RequestHeaders,
         random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
-    ) -> Option<Decision> {
-        let index = match request.headers() {
-            Some(headers) => {
-                let (authority, path) = headers.authority_and_path();
-                self.route_for(authority, path)
-            }
+    ) -> Option<Decision<'_>> {
+        let (authority, path) = request.authority_and_path();
+        let route = self.routes.get(self.route_for(authority, path)?)?;
+        let sources = &route.sources;
+        let mut inline = [None; INLINE_SOURCES];
+        let mut spilled = Vec::new();
+        let values = match inline.get_mut(..sources.len()) {
+            Some(values) => values,
             None => {
-                let authority = request.header(":authority").unwrap_or_default();
-                let path = request.header(":path").unwrap_or_default();
-                self.route_for(&authority, &path)
+                spilled.resize(sources.len(), None);
+                spilled.as_mut_slice()
             }
-        }?;
-        let route = self.routes.get(index)?;
-        Some(decide_route(index, route, request, random))
+        };
+        request.resolve(sources, values);
+        decide_with(route, values, random)
     }
 }
 
-fn decide_route(
-    index: usize,
-    route: &Route,
-    request: &impl RequestView,
-    random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
-) -> Decision {
-    let sources = &route.sources;
-    let Some(headers) = request.headers() else {
-        // A view without its headers in memory (a test double): each source read on its own.
-        let read: Vec<_> = sources.iter().map(|source| request.read(source)).collect();
-        let values: Vec<_> = read.iter().map(Option::as_deref).collect();
-        return decide_with(index, route, &values, random);
-    };
-    let mut inline = [None; INLINE_SOURCES];
-    let mut spilled = Vec::new();
-    let values = match inline.get_mut(..sources.len()) {
-        Some(values) => values,
-        None => {
-            spilled.resize(sources.len(), None);
-            spilled.as_mut_slice()
-        }
-    };
-    headers.resolve(sources, values);
-    decide_with(index, route, values, random)
-}
-
-/// The decision on `route` given the values of its sources.
-fn decide_with(
-    index: usize,
-    route: &Route,
+/// The decision on `route` given the values of its sources. Compilation guarantees a route at
+/// least one variant and every rule a variant of its route, so this is never `None`.
+fn decide_with<'t>(
+    route: &'t Route,
     values: &[Option<&[u8]>],
     random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
-) -> Decision {
-    let decision = |variant, reason, issue_identity| Decision {
-        route: index,
-        variant,
-        reason,
-        issue_identity,
+) -> Option<Decision<'t>> {
+    let decision = |variant: usize, reason, issue_identity| {
+        Some(Decision {
+            route,
+            variant: route.variants.get(variant)?,
+            reason,
+            issue_identity,
+        })
     };
     let value = |Slot(i): Slot| values.get(i).copied().flatten();
 
@@ -173,45 +152,32 @@ fn decide_with(
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
-
     use super::super::request::{RequestHeaders, COOKIE};
     use super::*;
 
-    #[derive(Default)]
-    struct Req {
-        headers: Vec<(&'static str, Vec<u8>)>,
-        cookies: Vec<&'static str>,
-    }
+    /// A request built header by header, in the order the filter would receive them.
+    struct Req(RequestHeaders);
 
     impl Req {
         fn new(authority: &str, path: &str) -> Self {
-            let mut r = Req::default();
-            r.headers
-                .push((":authority", authority.as_bytes().to_vec()));
-            r.headers.push((":path", path.as_bytes().to_vec()));
-            r
+            Req(RequestHeaders(vec![]))
+                .header(":authority", authority)
+                .header(":path", path)
         }
-        fn header(mut self, name: &'static str, value: &str) -> Self {
-            self.headers.push((name, value.as_bytes().to_vec()));
+        fn header(mut self, name: &str, value: &str) -> Self {
+            self.0 .0.push((name.to_owned(), value.as_bytes().to_vec()));
             self
         }
-        fn cookie(mut self, header: &'static str) -> Self {
-            self.cookies.push(header);
-            self
+        fn cookie(self, header: &str) -> Self {
+            self.header(COOKIE, header)
         }
     }
 
-    impl RequestView for Req {
-        fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-            self.headers
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| Cow::Borrowed(v.as_slice()))
-        }
-        fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-            crate::cookie::find(self.cookies.iter().map(|c| c.as_bytes()), name.as_bytes())
-                .map(Cow::Borrowed)
+    impl std::ops::Deref for Req {
+        type Target = RequestHeaders;
+
+        fn deref(&self) -> &RequestHeaders {
+            &self.0
         }
     }
 
@@ -240,28 +206,14 @@ mod tests {
         panic!("randomness asked for although the request has an identity")
     }
 
-    /// The request as the filter holds it: its headers in memory, read in one pass.
-    fn held(req: &Req) -> RequestHeaders {
-        let headers = req
-            .headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), v.clone()));
-        let cookies = req
-            .cookies
-            .iter()
-            .map(|c| (COOKIE.to_owned(), c.as_bytes().to_vec()));
-        RequestHeaders(headers.chain(cookies).collect())
-    }
-
     fn decide(req: &Req) -> Option<(String, Reason)> {
         let t = crate::parse(CONFIG.as_bytes()).unwrap();
         let random = |b: &mut [u8; IDENTITY_BYTES]| {
             b.fill(7);
             true
         };
-        let one_by_one = t.decide(req, random);
-        assert_eq!(t.decide(&held(req), random), one_by_one, "held headers");
-        one_by_one.map(|d| (t.routes[d.route].variants[d.variant].name.clone(), d.reason))
+        t.decide(req, random)
+            .map(|d| (d.variant.name.clone(), d.reason))
     }
 
     /// A user id that hashes to the baseline, so that rules into canary are visible.
@@ -272,7 +224,7 @@ mod tests {
             .find(|id| {
                 let req = Req::new("reviews", "/")
                     .header("x-user-id", Box::leak(id.clone().into_boxed_str()));
-                t.decide(&req, never).map(|d| d.variant) == Some(0)
+                t.decide(&req, never).map(|d| d.variant.name.as_str()) == Some("stable")
             })
             .expect("some user on stable at 90 %");
         Box::leak(id.into_boxed_str())
@@ -354,7 +306,7 @@ mod tests {
             .find(|id| {
                 let req = Req::new("reviews", "/")
                     .header("x-user-id", Box::leak(id.clone().into_boxed_str()));
-                t.decide(&req, never).map(|d| d.variant) == Some(1)
+                t.decide(&req, never).map(|d| d.variant.name.as_str()) == Some("canary")
             })
             .expect("some user on canary at 10 %");
         let id: &'static str = Box::leak(canary_user.into_boxed_str());
@@ -407,7 +359,7 @@ mod tests {
             let d = t.decide(&req, never).unwrap();
             assert_eq!(
                 (d.variant, d.reason, d.issue_identity),
-                (hashed(identity), Reason::Hash, None),
+                (&t.routes[0].variants[hashed(identity)], Reason::Hash, None),
                 "{label}"
             );
         }
@@ -430,6 +382,7 @@ mod tests {
             Req::new("reviews", "/").cookie(Box::leak(format!("canary_id={id}").into_boxed_str()));
         let again = t.decide(&replay, never).unwrap();
         assert_eq!((again.variant, again.reason), (d.variant, Reason::Hash));
+        assert!(std::ptr::eq(again.route, d.route));
     }
 
     #[test]
@@ -458,7 +411,7 @@ mod tests {
         let d = t.decide(&Req::new("reviews", "/"), |_| false).unwrap();
         assert_eq!(
             (d.variant, d.reason, d.issue_identity),
-            (0, Reason::New, None)
+            (&t.routes[0].variants[0], Reason::New, None)
         );
     }
 
@@ -478,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn routes_reading_more_sources_than_held_inline_decide_the_same() {
+    fn routes_reading_more_sources_than_held_inline_decide_by_them_all() {
         let rules: Vec<String> = (0..INLINE_SOURCES + 4)
             .map(|i| {
                 let source = if i % 2 == 0 { "header" } else { "cookie" };
@@ -504,9 +457,8 @@ mod tests {
             ),
         ];
         for (req, reason) in cases {
-            let d = t.decide(&held(&req), never).unwrap();
+            let d = t.decide(&req, never).unwrap();
             assert_eq!(d.reason, reason);
-            assert_eq!(Some(d), t.decide(&req, never));
         }
     }
 

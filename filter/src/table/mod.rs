@@ -16,9 +16,10 @@ mod route;
 mod validate;
 
 pub use decide::{Decision, NewIdentity, Reason, IDENTITY_BYTES};
-pub use request::{RequestHeaders, RequestView};
+pub use request::RequestHeaders;
 pub use route::{
     Predicate, Route, RouteSources, Slot, Source, Stickiness, TargetingRule, ValueSet, Variant,
+    VariantId,
 };
 pub use validate::{check_seal, decimal, parse_weight};
 

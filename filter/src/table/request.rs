@@ -1,30 +1,6 @@
 //! The request as the decision reads it.
 
-use std::borrow::Cow;
-
-use super::route::{RouteSources, Slot, Source};
-
-/// Read access to the request being decided. Header names are lowercase.
-pub trait RequestView {
-    /// The first value of request header `name`.
-    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>>;
-    /// The value of cookie `name` from any `cookie` header.
-    fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>>;
-
-    #[inline(always)]
-    fn read(&self, source: &Source) -> Option<Cow<'_, [u8]>> {
-        match source {
-            Source::Header(name) => self.header(name),
-            Source::Cookie(name) => self.cookie(name),
-        }
-    }
-
-    /// The request's headers, when the view holds them all in memory: then a route's sources
-    /// are found in one pass over them instead of one search each.
-    fn headers(&self) -> Option<&RequestHeaders> {
-        None
-    }
-}
+use super::route::{RouteSources, Slot};
 
 /// A request's headers as the filter holds them once it has read them from the host in one
 /// call: lowercase names, in the order received, a name possibly repeated.
@@ -33,33 +9,19 @@ pub struct RequestHeaders(pub Vec<(String, Vec<u8>)>);
 
 pub(super) const COOKIE: &str = "cookie";
 
-impl RequestView for RequestHeaders {
-    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+impl RequestHeaders {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
         // A plain loop comparing lengths first: most names differ in length, and the byte
         // comparison is a call.
         for (n, value) in &self.0 {
             if n.len() == name.len() && n == name {
-                return Some(Cow::Borrowed(value));
+                return Some(value);
             }
         }
         None
     }
 
-    fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        let cookies = self
-            .0
-            .iter()
-            .filter(|(n, _)| n.len() == COOKIE.len() && n == COOKIE)
-            .map(|(_, v)| v.as_slice());
-        crate::cookie::find(cookies, name.as_bytes()).map(Cow::Borrowed)
-    }
-
-    fn headers(&self) -> Option<&RequestHeaders> {
-        Some(self)
-    }
-}
-
-impl RequestHeaders {
     /// The first `:authority` and `:path` values (empty when absent), found in one pass.
     pub(super) fn authority_and_path(&self) -> (&[u8], &[u8]) {
         let (mut authority, mut path) = (None, None);

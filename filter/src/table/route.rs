@@ -26,7 +26,13 @@ pub struct Variant {
     /// What the filter writes into the decision header: `<name>.<seal>`, or the name alone
     /// when the configuration has no seal. Computed once, when the table is built.
     pub decision_value: String,
+    pub id: VariantId,
 }
+
+/// A variant's place among all the table's variants, in configuration order: where what is
+/// kept per variant outside the table (its metrics) is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VariantId(pub usize);
 
 /// Shows the name and weight, never the seal inside the decision value.
 impl std::fmt::Debug for Variant {
@@ -204,6 +210,27 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variants_are_numbered_across_the_table_in_configuration_order() {
+        let t = crate::parse(
+            br#"{"routes":[
+              {"name":"a","match":{"hosts":["a"]},"variants":[{"name":"x","weight":50},{"name":"y","weight":50}]},
+              {"name":"b","variants":[{"name":"x","weight":100}]}
+            ]}"#,
+        )
+        .unwrap();
+        let ids: Vec<(&str, &str, usize)> = t
+            .routes
+            .iter()
+            .flat_map(|r| {
+                r.variants
+                    .iter()
+                    .map(|v| (r.name.as_str(), v.name.as_str(), v.id.0))
+            })
+            .collect();
+        assert_eq!(ids, [("a", "x", 0), ("a", "y", 1), ("b", "x", 2)]);
+    }
 
     #[test]
     fn value_sets_find_exactly_their_values() {
