@@ -217,23 +217,21 @@ mod tests {
     }
 
     /// A user id that hashes to the baseline, so that rules into canary are visible.
-    fn stable_user() -> &'static str {
+    fn stable_user() -> String {
         let t = crate::parse(CONFIG.as_bytes()).unwrap();
-        let id = (0..100)
+        (0..100)
             .map(|i| format!("user-{i}"))
             .find(|id| {
-                let req = Req::new("reviews", "/")
-                    .header("x-user-id", Box::leak(id.clone().into_boxed_str()));
+                let req = Req::new("reviews", "/").header("x-user-id", id);
                 t.decide(&req, never).map(|d| d.variant.name.as_str()) == Some("stable")
             })
-            .expect("some user on stable at 90 %");
-        Box::leak(id.into_boxed_str())
+            .expect("some user on stable at 90 %")
     }
 
     #[test]
     fn targeting_rules_in_order() {
         let user = stable_user();
-        let base = || Req::new("reviews", "/").header("x-user-id", user);
+        let base = || Req::new("reviews", "/").header("x-user-id", &user);
         let cases: Vec<(&str, Req, &str, Reason)> = vec![
             (
                 "header equals",
@@ -304,14 +302,12 @@ mod tests {
         let canary_user = (0..1000)
             .map(|i| format!("user-{i}"))
             .find(|id| {
-                let req = Req::new("reviews", "/")
-                    .header("x-user-id", Box::leak(id.clone().into_boxed_str()));
+                let req = Req::new("reviews", "/").header("x-user-id", id);
                 t.decide(&req, never).map(|d| d.variant.name.as_str()) == Some("canary")
             })
             .expect("some user on canary at 10 %");
-        let id: &'static str = Box::leak(canary_user.into_boxed_str());
         let req = Req::new("reviews", "/")
-            .header("x-user-id", id)
+            .header("x-user-id", &canary_user)
             .cookie("canary=never");
         assert_eq!(decide(&req), Some(("stable".into(), Reason::Rule(0))));
     }
@@ -378,8 +374,7 @@ mod tests {
         assert_eq!(d.reason, Reason::New);
         assert_eq!(d.issue_identity.as_deref(), Some(id.as_str()));
         // Replaying the issued cookie gives the same variant.
-        let replay =
-            Req::new("reviews", "/").cookie(Box::leak(format!("canary_id={id}").into_boxed_str()));
+        let replay = Req::new("reviews", "/").cookie(&format!("canary_id={id}"));
         let again = t.decide(&replay, never).unwrap();
         assert_eq!((again.variant, again.reason), (d.variant, Reason::Hash));
         assert!(std::ptr::eq(again.route, d.route));
@@ -452,7 +447,7 @@ mod tests {
                 Reason::Rule(17),
             ),
             (
-                Req::new("any", "/").cookie(Box::leak(format!("x-{last}=on").into_boxed_str())),
+                Req::new("any", "/").cookie(&format!("x-{last}=on")),
                 Reason::Rule(last),
             ),
         ];
