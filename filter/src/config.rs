@@ -64,7 +64,8 @@ pub struct VariantConfig {
     pub weight: f64,
 }
 
-/// One targeting rule: exactly one source and exactly one predicate.
+/// One targeting rule: exactly one source (`header`, `cookie` or `query`) and exactly one
+/// predicate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetingRuleConfig {
@@ -73,6 +74,9 @@ pub struct TargetingRuleConfig {
     pub header: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
+    /// A query parameter of `:path`, by its decoded name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub equals: Option<String>,
     #[serde(rename = "in", skip_serializing_if = "Option::is_none")]
@@ -107,7 +111,7 @@ pub struct KeyConfig {
     pub cookie: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IdentityCookieConfig {
     pub name: String,
@@ -121,6 +125,30 @@ pub struct IdentityCookieConfig {
     pub http_only: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub same_site: Option<SameSite>,
+    /// The key that signs the identity cookies the filter issues, `<identity>.<mac>`; a cookie
+    /// whose signature does not verify is treated as absent. `None`: cookies are not signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Keys that cookies signed before a rotation may still carry: accepted when verifying,
+    /// never used to sign.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_secrets: Vec<String>,
+}
+
+/// Shows everything but the secrets, which are only said to be there.
+impl std::fmt::Debug for IdentityCookieConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityCookieConfig")
+            .field("name", &self.name)
+            .field("max_age", &self.max_age)
+            .field("path", &self.path)
+            .field("secure", &self.secure)
+            .field("http_only", &self.http_only)
+            .field("same_site", &self.same_site)
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
+            .field("previous_secrets", &self.previous_secrets.len())
+            .finish()
+    }
 }
 
 fn default_decision_header() -> String {
@@ -309,6 +337,8 @@ mod tests {
                         secure: Some(true),
                         http_only: Some(false),
                         same_site: Some(SameSite::Strict),
+                        secret: None,
+                        previous_secrets: Vec::new(),
                     }),
                     salt: Some("s".to_owned()),
                 }),

@@ -3,6 +3,17 @@
 //! Parsing is lenient the way browsers and Envoy are: a request may carry several `cookie`
 //! headers, pairs are separated by `;`, whitespace around names and values is ignored, a value
 //! may be double-quoted, and pieces without `=` are skipped. The first pair with the name wins.
+//!
+//! A signed identity cookie carries `<identity>.<mac>`: the MAC is HMAC-SHA256 keyed with the
+//! configured secret over the identity's bytes, written as 64 lowercase hexadecimal digits.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Length of a signature as it appears in the cookie: 32 bytes in lowercase hex.
+pub const SIGNATURE_LEN: usize = 64;
 
 /// The identity cookie's `SameSite` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -62,12 +73,80 @@ pub fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// The keys of a signed identity cookie: one that signs, and every one accepted on a request
+/// (the signing key first, then the previous ones).
+#[derive(Clone)]
+pub struct Signer {
+    /// Keyed once at configuration time; a signature or a check starts from a clone.
+    keys: Vec<HmacSha256>,
+}
+
+impl Signer {
+    /// A signer with `secret`, accepting also what `previous` signed. `None` only if a key is
+    /// refused, which HMAC never does.
+    pub fn new<'s>(secret: &'s str, previous: impl IntoIterator<Item = &'s str>) -> Option<Self> {
+        let keys = std::iter::once(secret)
+            .chain(previous)
+            .map(|key| HmacSha256::new_from_slice(key.as_bytes()).ok())
+            .collect::<Option<Vec<_>>>()?;
+        Some(Signer { keys })
+    }
+
+    /// The signature of `identity` with the signing key, in lowercase hex.
+    pub fn sign(&self, identity: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let mut digits = [0; SIGNATURE_LEN];
+        if let Some(key) = self.keys.first() {
+            let mac = key.clone().chain_update(identity).finalize().into_bytes();
+            // The buffer is exactly twice the MAC, so the encoding cannot fail.
+            let _ = hex::encode_to_slice(mac, &mut digits);
+        }
+        digits
+    }
+
+    /// The identity in a cookie value `<identity>.<mac>` whose MAC verifies with one of the
+    /// accepted keys, compared in constant time; `None` for any other value.
+    pub fn verify<'v>(&self, value: &'v [u8]) -> Option<&'v [u8]> {
+        let dot = value.len().checked_sub(SIGNATURE_LEN + 1)?;
+        let (identity, signed) = value.split_at_checked(dot)?;
+        let digits = signed.strip_prefix(b".")?;
+        // Lowercase only, so that each signature has one spelling.
+        if !digits
+            .iter()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return None;
+        }
+        let mut mac = [0; SIGNATURE_LEN / 2];
+        hex::decode_to_slice(digits, &mut mac).ok()?;
+        self.keys
+            .iter()
+            .any(|key| {
+                key.clone()
+                    .chain_update(identity)
+                    .verify_slice(&mac)
+                    .is_ok()
+            })
+            .then_some(identity)
+    }
+}
+
+/// Shows how many keys are accepted, never a key.
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("accepted_keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The identity cookie's name and attributes, rendered once at configuration time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct IdentityCookie {
     pub name: String,
     /// `; Max-Age=…; Path=…` and the flags, appended after `name=value`.
     attributes: String,
+    /// Signs issued identities and checks those received; `None`: cookies are not signed.
+    signer: Option<Signer>,
 }
 
 /// `Set-Cookie` values up to this length are rendered on the stack.
@@ -94,7 +173,32 @@ impl IdentityCookie {
             SameSite::Lax => "; SameSite=Lax",
             SameSite::None => "; SameSite=None",
         });
-        Self { name, attributes }
+        Self {
+            name,
+            attributes,
+            signer: None,
+        }
+    }
+
+    /// The same cookie, its identities signed by `signer`.
+    pub fn signed_by(self, signer: Signer) -> Self {
+        Self {
+            signer: Some(signer),
+            ..self
+        }
+    }
+
+    pub fn is_signed(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// The identity a request's cookie value carries: the value itself when cookies are not
+    /// signed; when they are, the identity of a value whose signature verifies, else `None`.
+    pub fn identity<'v>(&self, value: &'v [u8]) -> Option<&'v [u8]> {
+        match &self.signer {
+            None => Some(value),
+            Some(signer) => signer.verify(value),
+        }
     }
 
     /// The `Set-Cookie` header value that hands out `identity`.
@@ -104,13 +208,21 @@ impl IdentityCookie {
         })
     }
 
-    /// Calls `f` with the `Set-Cookie` header value that hands out `identity`, rendered without
-    /// allocating when it fits in a small buffer (it does unless the cookie path is long).
+    /// Calls `f` with the `Set-Cookie` header value that hands out `identity`, signed when the
+    /// cookie is, rendered without allocating when it fits in a small buffer (it does unless
+    /// the cookie path is long).
     pub fn with_set_cookie<R>(&self, identity: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+        let signature = self.signer.as_ref().map(|s| s.sign(identity.as_bytes()));
+        let (dot, signature): (&[u8], &[u8]) = match &signature {
+            Some(digits) => (b".", digits),
+            None => (b"", b""),
+        };
         let parts = [
             self.name.as_bytes(),
             b"=",
             identity.as_bytes(),
+            dot,
+            signature,
             self.attributes.as_bytes(),
         ];
         let len = parts.iter().map(|p| p.len()).sum();
@@ -197,6 +309,136 @@ mod tests {
             format!("id=z; Max-Age=1; Path={path}; SameSite=Strict"),
             "longer than the stack buffer"
         );
+    }
+
+    const SECRET: &str = "k7Qw9zR2mX4vB8nL1pT6yH3s";
+    const PREVIOUS: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+    fn signed() -> IdentityCookie {
+        let signer = Signer::new(SECRET, [PREVIOUS]).unwrap();
+        IdentityCookie::new("id".into(), 60, "/", true, true, SameSite::Lax).signed_by(signer)
+    }
+
+    #[test]
+    fn renders_a_signed_set_cookie_that_verifies() {
+        let cookie = signed();
+        let header = cookie.set_cookie("abc");
+        let value = header
+            .strip_prefix("id=")
+            .and_then(|rest| {
+                rest.strip_suffix("; Max-Age=60; Path=/; Secure; HttpOnly; SameSite=Lax")
+            })
+            .unwrap();
+        let (identity, mac) = value.split_once('.').unwrap();
+        assert_eq!(identity, "abc");
+        assert_eq!(mac.len(), SIGNATURE_LEN);
+        assert!(
+            mac.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "{mac}"
+        );
+        assert_eq!(cookie.identity(value.as_bytes()), Some(&b"abc"[..]));
+    }
+
+    /// RFC 4231 test case 2: HMAC-SHA256 with key "Jefe", so that the signature is the standard
+    /// one and can be computed by any HMAC implementation.
+    #[test]
+    fn signs_with_hmac_sha256() {
+        let signer = Signer::new("Jefe", []).unwrap();
+        assert_eq!(
+            &signer.sign(b"what do ya want for nothing?"),
+            b"5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn refuses_unsigned_foreign_and_malformed_values() {
+        let cookie = signed();
+        let other = Signer::new("an-unknown-secret-of-enough-length", []).unwrap();
+        let mac = |signer: &Signer, identity: &str| {
+            format!(
+                "{identity}.{}",
+                std::str::from_utf8(&signer.sign(identity.as_bytes())).unwrap()
+            )
+        };
+        let good = mac(&Signer::new(SECRET, []).unwrap(), "abc");
+        let cases = [
+            ("unsigned", "abc".to_owned()),
+            ("empty", String::new()),
+            ("foreign secret", mac(&other, "abc")),
+            ("uppercase hex", format!("abc.{}", good[4..].to_uppercase())),
+            ("no dot", good.replace('.', "")),
+            ("other separator", good.replace('.', "-")),
+            ("truncated", good[..good.len() - 1].to_owned()),
+            ("extended", format!("{good}0")),
+            ("another identity", good.replace("abc", "abd")),
+        ];
+        for (label, value) in cases {
+            assert_eq!(cookie.identity(value.as_bytes()), None, "{label}: {value}");
+        }
+        assert_eq!(cookie.identity(good.as_bytes()), Some(&b"abc"[..]));
+        let unsigned = IdentityCookie::new("id".into(), 60, "/", true, true, SameSite::Lax);
+        assert_eq!(
+            unsigned.identity(good.as_bytes()),
+            Some(good.as_bytes()),
+            "kept whole"
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_key() {
+        let shown = format!("{:?}", signed());
+        assert!(
+            !shown.contains(SECRET) && !shown.contains(PREVIOUS),
+            "{shown}"
+        );
+        assert!(shown.contains("accepted_keys: 2"), "{shown}");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn value(signer: &Signer, identity: &[u8]) -> Vec<u8> {
+            [identity, b".", &signer.sign(identity)].concat()
+        }
+
+        proptest! {
+            /// Changing any one byte of a signed value, identity or signature, fails the check.
+            #[test]
+            fn any_single_byte_change_fails(
+                identity in "[0-9a-f]{32}",
+                at in any::<prop::sample::Index>(),
+                to in any::<u8>(),
+            ) {
+                let signer = Signer::new(SECRET, [PREVIOUS]).unwrap();
+                let mut tampered = value(&signer, identity.as_bytes());
+                let i = at.index(tampered.len());
+                prop_assume!(tampered[i] != to);
+                tampered[i] = to;
+                prop_assert_eq!(signer.verify(&tampered), None);
+            }
+
+            /// A value signed with the signing key or a previous one verifies, with the identity
+            /// it carries.
+            #[test]
+            fn accepted_keys_verify(identity in "[ -~]{1,64}") {
+                let signer = Signer::new(SECRET, [PREVIOUS]).unwrap();
+                let before_rotation = Signer::new(PREVIOUS, []).unwrap();
+                for signed in [value(&signer, identity.as_bytes()), value(&before_rotation, identity.as_bytes())] {
+                    prop_assert_eq!(signer.verify(&signed), Some(identity.as_bytes()));
+                }
+            }
+
+            /// A value signed with any other key does not verify.
+            #[test]
+            fn unknown_keys_do_not_verify(identity in "[0-9a-f]{32}", key in "[A-Za-z0-9_-]{22,64}") {
+                prop_assume!(key != SECRET && key != PREVIOUS);
+                let signer = Signer::new(SECRET, [PREVIOUS]).unwrap();
+                let unknown = Signer::new(&key, []).unwrap();
+                let foreign = value(&unknown, identity.as_bytes());
+                prop_assert_eq!(signer.verify(&foreign), None);
+            }
+        }
     }
 
     #[test]

@@ -134,7 +134,8 @@ pub fn stream(data: &[u8]) {
 
 /// Configurations the stream target runs under: every predicate, wildcard and exact hosts, path
 /// prefixes, the largest number of variants with zero and 0.001 % weights, a custom decision
-/// header, a sealed decision value, identity from headers, cookies and the identity cookie.
+/// header, a sealed decision value, a query parameter, identity from headers, cookies and the
+/// identity cookie, signed or not.
 pub const STREAM_CONFIGS: [&str; 3] = [
     r#"{
       "debugHeader": true,
@@ -149,12 +150,14 @@ pub const STREAM_CONFIGS: [&str; 3] = [
           { "name": "builds", "header": "x-build", "prefix": "rc-", "variant": "canary" },
           { "name": "tenants", "header": "x-tenant", "matches": "t-[0-9]{1,6}(-eu)?", "variant": "canary" },
           { "name": "debug", "header": "x-debug", "present": true, "variant": "canary" },
-          { "name": "anon", "cookie": "session_id", "present": false, "variant": "stable" }
+          { "name": "anon", "cookie": "session_id", "present": false, "variant": "stable" },
+          { "name": "query", "query": "canary", "in": ["always", "yes please"], "variant": "canary" }
         ],
         "stickiness": {
           "keys": [ { "header": "x-user-id" }, { "cookie": "session_id" } ],
           "cookie": { "name": "canary_id", "maxAge": 2592000, "path": "/", "secure": true,
-                      "httpOnly": true, "sameSite": "Lax" },
+                      "httpOnly": true, "sameSite": "Lax", "secret": "Fz9_signed-stream-cookie0",
+                      "previousSecrets": ["0123456789abcdef0123456789abcdef"] },
           "salt": "reviews-2026-11"
         }
       }]

@@ -1,6 +1,6 @@
 //! canary-filter: per-request canary routing for Envoy.
 //!
-//! The decision logic ([`config`], [`table`], [`assign`], [`cookie`]) is plain Rust
+//! The decision logic ([`config`], [`table`], [`assign`], [`cookie`], [`query`]) is plain Rust
 //! with no host types and is tested natively. [`http`] drives it through the [`host::Host`]
 //! trait; the proxy-wasm binding implementing that trait is compiled only for wasm.
 
@@ -12,6 +12,7 @@ pub mod error;
 pub mod host;
 pub mod http;
 pub mod metrics;
+pub mod query;
 mod router;
 pub mod table;
 

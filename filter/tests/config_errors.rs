@@ -313,13 +313,115 @@ fn each_error_names_its_path_and_reason() {
             "both header and cookie",
         ),
         (
-            "rule with query source (not yet)",
+            "rule with header and query",
+            route(|r| r["targeting"][0]["query"] = json!("canary")),
+            "routes[0].targeting[0]",
+            "has both header and query; use exactly one",
+        ),
+        (
+            "rule with three sources",
+            route(|r| {
+                r["targeting"][0]["cookie"] = json!("c");
+                r["targeting"][0]["query"] = json!("q");
+            }),
+            "routes[0].targeting[0]",
+            "has header, cookie and query; use exactly one",
+        ),
+        (
+            "rule without source names query",
+            route(|r| {
+                r["targeting"][0] = json!({ "name": "qa", "equals": "x", "variant": "canary" })
+            }),
+            "routes[0].targeting[0]",
+            "needs a source: one of header, cookie, query",
+        ),
+        (
+            "rule with empty query name",
             route(|r| {
                 r["targeting"][0] =
-                    json!({ "name": "qa", "query": "q", "equals": "x", "variant": "canary" })
+                    json!({ "name": "qa", "query": "", "equals": "x", "variant": "canary" })
             }),
             "routes[0].targeting[0].query",
+            "must name a query parameter",
+        ),
+        (
+            "query rule with a bad regex",
+            route(|r| {
+                r["targeting"][0] =
+                    json!({ "name": "qa", "query": "q", "matches": "(", "variant": "canary" })
+            }),
+            "routes[0].targeting[0].matches",
+            "invalid regex",
+        ),
+        (
+            "key from a query parameter",
+            route(|r| r["stickiness"]["keys"][0] = json!({ "query": "user" })),
+            "routes[0].stickiness.keys[0].query",
             "unknown field `query`",
+        ),
+        (
+            "cookie secret too short",
+            route(|r| r["stickiness"]["cookie"]["secret"] = json!("aZ3_kQ9-aB7cD1eF2gH4i")),
+            "routes[0].stickiness.cookie.secret",
+            "is too short: 21 base64url characters carry fewer than 128 bits",
+        ),
+        (
+            "cookie secret outside the alphabet",
+            route(|r| r["stickiness"]["cookie"]["secret"] = json!("aZ3_kQ9-aB7cD1eF2gH4iJ.x")),
+            "routes[0].stickiness.cookie.secret",
+            "(the secret is not shown)",
+        ),
+        (
+            "previous secret too short",
+            route(|r| {
+                r["stickiness"]["cookie"]["secret"] = json!("aZ3_kQ9-aB7cD1eF2gH4iJ");
+                r["stickiness"]["cookie"]["previousSecrets"] =
+                    json!(["bY4-mR8_cC6dE2fG3hI5jK", "0123456789abcdef"]);
+            }),
+            "routes[0].stickiness.cookie.previousSecrets[1]",
+            "is too short: 16 hexadecimal digits",
+        ),
+        (
+            "previous secret equal to the secret",
+            route(|r| {
+                r["stickiness"]["cookie"]["secret"] = json!("aZ3_kQ9-aB7cD1eF2gH4iJ");
+                r["stickiness"]["cookie"]["previousSecrets"] = json!(["aZ3_kQ9-aB7cD1eF2gH4iJ"]);
+            }),
+            "routes[0].stickiness.cookie.previousSecrets[0]",
+            "is the same as secret",
+        ),
+        (
+            "previous secret repeated",
+            route(|r| {
+                r["stickiness"]["cookie"]["secret"] = json!("aZ3_kQ9-aB7cD1eF2gH4iJ");
+                r["stickiness"]["cookie"]["previousSecrets"] =
+                    json!(["bY4-mR8_cC6dE2fG3hI5jK", "bY4-mR8_cC6dE2fG3hI5jK"]);
+            }),
+            "routes[0].stickiness.cookie.previousSecrets[1]",
+            "is the same as previousSecrets[0]",
+        ),
+        (
+            "previous secrets without a secret",
+            route(|r| {
+                r["stickiness"]["cookie"]["previousSecrets"] = json!(["bY4-mR8_cC6dE2fG3hI5jK"])
+            }),
+            "routes[0].stickiness.cookie.previousSecrets",
+            "needs secret",
+        ),
+        (
+            "too many previous secrets",
+            route(|r| {
+                r["stickiness"]["cookie"]["secret"] = json!("aZ3_kQ9-aB7cD1eF2gH4iJ");
+                r["stickiness"]["cookie"]["previousSecrets"] = json!([
+                    "bY4-mR8_cC6dE2fG3hI5j1",
+                    "bY4-mR8_cC6dE2fG3hI5j2",
+                    "bY4-mR8_cC6dE2fG3hI5j3",
+                    "bY4-mR8_cC6dE2fG3hI5j4",
+                    "bY4-mR8_cC6dE2fG3hI5j5"
+                ]);
+            }),
+            "routes[0].stickiness.cookie.previousSecrets",
+            "has 5 secrets; at most 4 are allowed",
         ),
         (
             "rule header not a token",

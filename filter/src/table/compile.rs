@@ -8,16 +8,19 @@ use super::route::{
     VariantId,
 };
 use super::validate::{
-    check_host, check_name, check_seal, duplicates, header_name, one_line, parse_weight, percent,
-    At, Errors,
+    check_host, check_name, check_seal, check_secret, duplicates, header_name, one_line,
+    parse_weight, percent, At, Errors,
 };
-use super::{RoutingTable, DEFAULT_COOKIE_MAX_AGE, MAX_REGEX_SIZE, MAX_ROUTES, MAX_VARIANTS};
+use super::{
+    RoutingTable, DEFAULT_COOKIE_MAX_AGE, MAX_PREVIOUS_SECRETS, MAX_REGEX_SIZE, MAX_ROUTES,
+    MAX_VARIANTS,
+};
 use crate::assign::Weight;
 use crate::config::{
     IdentityCookieConfig, KeyConfig, PluginConfig, RouteConfig, SameSite, StickinessConfig,
     TargetingRuleConfig, VariantConfig,
 };
-use crate::cookie::{self, IdentityCookie};
+use crate::cookie::{self, IdentityCookie, Signer};
 use crate::error::ConfigErrors;
 use crate::router::RouteIndex;
 
@@ -262,6 +265,7 @@ fn compile_rule(
         name,
         header,
         cookie,
+        query,
         equals,
         one_of,
         prefix,
@@ -270,7 +274,13 @@ fn compile_rule(
         variant,
     } = rule;
     check_name(errors, &at.key("name"), &name);
-    let source = compile_source(errors, at, (header, cookie), decision_header, "target on");
+    let source = compile_source(
+        errors,
+        at,
+        [("header", header), ("cookie", cookie), ("query", query)],
+        decision_header,
+        "target on",
+    );
 
     let count = [
         equals.is_some(),
@@ -362,10 +372,10 @@ fn compile_stickiness(
     let cookie = stickiness
         .cookie
         .map(|c| compile_cookie(errors, &at.key("cookie"), c));
-    let mut identity: Vec<Slot> = keys.iter().map(|key| sources.add(key)).collect();
-    if let Some(c) = &cookie {
-        identity.push(sources.add(&Source::Cookie(c.name.clone())));
-    }
+    let key_slots: Vec<Slot> = keys.iter().map(|key| sources.add(key)).collect();
+    let cookie_slot = cookie
+        .as_ref()
+        .map(|c| sources.add(&Source::Cookie(c.name.clone())));
     let salt = match stickiness.salt {
         Some(salt) if salt.is_empty() => {
             errors.push(
@@ -381,7 +391,8 @@ fn compile_stickiness(
         keys,
         cookie,
         salt,
-        identity,
+        key_slots,
+        cookie_slot,
     }
 }
 
@@ -394,48 +405,64 @@ fn compile_key(
     compile_source(
         errors,
         at,
-        (key.header, key.cookie),
+        [("header", key.header), ("cookie", key.cookie)],
         decision_header,
         "use as an identity",
     )
 }
 
-/// A value's source, for a targeting rule or an identity key: exactly one of a header (not the
-/// decision header, which the filter removes from every request) or a cookie.
-fn compile_source(
+/// A value's source, for a targeting rule or an identity key: exactly one of the `allowed`
+/// kinds given, each by its JSON field name: a header (not the decision header, which the filter
+/// removes from every request), a cookie or a query parameter.
+fn compile_source<const N: usize>(
     errors: &mut Errors,
     at: &At<'_>,
-    (header, cookie): (Option<String>, Option<String>),
+    allowed: [(&'static str, Option<String>); N],
     decision_header: &str,
     purpose: &str,
 ) -> Option<Source> {
-    match (header, cookie) {
-        (Some(h), None) => {
-            let name = header_name(errors, &at.key("header"), h);
+    let kinds = allowed.each_ref().map(|(kind, _)| *kind);
+    let mut given = allowed
+        .into_iter()
+        .filter_map(|(kind, name)| Some((kind, name?)));
+    let Some((kind, name)) = given.next() else {
+        errors.push(at, format!("needs a source: one of {}", kinds.join(", ")));
+        return None;
+    };
+    let others: Vec<&str> = given.map(|(kind, _)| kind).collect();
+    if let Some((last, middle)) = others.split_last() {
+        let listed = if middle.is_empty() {
+            format!("both {kind} and {last}")
+        } else {
+            format!("{kind}, {} and {last}", middle.join(", "))
+        };
+        errors.push(at, format!("has {listed}; use exactly one"));
+        return None;
+    }
+    let at = at.key(kind);
+    match kind {
+        "header" => {
+            let name = header_name(errors, &at, name);
             if name == decision_header {
                 errors.push(
-                    &at.key("header"),
+                    &at,
                     format!("cannot {purpose} the decision header: the filter removes it from every request"),
                 );
             }
             Some(Source::Header(name))
         }
-        (None, Some(c)) => {
-            if !cookie::is_valid_name(&c) {
-                errors.push(
-                    &at.key("cookie"),
-                    format!("{c:?} is not a valid cookie name"),
-                );
+        "cookie" => {
+            if !cookie::is_valid_name(&name) {
+                errors.push(&at, format!("{name:?} is not a valid cookie name"));
             }
-            Some(Source::Cookie(c))
+            Some(Source::Cookie(name))
         }
-        (None, None) => {
-            errors.push(at, "needs a source: one of header, cookie");
-            None
-        }
-        (Some(_), Some(_)) => {
-            errors.push(at, "has both header and cookie; use exactly one");
-            None
+        // "query", the only kind left.
+        _ => {
+            if name.is_empty() {
+                errors.push(&at, "must name a query parameter");
+            }
+            Some(Source::Query(name))
         }
     }
 }
@@ -475,12 +502,62 @@ fn compile_cookie(errors: &mut Errors, at: &At<'_>, c: IdentityCookieConfig) -> 
             "None requires secure: true (browsers drop such cookies otherwise)",
         );
     }
-    IdentityCookie::new(
+    let cookie = IdentityCookie::new(
         c.name,
         max_age,
         cookie_path,
         secure,
         c.http_only.unwrap_or(true),
         same_site,
-    )
+    );
+    match compile_signer(errors, at, c.secret.as_deref(), &c.previous_secrets) {
+        Some(signer) => cookie.signed_by(signer),
+        None => cookie,
+    }
+}
+
+/// The signer of `secret` and `previous` secrets, each checked as a seal is; no error ever
+/// quotes one.
+fn compile_signer(
+    errors: &mut Errors,
+    at: &At<'_>,
+    secret: Option<&str>,
+    previous: &[String],
+) -> Option<Signer> {
+    let at_previous = at.key("previousSecrets");
+    if previous.len() > MAX_PREVIOUS_SECRETS {
+        errors.push(
+            &at_previous,
+            format!(
+                "has {} secrets; at most {MAX_PREVIOUS_SECRETS} are allowed",
+                previous.len()
+            ),
+        );
+    }
+    let Some(secret) = secret else {
+        if !previous.is_empty() {
+            errors.push(
+                &at_previous,
+                "needs secret: previous secrets only verify cookies signed before the secret was rotated",
+            );
+        }
+        return None;
+    };
+    if let Err(reason) = check_secret(secret) {
+        errors.push(&at.key("secret"), reason);
+    }
+    for (k, key) in previous.iter().enumerate() {
+        let at = at_previous.index(k);
+        if let Err(reason) = check_secret(key) {
+            errors.push(&at, reason);
+        } else if key == secret {
+            errors.push(&at, "is the same as secret (the secret is not shown)");
+        } else if let Some(first) = previous.iter().take(k).position(|p| p == key) {
+            errors.push(
+                &at,
+                format!("is the same as previousSecrets[{first}] (the secret is not shown)"),
+            );
+        }
+    }
+    Signer::new(secret, previous.iter().map(String::as_str))
 }

@@ -3,6 +3,7 @@
 //! Order: no route → pass through; the first targeting rule that holds → `rule`; an identity
 //! from a key or the identity cookie → `hash`; otherwise a new random identity → `new`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 
@@ -98,7 +99,31 @@ impl RoutingTable {
     ) -> Option<Decision<'_>> {
         let (authority, path) = request.authority_and_path();
         let route = self.routes.get(self.route_for(authority, path)?)?;
-        let sources = &route.sources;
+        route.decide(request, random)
+    }
+}
+
+impl Route {
+    /// Decides the variant for a request on this route, whatever its host and path (see
+    /// [`RoutingTable::decide`]); `None` only for a route that was not compiled.
+    pub fn decide(
+        &self,
+        request: &RequestHeaders,
+        random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
+    ) -> Option<Decision<'_>> {
+        let sources = &self.sources;
+        // The decoded values of the query parameters the route reads, held here so that the
+        // values below can borrow them.
+        let mut query: Vec<(Slot, Cow<'_, str>)> = Vec::new();
+        if sources.reads_query() {
+            for (name, value) in crate::query::pairs(request.path()) {
+                if let Some(slot) = sources.query(&name) {
+                    if query.iter().all(|(s, _)| *s != slot) {
+                        query.push((slot, value));
+                    }
+                }
+            }
+        }
         let mut inline = [None; INLINE_SOURCES];
         let mut spilled = Vec::new();
         let values = match inline.get_mut(..sources.len()) {
@@ -109,7 +134,12 @@ impl RoutingTable {
             }
         };
         request.resolve(sources, values);
-        decide_with(route, values, random)
+        for (Slot(i), value) in &query {
+            if let Some(slot) = values.get_mut(*i) {
+                *slot = Some(value.as_bytes());
+            }
+        }
+        decide_with(self, values, random)
     }
 }
 
@@ -135,9 +165,21 @@ fn decide_with<'t>(
             return decision(rule.variant, Reason::Rule(i), None);
         }
     }
-    // The first key present and non-empty, then the identity cookie.
-    let identity = route.stickiness.identity.iter().copied().map(value);
-    if let Some(identity) = identity.flatten().find(|value| !value.is_empty()) {
+    // The first key present and non-empty, then the identity cookie, if its signature verifies
+    // where cookies are signed.
+    let stickiness = &route.stickiness;
+    let non_empty = |value: &&[u8]| !value.is_empty();
+    let key = || {
+        let mut values = stickiness.key_slots.iter().filter_map(|slot| value(*slot));
+        values.find(non_empty)
+    };
+    let cookie = || {
+        let cookie = stickiness.cookie.as_ref()?;
+        cookie
+            .identity(value(stickiness.cookie_slot?)?)
+            .filter(non_empty)
+    };
+    if let Some(identity) = key().or_else(cookie) {
         return decision(route.assign(identity), Reason::Hash, None);
     }
     let mut bytes = [0u8; IDENTITY_BYTES];
@@ -146,7 +188,7 @@ fn decide_with<'t>(
     }
     let identity = NewIdentity::from_random(&bytes);
     let variant = route.assign(identity.as_bytes());
-    let issue = route.stickiness.cookie.as_ref().map(|_| identity);
+    let issue = stickiness.cookie.as_ref().map(|_| identity);
     decision(variant, Reason::New, issue)
 }
 

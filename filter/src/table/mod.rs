@@ -2,7 +2,7 @@
 //!
 //! Everything that can be checked or precomputed is done here, once, at configuration time:
 //! names validated, header names lowercased, regexes compiled, weights turned into integers,
-//! hosts indexed, `Set-Cookie` attributes rendered.
+//! hosts indexed, `Set-Cookie` attributes rendered, cookie signing keys set up.
 //!
 //! In the order a configuration and then a request meet them: [`compile`] builds the table
 //! from a [`PluginConfig`](crate::config::PluginConfig), checking single values with
@@ -21,7 +21,7 @@ pub use route::{
     Predicate, Route, RouteSources, Slot, Source, Stickiness, TargetingRule, ValueSet, Variant,
     VariantId,
 };
-pub use validate::{check_seal, decimal, parse_weight};
+pub use validate::{check_seal, check_secret, decimal, parse_weight};
 
 use crate::router::RouteIndex;
 
@@ -35,6 +35,9 @@ pub const MIN_SEAL_LEN: usize = 22;
 pub const MIN_HEX_SEAL_LEN: usize = 32;
 /// Most characters of a seal: it travels in a header on every decided request.
 pub const MAX_SEAL_LEN: usize = 128;
+/// Most previous secrets of a signed identity cookie: a cookie that verifies with none of them
+/// costs one HMAC per key.
+pub const MAX_PREVIOUS_SECRETS: usize = 4;
 /// Identity cookie lifetime when `maxAge` is not set: 30 days.
 pub const DEFAULT_COOKIE_MAX_AGE: u64 = 30 * 24 * 3600;
 

@@ -22,6 +22,11 @@ impl RequestHeaders {
         None
     }
 
+    /// The first `:path` value (empty when absent).
+    pub(super) fn path(&self) -> &[u8] {
+        self.header(":path").unwrap_or_default()
+    }
+
     /// The first `:authority` and `:path` values (empty when absent), found in one pass.
     pub(super) fn authority_and_path(&self) -> (&[u8], &[u8]) {
         let (mut authority, mut path) = (None, None);

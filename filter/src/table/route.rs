@@ -15,7 +15,7 @@ pub struct Route {
     pub variants: Vec<Variant>,
     pub targeting: Vec<TargetingRule>,
     pub stickiness: Stickiness,
-    /// Every header and cookie the route reads, each once.
+    /// Every header, cookie and query parameter the route reads, each once.
     pub sources: RouteSources,
 }
 
@@ -62,11 +62,15 @@ pub enum Source {
     Header(String),
     /// A cookie, by exact name, from any `cookie` header.
     Cookie(String),
+    /// A query parameter of `:path`, by decoded name; its first occurrence, decoded (see
+    /// [`crate::query`]).
+    Query(String),
 }
 
-/// The distinct headers and cookies one route reads: its targeting sources, identity keys and
-/// identity cookie. A request's values for all of them are found in one pass over its headers,
-/// and the `cookie` headers parsed once, however many rules read the same source.
+/// The distinct headers, cookies and query parameters one route reads: its targeting sources,
+/// identity keys and identity cookie. A request's values for all of them are found in one pass
+/// over its headers, the `cookie` headers parsed once and the query string decoded once (only
+/// for a route that reads it), however many rules read the same source.
 #[derive(Debug, Default)]
 pub struct RouteSources {
     sources: Vec<Source>,
@@ -74,6 +78,7 @@ pub struct RouteSources {
     /// over on their length alone.
     header_lengths: u64,
     reads_cookies: bool,
+    reads_query: bool,
 }
 
 /// A source's place among its route's [`RouteSources`], and its value's among a request's.
@@ -89,6 +94,7 @@ impl RouteSources {
         match source {
             Source::Header(name) => self.header_lengths |= 1 << (name.len() % 64),
             Source::Cookie(_) => self.reads_cookies = true,
+            Source::Query(_) => self.reads_query = true,
         }
         self.sources.push(source.clone());
         Slot(self.sources.len() - 1)
@@ -111,6 +117,10 @@ impl RouteSources {
         self.reads_cookies
     }
 
+    pub fn reads_query(&self) -> bool {
+        self.reads_query
+    }
+
     /// The slot of header `name` (lowercase), if the route reads it.
     pub fn header(&self, name: &str) -> Option<Slot> {
         if self.header_lengths & (1 << (name.len() % 64)) == 0 {
@@ -129,6 +139,14 @@ impl RouteSources {
             .position(
                 |s| matches!(s, Source::Cookie(n) if n.len() == name.len() && n.as_bytes() == name),
             )
+            .map(Slot)
+    }
+
+    /// The slot of query parameter `name` (decoded), if the route reads it.
+    pub fn query(&self, name: &str) -> Option<Slot> {
+        self.sources
+            .iter()
+            .position(|s| matches!(s, Source::Query(n) if n == name))
             .map(Slot)
     }
 }
@@ -188,8 +206,10 @@ pub struct Stickiness {
     pub keys: Vec<Source>,
     pub cookie: Option<IdentityCookie>,
     pub salt: String,
-    /// Where the identity is looked for, in order: the keys', then the identity cookie's slot.
-    pub identity: Vec<Slot>,
+    /// Where the keys' values are, in the keys' order.
+    pub key_slots: Vec<Slot>,
+    /// Where the identity cookie's value is, when there is an identity cookie.
+    pub cookie_slot: Option<Slot>,
 }
 
 impl Route {

@@ -12,13 +12,23 @@ use crate::error::{json_path, ConfigError, ConfigErrors, PathStep};
 /// (`A-Z a-z 0-9 - _`), at least [`MIN_HEX_SEAL_LEN`] when they are all hexadecimal digits.
 /// The reason never quotes the seal, which is a secret.
 pub fn check_seal(seal: &str) -> Result<(), String> {
+    check_key(seal, "seal")
+}
+
+/// Checks an identity cookie's signing secret by the rules of a seal ([`check_seal`]); the
+/// reason never quotes it.
+pub fn check_secret(secret: &str) -> Result<(), String> {
+    check_key(secret, "secret")
+}
+
+fn check_key(seal: &str, what: &str) -> Result<(), String> {
     const ALPHABET: &str = "characters of A-Z, a-z, 0-9, '-' and '_'";
     if !seal
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return Err(format!(
-            "must be {MIN_SEAL_LEN} to {MAX_SEAL_LEN} {ALPHABET} (the seal is not shown)"
+            "must be {MIN_SEAL_LEN} to {MAX_SEAL_LEN} {ALPHABET} (the {what} is not shown)"
         ));
     }
     let len = seal.len();
