@@ -105,7 +105,8 @@ impl RoutingTable {
 
 impl Route {
     /// Decides the variant for a request on this route, whatever its host and path (see
-    /// [`RoutingTable::decide`]); `None` only for a route that was not compiled.
+    /// [`RoutingTable::decide`]); never `None` for a compiled route. The query string is
+    /// decoded only when one of the route's rules reads it.
     pub fn decide(
         &self,
         request: &RequestHeaders,
