@@ -24,6 +24,27 @@ pub struct Args {
     pub command: Command,
 }
 
+/// A request for `assign` to decide as the filter would, targeting rules included.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RequestArgs {
+    /// The request's `:path`, query string included (`/app?canary=always`).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// A request header, `NAME: VALUE`; repeatable.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// A request cookie, `NAME=VALUE` as in a `cookie` header; repeatable.
+    #[arg(long = "cookie", value_name = "NAME=VALUE")]
+    pub cookies: Vec<String>,
+}
+
+impl RequestArgs {
+    /// Whether a request is described at all.
+    pub fn is_given(&self) -> bool {
+        self.path.is_some() || !self.headers.is_empty() || !self.cookies.is_empty()
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate a plugin configuration (JSON or YAML) or a canary spec.
@@ -45,8 +66,11 @@ pub enum Command {
         file: PathBuf,
         #[arg(long)]
         route: String,
-        #[arg(long)]
-        user: String,
+        /// The identity to hash; given, the request's identity keys and cookie are not read.
+        #[arg(long, required_unless_present_any = ["path", "headers", "cookies"])]
+        user: Option<String>,
+        #[command(flatten)]
+        request: RequestArgs,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },

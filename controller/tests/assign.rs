@@ -170,3 +170,111 @@ fn rejects_unknown_routes_invalid_files_and_missing_arguments() {
     ]);
     assert_eq!(run.code, Some(2), "missing --user: {}", run.stderr);
 }
+
+const SECRET: &str = "aZ3_kQ9-aB7cD1eF2gH4iJ";
+
+/// A route with a query rule, a header key and a signed identity cookie.
+fn targeted_config(dir: &Path) -> PathBuf {
+    let config = dir.join("config.json");
+    let document = json!({ "routes": [{
+        "name": "web",
+        "variants": [ { "name": "stable", "weight": 50 }, { "name": "canary", "weight": 50 } ],
+        "targeting": [
+            { "name": "qa", "query": "canary", "equals": "always", "variant": "canary" }
+        ],
+        "stickiness": {
+            "keys": [ { "header": "x-user-id" } ],
+            "cookie": { "name": "canary_id", "secret": SECRET }
+        }
+    }]});
+    std::fs::write(&config, document.to_string()).expect("write");
+    config
+}
+
+fn assign_request(file: &Path, request: &[&str]) -> Value {
+    let mut args = vec![
+        "assign",
+        file.to_str().expect("utf-8 path"),
+        "--route",
+        "web",
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(request);
+    let run = canaryctl(&args);
+    assert_eq!(run.code, Some(0), "{request:?}: {}", run.stderr);
+    serde_json::from_str(run.stdout.trim()).expect("JSON")
+}
+
+#[test]
+fn decides_a_request_with_a_query_string() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = targeted_config(dir.path());
+    let out = assign_request(&config, &["--path", "/app?x=1&canary=always#top"]);
+    assert_eq!(
+        out,
+        json!({ "route": "web", "variant": "canary", "reason": "rule:qa" })
+    );
+    // `?canary=never` matches no rule: the user's hash decides, as without a request.
+    for user in ["u1", "u2", "u3", "u4"] {
+        let hashed = assign_json(&config, "web", user);
+        let out = assign_request(&config, &["--path", "/app?canary=never", "--user", user]);
+        assert_eq!(out, hashed, "{user}");
+        let out = assign_request(&config, &["--header", &format!("X-User-Id: {user}")]);
+        assert_eq!(
+            out["variant"], hashed["variant"],
+            "identity from the key: {user}"
+        );
+        assert_eq!(out["reason"], "hash");
+    }
+    let run = canaryctl(&[
+        "assign",
+        config.to_str().expect("utf-8"),
+        "--route",
+        "web",
+        "--path",
+        "/?canary=always",
+    ]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (Some(0), "canary (rule:qa)\n")
+    );
+}
+
+#[test]
+fn verifies_a_signed_identity_cookie() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = targeted_config(dir.path());
+    let signer = canary_filter::cookie::Signer::new(SECRET, []).expect("signer");
+    for identity in ["0123456789abcdef0123456789abcdef", "someone"] {
+        let mac = signer.sign(identity.as_bytes());
+        let signed = format!(
+            "canary_id={identity}.{}",
+            std::str::from_utf8(&mac).expect("hex")
+        );
+        let out = assign_request(&config, &["--cookie", &signed]);
+        let hashed = assign_json(&config, "web", identity);
+        assert_eq!(out, hashed, "{signed}");
+
+        let unsigned = format!("canary_id={identity}");
+        let tampered = format!("{}0", &signed[..signed.len() - 1]);
+        for cookie in [unsigned, tampered] {
+            let out = assign_request(&config, &["--cookie", &cookie]);
+            assert_eq!(
+                out,
+                json!({ "route": "web", "variant": null, "reason": "new" }),
+                "{cookie}"
+            );
+        }
+    }
+    let run = canaryctl(&[
+        "assign",
+        config.to_str().expect("utf-8"),
+        "--route",
+        "web",
+        "--cookie",
+        "junk",
+    ]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.stderr, "--cookie: \"junk\" is not NAME=VALUE\n");
+}

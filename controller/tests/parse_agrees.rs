@@ -176,6 +176,7 @@ const KEYS: &[&str] = &[
     "targeting",
     "header",
     "cookie",
+    "query",
     "equals",
     "in",
     "prefix",
@@ -191,6 +192,8 @@ const KEYS: &[&str] = &[
     "decisionHeader",
     "debugHeader",
     "seal",
+    "secret",
+    "previousSecrets",
     "Name",
     "extra",
 ];
@@ -332,6 +335,14 @@ fn base_documents() -> Vec<Value> {
             { "name": "b", "match": { "pathPrefixes": ["/b/"] },
               "variants": [{ "name": "x", "weight": 100 }],
               "stickiness": { "cookie": { "name": "id", "maxAge": 60, "sameSite": "Strict" } } }
+        ]
+    }));
+    documents.push(serde_json::json!({
+        "routes": [
+            { "name": "q", "variants": [{ "name": "x", "weight": 50 }, { "name": "y", "weight": 50 }],
+              "targeting": [{ "name": "t", "query": "canary", "equals": "always", "variant": "y" }],
+              "stickiness": { "cookie": { "name": "id", "secret": "aZ3_kQ9-aB7cD1eF2gH4iJ",
+                  "previousSecrets": ["0123456789abcdef0123456789abcdef"] } } }
         ]
     }));
     documents

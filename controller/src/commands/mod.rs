@@ -25,8 +25,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             file,
             route,
             user,
+            request,
             output,
-        } => assign::run(&file, &route, &user, output),
+        } => assign::run(&file, &route, user.as_deref(), &request, output),
         Command::SetWeight {
             target,
             route,
