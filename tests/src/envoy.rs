@@ -1,8 +1,8 @@
 //! A real Envoy process running the built filter, configured the way a standalone deployment
 //! is: the filter's configuration comes from an ECDS file in a watched directory, or (with
 //! [`EnvoyBuilder::ecds_grpc`]) from an ECDS gRPC server such as `canaryctl serve`. With
-//! [`EnvoyBuilder::dynamic_module`] the filter is the native dynamic module instead, configured
-//! in the bootstrap.
+//! [`EnvoyBuilder::dynamic_module`] (or [`EnvoyBuilder::build`]) the filter is the native
+//! dynamic module instead, its configuration over ECDS the same way.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,6 +32,40 @@ pub const MODULE_CLUSTER: &str = "canary-module";
 pub const DYNAMIC_MODULES_SEARCH_PATH: &str = "ENVOY_DYNAMIC_MODULES_SEARCH_PATH";
 /// The prefix of a dynamic module's metrics (Envoy's default metrics namespace).
 pub const DYNAMIC_MODULE_STATS: &str = "dynamicmodulescustom";
+/// The prefix of the proxy-wasm filter's metrics.
+pub const WASM_STATS: &str = "wasmcustom";
+/// `dynamic_module_config.name` of the native dynamic module: Envoy loads `lib<name>.so`.
+pub const DYNAMIC_MODULE: &str = "canary_router";
+
+/// Which build of the filter an Envoy runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// The proxy-wasm filter (`filter/`), in Envoy's V8 runtime.
+    Wasm,
+    /// The native dynamic module (`dynmod/`).
+    DynamicModule,
+}
+
+impl Build {
+    pub const ALL: [Build; 2] = [Build::Wasm, Build::DynamicModule];
+
+    /// The prefix Envoy gives this build's metrics on `/stats`.
+    pub fn stats_prefix(self) -> &'static str {
+        match self {
+            Build::Wasm => WASM_STATS,
+            Build::DynamicModule => DYNAMIC_MODULE_STATS,
+        }
+    }
+}
+
+impl std::fmt::Display for Build {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Build::Wasm => "wasm filter",
+            Build::DynamicModule => "dynamic module",
+        })
+    }
+}
 
 static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
@@ -207,12 +241,21 @@ impl EnvoyBuilder {
         self
     }
 
-    /// Runs the filter as the native dynamic module `lib<name>.so` found in `dir`, configured
-    /// in the bootstrap (a `DynamicModuleFilter` with the plugin configuration as its
-    /// `filter_config`) rather than over ECDS.
+    /// Runs the filter as the native dynamic module `lib<name>.so` found in `dir`: the ECDS
+    /// resource is a `DynamicModuleFilter` with the plugin configuration as its
+    /// `filter_config` (in [`EnvoyBuilder::validate`], the same filter in the bootstrap).
     pub fn dynamic_module(mut self, dir: &Path, name: &str) -> Self {
         self.dynamic_module = Some((dir.to_owned(), name.to_owned()));
         self
+    }
+
+    /// Runs this build of the filter: the wasm module of [`wasm_path`] (the default) or the
+    /// dynamic module [`DYNAMIC_MODULE`] of [`crate::dynmod_dir`].
+    pub fn build(self, build: Build) -> Self {
+        match build {
+            Build::Wasm => self,
+            Build::DynamicModule => self.dynamic_module(&crate::dynmod_dir(), DYNAMIC_MODULE),
+        }
     }
 
     /// Checks the bootstrap with `envoy --mode validate`, which loads the filter and its
@@ -228,6 +271,7 @@ impl EnvoyBuilder {
             &self.variants,
             dir.path(),
             &self.routing,
+            ecds::DYNAMIC_MODULE,
         );
         let (module_dir, module) = self
             .dynamic_module
@@ -260,12 +304,24 @@ impl EnvoyBuilder {
         let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
         let node = format!("e2e-{}-{n}", std::process::id());
         let filter_name = self.filter_name.unwrap_or_else(|| FILTER_NAME.to_owned());
+        let module = match (&self.dynamic_module, self.remote_module, self.module) {
+            (Some((_, name)), _, _) => ModuleSource::Dynamic { name: name.clone() },
+            (None, Some((uri, sha256)), _) => ModuleSource::Remote {
+                uri,
+                cluster: MODULE_CLUSTER.to_owned(),
+                sha256,
+            },
+            (None, None, module) => {
+                ModuleSource::Local(module.unwrap_or_else(wasm_path).display().to_string())
+            }
+        };
         let mut bootstrap = bootstrap(
             &node,
             &filter_name,
             &self.variants,
             &ecds_dir,
             &self.routing,
+            module.type_url(),
         );
         if let Some(addr) = self.ecds_grpc {
             use_ecds_grpc(&mut bootstrap, addr, self.ecds_grpc_tls.as_ref());
@@ -279,9 +335,6 @@ impl EnvoyBuilder {
         if let Some(interval) = self.stats_flush_interval {
             bootstrap["stats_flush_interval"] = json!(format!("{:.3}s", interval.as_secs_f64()));
         }
-        if let Some((_, module)) = &self.dynamic_module {
-            use_dynamic_module(&mut bootstrap, module, &self.plugin_config);
-        }
         let rds_dir = dir.path().join("rds");
         if let Some(seals) = &self.sealed {
             std::fs::create_dir(&rds_dir).expect("rds dir");
@@ -294,18 +347,6 @@ impl EnvoyBuilder {
         }
         let bootstrap_path = dir.path().join("envoy.json");
         std::fs::write(&bootstrap_path, bootstrap.to_string()).expect("write bootstrap");
-        let module = match (self.remote_module, self.module) {
-            // Not over ECDS: no wasm module is named.
-            _ if self.dynamic_module.is_some() => ModuleSource::Local(String::new()),
-            (Some((uri, sha256)), _) => ModuleSource::Remote {
-                uri,
-                cluster: MODULE_CLUSTER.to_owned(),
-                sha256,
-            },
-            (None, module) => {
-                ModuleSource::Local(module.unwrap_or_else(wasm_path).display().to_string())
-            }
-        };
         let mut envoy = Envoy {
             dir,
             ecds_dir,
@@ -315,7 +356,7 @@ impl EnvoyBuilder {
             admin: String::new(),
             listener: String::new(),
             client: crate::client(),
-            filtered: self.routing == Routing::Filter && self.dynamic_module.is_none(),
+            filtered: self.routing == Routing::Filter,
             module,
             node,
             filter_name,
@@ -613,6 +654,7 @@ fn bootstrap(
     variants: &[(String, std::net::SocketAddr)],
     ecds_dir: &Path,
     routing: &Routing,
+    type_url: &str,
 ) -> Value {
     let first = variants.first().map(|(name, _)| format!("variant-{name}"));
     let mut routes: Vec<Value> = Vec::new();
@@ -658,7 +700,7 @@ fn bootstrap(
                 "path": ecds_dir.join(ECDS_FILE),
                 "watched_directory": { "path": ecds_dir },
             } },
-            "type_urls": [ecds::WASM],
+            "type_urls": [type_url],
         },
     });
     let router = json!({ "name": "envoy.filters.http.router", "typed_config": {
@@ -903,9 +945,19 @@ impl Envoy {
         })
     }
 
-    /// A filter counter, by its name without the `wasmcustom.` prefix.
+    /// Which build of the filter this Envoy runs.
+    pub fn filter_build(&self) -> Build {
+        match self.module {
+            ModuleSource::Dynamic { .. } => Build::DynamicModule,
+            ModuleSource::Local(_) | ModuleSource::Remote { .. } => Build::Wasm,
+        }
+    }
+
+    /// A filter counter, by its name without the build's prefix (`wasmcustom.` or
+    /// `dynamicmodulescustom.`, see [`Build::stats_prefix`]).
     pub async fn counter(&self, name: &str) -> Option<u64> {
-        self.stat(&format!("wasmcustom.{name}")).await
+        let prefix = self.filter_build().stats_prefix();
+        self.stat(&format!("{prefix}.{name}")).await
     }
 
     /// A dynamic module's counter, by its name without the metrics namespace.
