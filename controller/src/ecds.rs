@@ -19,6 +19,11 @@ pub const DYNAMIC_MODULE: &str =
 /// The `filter_name` the native dynamic module serves (its `FILTER_NAME`).
 pub const DYNAMIC_MODULE_FILTER: &str = "canary";
 
+/// The dynamic module's `metrics_namespace`: the prefix Envoy gives the proxy-wasm filter's
+/// metrics, so that both builds' metrics have the same names (and the same `stats_tags`,
+/// dashboards and `canaryctl status` read either).
+pub const METRICS_NAMESPACE: &str = "wasmcustom";
+
 /// The filter module, and where Envoy loads it from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModuleSource {
@@ -69,7 +74,10 @@ pub fn document(name: &str, module: &ModuleSource, plugin_config: &str) -> Value
                     "name": name,
                     "typed_config": {
                         "@type": DYNAMIC_MODULE,
-                        "dynamic_module_config": { "name": library },
+                        "dynamic_module_config": {
+                            "name": library,
+                            "metrics_namespace": METRICS_NAMESPACE,
+                        },
                         "filter_name": DYNAMIC_MODULE_FILTER,
                         "filter_config": configuration,
                     },
