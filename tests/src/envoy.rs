@@ -30,10 +30,6 @@ pub const ECDS_GRPC_CLUSTER: &str = "canaryctl";
 pub const MODULE_CLUSTER: &str = "canary-module";
 /// Where Envoy looks for `lib<name>.so` of a dynamic module.
 pub const DYNAMIC_MODULES_SEARCH_PATH: &str = "ENVOY_DYNAMIC_MODULES_SEARCH_PATH";
-/// The prefix of a dynamic module's metrics (Envoy's default metrics namespace).
-pub const DYNAMIC_MODULE_STATS: &str = "dynamicmodulescustom";
-/// The prefix of the proxy-wasm filter's metrics.
-pub const WASM_STATS: &str = "wasmcustom";
 /// `dynamic_module_config.name` of the native dynamic module: Envoy loads `lib<name>.so`.
 pub const DYNAMIC_MODULE: &str = "canary_router";
 
@@ -48,14 +44,6 @@ pub enum Build {
 
 impl Build {
     pub const ALL: [Build; 2] = [Build::Wasm, Build::DynamicModule];
-
-    /// The prefix Envoy gives this build's metrics on `/stats`.
-    pub fn stats_prefix(self) -> &'static str {
-        match self {
-            Build::Wasm => WASM_STATS,
-            Build::DynamicModule => DYNAMIC_MODULE_STATS,
-        }
-    }
 }
 
 impl std::fmt::Display for Build {
@@ -625,7 +613,7 @@ pub struct Validation {
 }
 
 /// Replaces the canary filter from ECDS (first in the chain) with the dynamic module `module`,
-/// its plugin configuration inline.
+/// configured inline as the ECDS resource would configure it.
 fn use_dynamic_module(bootstrap: &mut Value, module: &str, plugin_config: &str) {
     let filters = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
         [0]["typed_config"]["http_filters"];
@@ -634,17 +622,13 @@ fn use_dynamic_module(bootstrap: &mut Value, module: &str, plugin_config: &str) 
         canary.get("config_discovery").is_some(),
         "the canary filter first"
     );
+    let module = ModuleSource::Dynamic {
+        name: module.to_owned(),
+    };
+    let document = ecds::document(FILTER_NAME, &module, plugin_config);
     *canary = json!({
         "name": FILTER_NAME,
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
-            "dynamic_module_config": { "name": module },
-            "filter_name": FILTER_NAME,
-            "filter_config": {
-                "@type": "type.googleapis.com/google.protobuf.StringValue",
-                "value": plugin_config,
-            },
-        },
+        "typed_config": document["resources"][0]["typed_config"],
     });
 }
 
@@ -726,7 +710,7 @@ fn bootstrap(
             })
         })
         .collect();
-    json!({
+    let mut bootstrap = json!({
         "node": { "id": node, "cluster": "canary-e2e" },
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
         "stats_config": { "stats_tags": stats_tags() },
@@ -746,8 +730,21 @@ fn bootstrap(
             }],
             "clusters": clusters,
         },
-    })
+    });
+    if type_url == ecds::DYNAMIC_MODULE {
+        bootstrap["layered_runtime"] = json!({ "layers": [{
+            "name": "static",
+            "static_layer": { STRIP_CUSTOM_STAT_PREFIX: true },
+        }] });
+    }
+    bootstrap
 }
+
+/// The Envoy runtime flag under which a dynamic module's metrics namespace is dropped from
+/// `/stats/prometheus`, as Envoy always drops `wasmcustom` for the Wasm filter: with it, both
+/// builds' metrics have the same Prometheus names.
+pub const STRIP_CUSTOM_STAT_PREFIX: &str =
+    "envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix";
 
 /// A running Envoy; killed when dropped.
 pub struct Envoy {
@@ -932,6 +929,22 @@ impl Envoy {
         )
     }
 
+    /// The names of the counters and gauges that match the regex `filter`.
+    pub async fn stat_names(&self, filter: &str) -> Vec<String> {
+        let url = self.admin_url("/stats");
+        let request = self.client.get(url).query(&[("filter", filter)]);
+        let text = request
+            .send()
+            .await
+            .expect("admin reachable")
+            .text()
+            .await
+            .expect("stats text");
+        text.lines()
+            .filter_map(|line| Some(line.split_once(": ")?.0.to_owned()))
+            .collect()
+    }
+
     /// The value of a counter or gauge, by its full name.
     pub async fn stat(&self, name: &str) -> Option<u64> {
         let url = self.admin_url(&format!("/stats?filter=^{}$", regex_escape(name)));
@@ -953,16 +966,10 @@ impl Envoy {
         }
     }
 
-    /// A filter counter, by its name without the build's prefix (`wasmcustom.` or
-    /// `dynamicmodulescustom.`, see [`Build::stats_prefix`]).
+    /// A filter counter, by its name without the `wasmcustom.` prefix (the dynamic module's
+    /// metrics namespace too, [`ecds::METRICS_NAMESPACE`]).
     pub async fn counter(&self, name: &str) -> Option<u64> {
-        let prefix = self.filter_build().stats_prefix();
-        self.stat(&format!("{prefix}.{name}")).await
-    }
-
-    /// A dynamic module's counter, by its name without the metrics namespace.
-    pub async fn dynamic_module_counter(&self, name: &str) -> Option<u64> {
-        self.stat(&format!("{DYNAMIC_MODULE_STATS}.{name}")).await
+        self.stat(&format!("wasmcustom.{name}")).await
     }
 
     /// The admin `/stats/prometheus` text.

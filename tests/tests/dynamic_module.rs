@@ -125,21 +125,26 @@ async fn routes_each_user_as_the_decision_core_assigns_and_splits_by_the_weights
         "{reply:?}"
     );
 
-    // The counters carry the proxy-wasm filter's names, under the module's metrics namespace.
+    // The counters carry the proxy-wasm filter's names, prefix included (the module's metrics
+    // namespace is `wasmcustom`).
     let stable_users = expected.iter().filter(|v| *v == "stable").count() as u64;
     assert_eq!(
         envoy
-            .dynamic_module_counter("canary.route.web.variant.stable.decision.hash")
+            .stat("wasmcustom.canary.route.web.variant.stable.decision.hash")
             .await,
         Some(stable_users)
     );
     assert_eq!(
         envoy
-            .dynamic_module_counter("canary.route.web.variant.canary.decision.hash")
+            .stat("wasmcustom.canary.route.web.variant.canary.decision.hash")
             .await,
         Some(USERS as u64 - stable_users)
     );
-    assert_eq!(envoy.dynamic_module_counter("canary.panic").await, Some(0));
+    assert_eq!(envoy.stat("wasmcustom.canary.panic").await, Some(0));
+    let names = envoy.stat_names(r"^wasmcustom\.canary\.").await;
+    assert!(names.len() > 4, "{names:?}");
+    let elsewhere = envoy.stat_names("^dynamicmodulescustom").await;
+    assert!(elsewhere.is_empty(), "{elsewhere:?}");
     let log = envoy.log();
     assert!(
         log.contains(&format!(
