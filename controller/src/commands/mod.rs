@@ -19,7 +19,12 @@ use crate::args::{Args, Command};
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Validate { file } => validate::run(&file),
-        Command::Render { file, api, rbac } => render::run(&file, api, rbac.as_ref()),
+        Command::Render {
+            file,
+            api,
+            module_kind,
+            rbac,
+        } => render::run(&file, api, module_kind, rbac.as_ref()),
         Command::Seal => seal::run(),
         Command::Assign {
             file,
