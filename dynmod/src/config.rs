@@ -31,6 +31,8 @@ static NEXT_CONFIG: AtomicU32 = AtomicU32::new(1);
 pub struct FilterConfig {
     /// Names the configuration in logs, like the proxy-wasm root context id.
     pub id: u32,
+    /// The request header the decision goes in, removed from a request whose hook panicked.
+    pub decision_header: String,
     bytes: Vec<u8>,
     pub metrics: MetricIds,
 }
@@ -44,6 +46,7 @@ impl FilterConfig {
         let metrics = MetricIds::define(envoy, &plugin.table);
         Some(Arc::new(FilterConfig {
             id,
+            decision_header: plugin.table.decision_header.clone(),
             bytes: bytes.to_vec(),
             metrics,
         }))

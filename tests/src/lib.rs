@@ -93,6 +93,20 @@ pub fn dynmod_dir() -> PathBuf {
     dir
 }
 
+/// The directory holding the dynamic module built with its test-only `panic-probe` feature:
+/// `$CANARY_DYNMOD_PROBE_DIR`, or where `make build` puts it.
+pub fn dynmod_probe_dir() -> PathBuf {
+    let dir = std::env::var_os("CANARY_DYNMOD_PROBE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/dynmod-probe"));
+    assert!(
+        dir.join("libcanary_router.so").exists(),
+        "no libcanary_router.so in {}: `make build` builds it (or set CANARY_DYNMOD_PROBE_DIR)",
+        dir.display()
+    );
+    dir
+}
+
 /// The proxy-wasm filter that does nothing (`tests/noop-filter`), the benchmarks' floor:
 /// `$CANARY_NOOP_WASM`, or the release build of `make build`.
 pub fn noop_wasm_path() -> PathBuf {

@@ -1,16 +1,18 @@
 //! The native dynamic module (`dynmod/`, `libcanary_router.so`) in a real Envoy 1.40: it routes
 //! each user as the decision core assigns them, splits by the weights, replaces a client-sent
 //! decision header, counts under the proxy-wasm filter's metric names; it takes live
-//! configuration over ECDS, from `canaryctl set-weight --target file:`; Envoy refuses an
-//! invalid configuration with its JSON paths in the log; and how Envoy treats the module's ABI
-//! version.
+//! configuration over ECDS, from `canaryctl set-weight --target file:`; a real panic inside
+//! the module fails open; Envoy refuses an invalid configuration with its JSON paths in the
+//! log; and how Envoy treats the module's ABI version.
 
 use std::path::Path;
 use std::process::Command;
 
 use canary_e2e::canaryctl::canaryctl_bin;
 use canary_e2e::envoy::DECISION_HEADER;
-use canary_e2e::{client, concurrently, dynmod_dir, get, variants_of, Envoy, Upstream};
+use canary_e2e::{
+    client, concurrently, dynmod_dir, dynmod_probe_dir, get, variants_of, Envoy, Upstream,
+};
 
 /// `dynamic_module_config.name`: Envoy loads `lib<MODULE>.so`.
 const MODULE: &str = "canary_router";
@@ -277,6 +279,78 @@ async fn live_configuration_over_ecds_from_canaryctl_set_weight() {
         counted += envoy.counter(&name).await.unwrap_or(0);
     }
     assert_eq!(counted, 3 * USERS as u64);
+}
+
+/// The request header that makes the `panic-probe` build panic in the request headers hook.
+const PANIC_PROBE: &str = "x-canary-panic-probe";
+
+/// A real panic inside the module, in the build with the test-only `panic-probe` feature: the
+/// request is still served, undecided (the baseline, by the default route, whatever decision
+/// header the client sent), the panic is logged and counted, and the next request is decided as
+/// usual. The module
+/// that ships cannot be made to panic so: it has no such header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_module_fails_open_and_is_counted() {
+    let shipped = std::fs::read(dynmod_dir().join(SO)).expect("read the module");
+    assert!(
+        !shipped
+            .windows(PANIC_PROBE.len())
+            .any(|w| w == PANIC_PROBE.as_bytes()),
+        "the shipped module knows {PANIC_PROBE}"
+    );
+
+    let stable = Upstream::start("stable").await;
+    let canary = Upstream::start("canary").await;
+    let envoy = Envoy::builder()
+        .variant("stable", &stable)
+        .variant("canary", &canary)
+        .plugin_config(&config())
+        .dynamic_module(&dynmod_probe_dir(), MODULE)
+        .start()
+        .await;
+    let (http, url) = (client(), envoy.url("/"));
+    // A user the core puts on the canary, so that an undecided request is told apart.
+    let user = (0..)
+        .map(|i| format!("probe-user-{i}"))
+        .find(|user| assigned(&config(), std::slice::from_ref(user))[0] == "canary")
+        .expect("a canary user");
+
+    let panicked = get(
+        &http,
+        &url,
+        &[
+            ("x-user-id", &user),
+            (PANIC_PROBE, "1"),
+            (DECISION_HEADER, "canary"),
+        ],
+    )
+    .await
+    .expect("request");
+    assert_eq!(panicked.status, 200, "{panicked:?}");
+    assert_eq!(panicked.upstream.as_deref(), Some("stable"), "{panicked:?}");
+    // The upstream received no decision header.
+    assert_eq!(panicked.seen_variant.as_deref(), Some(""), "{panicked:?}");
+    assert_eq!(panicked.decision, None, "undecided: {panicked:?}");
+    assert_eq!(envoy.counter("canary.panic").await, Some(1));
+    let log = envoy.log();
+    assert!(
+        log.contains(&format!(
+            "[canary] panic #1 in on_http_filter_request_headers: {PANIC_PROBE} asked for a \
+             panic; the request continues undecided"
+        )),
+        "{log}"
+    );
+
+    let decided = get(&http, &url, &[("x-user-id", &user)])
+        .await
+        .expect("request");
+    assert_eq!(decided.upstream.as_deref(), Some("canary"), "{decided:?}");
+    assert_eq!(
+        decided.decision.as_deref(),
+        Some("web;canary;hash"),
+        "{decided:?}"
+    );
+    assert_eq!(envoy.counter("canary.panic").await, Some(1));
 }
 
 #[test]
