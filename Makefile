@@ -113,8 +113,10 @@ fmt:
 	$(CARGO) fmt --all
 
 ## demo: two upstreams behind a real Envoy running the filter, thousands of simulated users
+## (MODULE=dynamic: the native dynamic module instead of the wasm filter)
+MODULE ?= wasm
 demo: tools build
-	$(CARGO) run -q -p canary-e2e --bin canary-demo
+	$(CARGO) run -q -p canary-e2e --bin canary-demo -- --module $(MODULE)
 
 ## manifests: regenerate envoyfilter/istio from the examples (a test keeps them in sync)
 manifests: controller
