@@ -272,17 +272,9 @@ async fn promote_and_abort_move_all_traffic(build: Build) {
     );
 }
 
-for_each_build!(
-    set_weight_moves_the_observed_split_within_two_seconds,
-    an_invalid_change_is_refused_and_the_file_left_unchanged,
-    promote_and_abort_move_all_traffic,
-);
-
-/// `status` reads the observed split from the real Envoy's counters (the wasm filter's; it does
-/// not read the dynamic module's yet).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_reads_the_observed_split_from_envoy() {
-    let s = setup(30, Build::Wasm).await;
+/// `status` reads the observed split from the real Envoy's counters.
+async fn status_reads_the_observed_split_from_envoy(build: Build) {
+    let s = setup(30, build).await;
     let share = canary_share(&s.envoy).await;
     let admin = s.envoy.admin_url("");
     let observed = {
@@ -314,3 +306,10 @@ async fn status_reads_the_observed_split_from_envoy() {
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).expect("read the ECDS file")
 }
+
+for_each_build!(
+    set_weight_moves_the_observed_split_within_two_seconds,
+    an_invalid_change_is_refused_and_the_file_left_unchanged,
+    promote_and_abort_move_all_traffic,
+    status_reads_the_observed_split_from_envoy,
+);
