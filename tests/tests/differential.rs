@@ -91,7 +91,7 @@ fn request(i: usize) -> Request {
                 ("x-canary-variant", "beta".to_owned()),
             ],
         ),
-        9 if i % 2 == 0 => (
+        9 if i.is_multiple_of(2) => (
             "/api/items",
             vec![("x-user-id", id), ("x-canary", "always".to_owned())],
         ),

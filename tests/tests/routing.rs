@@ -84,7 +84,7 @@ fn share(variants: &[String], name: &str) -> f64 {
     variants.iter().filter(|v| *v == name).count() as f64 * 100.0 / variants.len() as f64
 }
 
-/// 1. 20,000 distinct user ids at 90/10: the canary share is within one point of 10 %.
+/// 20,000 distinct user ids at 90/10: the canary share is within one point of 10 %.
 async fn split_matches_weights_for_20000_users(build: Build) {
     let s = setup(10.0, build).await;
     let variants = served(&variants_of(&s.envoy, &users(20_000, "split"), 64).await);
@@ -100,7 +100,7 @@ async fn split_matches_weights_for_20000_users(build: Build) {
     }
 }
 
-/// 2. Each user keeps their variant over 20 requests and gets the same from a second Envoy.
+/// Each user keeps their variant over 20 requests and gets the same from a second Envoy.
 async fn assignment_is_sticky_across_requests_and_envoys(build: Build) {
     let first = setup(30.0, build).await;
     let second = setup(30.0, build).await;
@@ -115,7 +115,7 @@ async fn assignment_is_sticky_across_requests_and_envoys(build: Build) {
     assert_eq!(other, reference, "a second Envoy process disagrees");
 }
 
-/// 3. Weights changed live from 10 to 30 by rewriting the ECDS file: canary users stay, the
+/// Weights changed live from 10 to 30 by rewriting the ECDS file: canary users stay, the
 /// share moves to about 30 %, and no request fails during the change.
 async fn live_weight_change_keeps_canary_users_and_fails_nothing(build: Build) {
     let s = setup(10.0, build).await;
@@ -159,7 +159,7 @@ async fn live_weight_change_keeps_canary_users_and_fails_nothing(build: Build) {
     );
 }
 
-/// 4. Header and cookie rules, into canary and out of it, win over hashing, in rule order.
+/// Header and cookie rules, into canary and out of it, win over hashing, in rule order.
 async fn targeting_rules_win_over_hashing_in_order(build: Build) {
     let s = setup(50.0, build).await;
     let c = client();
@@ -245,7 +245,7 @@ async fn targeting_rules_win_over_hashing_in_order(build: Build) {
     }
 }
 
-/// 5. A client-sent decision header changes nothing: same variant, and the upstream sees only
+/// A client-sent decision header changes nothing: same variant, and the upstream sees only
 /// the filter's decision.
 async fn client_sent_decision_header_changes_nothing(build: Build) {
     let s = setup(10.0, build).await;
@@ -277,7 +277,7 @@ async fn client_sent_decision_header_changes_nothing(build: Build) {
     }
 }
 
-/// 6. A request without identity gets the identity cookie with the configured attributes,
+/// A request without identity gets the identity cookie with the configured attributes,
 /// beside the upstream's own Set-Cookie; replaying the cookie keeps the variant.
 async fn anonymous_clients_get_an_identity_cookie_that_keeps_their_variant(build: Build) {
     let s = setup(50.0, build).await;
@@ -341,7 +341,7 @@ async fn anonymous_clients_get_an_identity_cookie_that_keeps_their_variant(build
     );
 }
 
-/// 7. An invalid configuration pushed live is rejected by Envoy, the previous one keeps serving
+/// An invalid configuration pushed live is rejected by Envoy, the previous one keeps serving
 /// with no failed request, and the log names the JSON path.
 async fn invalid_update_is_rejected_and_the_last_good_one_serves(build: Build) {
     let s = setup(10.0, build).await;
@@ -375,7 +375,7 @@ async fn invalid_update_is_rejected_and_the_last_good_one_serves(build: Build) {
     );
 }
 
-/// 8. Decision counters per route, variant and reason, and response counters per status class,
+/// Decision counters per route, variant and reason, and response counters per status class,
 /// on `/stats/prometheus` with the right counts.
 async fn metrics_count_decisions_and_responses(build: Build) {
     let stable = Upstream::start("stable").await;
