@@ -35,9 +35,9 @@ pub enum MetricsError {
     },
     #[error(
         "the filter decided {decisions:.0} requests on route {route:?} in the window but counted \
-         no responses: its `metrics.responses` is off. Set `\"metrics\": {{\"responses\": true}}` \
-         in the plugin configuration, or measure without them: --istio (Prometheus) or \
-         --envoy-cluster VARIANT=CLUSTER (Envoy admin)"
+         no response for any variant: its `metrics.responses` is off (or not one response came \
+         back). Set `\"metrics\": {{\"responses\": true}}` in the plugin configuration, or \
+         measure without it: --istio (Prometheus) or --envoy-cluster VARIANT=CLUSTER (Envoy admin)"
     )]
     NoResponses { route: String, decisions: f64 },
 }
