@@ -34,15 +34,17 @@ use tokio_rustls::TlsAcceptor;
 /// sees its latency samples.
 const FLUSH: Duration = Duration::from_secs(1);
 
-fn config() -> String {
+/// The route every rollout here works on.
+fn route() -> serde_json::Value {
     serde_json::json!({
-        "routes": [{
-            "name": "web",
-            "variants": [ { "name": "stable", "weight": 100 }, { "name": "canary", "weight": 0 } ],
-            "stickiness": { "keys": [ { "header": "x-user-id" } ], "salt": "web-rollout" }
-        }]
+        "name": "web",
+        "variants": [ { "name": "stable", "weight": 100 }, { "name": "canary", "weight": 0 } ],
+        "stickiness": { "keys": [ { "header": "x-user-id" } ], "salt": "web-rollout" }
     })
-    .to_string()
+}
+
+fn config() -> String {
+    serde_json::json!({ "routes": [route()] }).to_string()
 }
 
 /// A canary upstream whose failure rate can be changed while it runs.
@@ -107,11 +109,15 @@ struct Setup {
 }
 
 async fn setup_with(canary: Canary) -> Setup {
+    setup_configured(canary, &config()).await
+}
+
+async fn setup_configured(canary: Canary, plugin_config: &str) -> Setup {
     let stable = Upstream::start("stable").await;
     let envoy = Envoy::builder()
         .variant("stable", &stable)
         .variant_at("canary", canary.addr)
-        .plugin_config(&config())
+        .plugin_config(plugin_config)
         .stats_flush_interval(FLUSH)
         .start()
         .await;
@@ -713,6 +719,12 @@ async fn a_healthy_canary_is_promoted_through_a_proxy_checking_a_bearer_token() 
     assert_eq!(proxy.refused.load(Ordering::Relaxed), 0);
 }
 
+/// The configuration of the cluster-source tests: without `metrics`, so with the filter's
+/// response metrics at their default, off. The cluster stats must do without them.
+fn config_without_response_metrics() -> String {
+    serde_json::json!({ "routes": [route()] }).to_string()
+}
+
 /// The cluster a variant's requests go to in the test Envoy (see `tests/src/envoy.rs`).
 fn cluster_of(variant: &str) -> String {
     format!("variant-{variant}")
@@ -735,7 +747,7 @@ fn cluster_source(envoy: &Envoy) -> (String, [String; 4]) {
 /// measured from Envoy's `cluster.variant-canary.*` stats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_source_promotes_a_healthy_canary() {
-    let s = setup().await;
+    let s = setup_configured(Canary::start().await, &config_without_response_metrics()).await;
     let (metrics, clusters) = cluster_source(&s.envoy);
     let clusters: Vec<&str> = clusters.iter().map(String::as_str).collect();
     let (out, _) = promoted(&s, &metrics, &clusters).await;
@@ -751,7 +763,7 @@ async fn the_cluster_source_promotes_a_healthy_canary() {
 async fn the_cluster_source_rolls_back_a_failing_canary() {
     let canary = Canary::start().await;
     canary.fail_every.store(5, Ordering::Relaxed);
-    let s = setup_with(canary).await;
+    let s = setup_configured(canary, &config_without_response_metrics()).await;
     let load = Load::start(&s.envoy, 8, 300);
     let (metrics, clusters) = cluster_source(&s.envoy);
     let mut options = vec!["--steps", "10,50,100", "--interval", "2s"];
@@ -785,7 +797,7 @@ async fn the_cluster_source_rolls_back_a_slow_canary() {
     let envoy = Envoy::builder()
         .variant("stable", &stable)
         .variant("canary", &slow)
-        .plugin_config(&config())
+        .plugin_config(&config_without_response_metrics())
         .stats_flush_interval(FLUSH)
         .start()
         .await;
