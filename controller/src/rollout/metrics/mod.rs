@@ -24,11 +24,10 @@ pub enum MetricsError {
     #[error("--envoy-cluster: {0}")]
     ClusterMapping(String),
     #[error(
-        "Envoy admin {url} has no cluster {cluster:?} (--envoy-cluster {variant}={cluster}); \
-         its clusters: {known}"
+        "Envoy has no cluster {cluster:?} (--envoy-cluster {variant}={cluster}); its clusters: \
+         {known}"
     )]
     MissingCluster {
-        url: String,
         variant: String,
         cluster: String,
         known: String,

@@ -143,7 +143,6 @@ impl EnvoyAdmin {
             .map_err(|error| error.to_string())
             .and_then(|body| clusters::names(&body));
         MetricsError::MissingCluster {
-            url: self.url.clone(),
             variant: missing.variant,
             cluster: missing.cluster,
             known: match known {
