@@ -46,15 +46,6 @@ impl Build {
     pub const ALL: [Build; 2] = [Build::Wasm, Build::DynamicModule];
 }
 
-impl std::fmt::Display for Build {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Build::Wasm => "wasm filter",
-            Build::DynamicModule => "dynamic module",
-        })
-    }
-}
-
 static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
 /// The `stats_tags` that turn the filter's metric names into Prometheus labels (documented in
@@ -956,14 +947,6 @@ impl Envoy {
                 .parse()
                 .ok()
         })
-    }
-
-    /// Which build of the filter this Envoy runs.
-    pub fn filter_build(&self) -> Build {
-        match self.module {
-            ModuleSource::Dynamic { .. } => Build::DynamicModule,
-            ModuleSource::Local(_) | ModuleSource::Remote { .. } => Build::Wasm,
-        }
     }
 
     /// A filter counter, by its name without the `wasmcustom.` prefix (the dynamic module's
