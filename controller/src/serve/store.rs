@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use canary_filter::{PluginConfig, RoutingTable};
-use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{error, info};
 
 use super::resource::{Resource, ResourceError};
+use crate::ecds::{EcdsError, EcdsFile, Format};
 use crate::targets::{self, Clients, Target};
 use crate::weights::Change;
 
@@ -144,20 +144,13 @@ async fn load(target: &Target, clients: &Clients) -> Result<Snapshot, StoreError
     let invalid = |errors| StoreError::Invalid(target.to_string(), errors);
     let (plugin_config, resource) = match target {
         Target::File(path) => {
-            let document = read_document(path)?;
-            let at = |error| StoreError::Resource {
-                path: path.display().to_string(),
-                error,
-            };
-            let resource = Resource::from_document(&document).map_err(at)?;
-            let text = crate::ecds::plugin_config_text(&document).map_err(|reason| {
-                at(ResourceError {
-                    path: "$".to_owned(),
-                    reason,
-                })
-            })?;
-            let config = canary_filter::config::decode(text.as_bytes()).map_err(invalid)?;
-            (config, Some(resource))
+            let file = read_file(target, path)?;
+            let resource =
+                Resource::from_document(&file.document).map_err(|error| StoreError::Resource {
+                    path: path.display().to_string(),
+                    error,
+                })?;
+            (file.config, Some(resource))
         }
         Target::Kube { .. } => (target.read(clients).await?, None),
     };
@@ -178,14 +171,15 @@ async fn load(target: &Target, clients: &Clients) -> Result<Snapshot, StoreError
     })
 }
 
-/// An ECDS file, JSON or YAML by its extension as Envoy reads it.
-fn read_document(path: &Path) -> Result<Value, StoreError> {
+/// The ECDS file of `target`, JSON or YAML by its extension as Envoy reads it.
+fn read_file(target: &Target, path: &Path) -> Result<EcdsFile, StoreError> {
     let read_error = |reason: String| StoreError::Read {
         path: path.display().to_string(),
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| read_error(e.to_string()))?;
-    crate::ecds::Format::of(path)
-        .parse(&bytes)
-        .map_err(read_error)
+    EcdsFile::parse(bytes, Format::of(path)).map_err(|error| match error {
+        EcdsError::PluginConfig(errors) => StoreError::Invalid(target.to_string(), errors),
+        other => read_error(other.to_string()),
+    })
 }

@@ -15,11 +15,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use canary_filter::PluginConfig;
-use serde_json::Value;
 use tracing::debug;
 
 use super::{atomic, edited, read_edit_write, Edit, Error, Slot, Update};
-use crate::ecds::{plugin_config_slot, plugin_config_text, Format};
+use crate::ecds::{EcdsError, EcdsFile, Format};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -37,16 +36,6 @@ pub enum FileError {
     Shape { path: PathBuf, reason: String },
     #[error("{path} kept changing while it was being updated: gave up after {attempts} attempts")]
     Contended { path: PathBuf, attempts: u32 },
-}
-
-/// The file as read: its bytes, the document and the plugin configuration in it.
-struct EcdsFile {
-    bytes: Vec<u8>,
-    format: Format,
-    document: Value,
-    config: PluginConfig,
-    /// Whether the plugin configuration string was written over several lines.
-    config_pretty: bool,
 }
 
 pub fn read(path: &Path) -> Result<PluginConfig, FileError> {
@@ -103,62 +92,30 @@ fn load(path: &Path) -> Result<EcdsFile, FileError> {
         error,
     })?;
     let format = Format::of(path);
-    let syntax = |reason: String| FileError::Syntax {
-        path: path.to_owned(),
-        format,
-        reason,
-    };
-    let document = format.parse(&bytes).map_err(syntax)?;
-    let text = plugin_config_text(&document).map_err(|reason| FileError::Shape {
-        path: path.to_owned(),
-        reason,
-    })?;
-    let config = canary_filter::config::decode(text.as_bytes()).map_err(|e| FileError::Shape {
-        path: path.to_owned(),
-        reason: format!("the plugin configuration: {e}"),
+    let file = EcdsFile::parse(bytes, format).map_err(|error| match error {
+        EcdsError::Syntax { format, reason } => FileError::Syntax {
+            path: path.to_owned(),
+            format,
+            reason,
+        },
+        EcdsError::Shape(reason) => FileError::Shape {
+            path: path.to_owned(),
+            reason,
+        },
+        EcdsError::PluginConfig(errors) => FileError::Shape {
+            path: path.to_owned(),
+            reason: format!("the plugin configuration: {errors}"),
+        },
     })?;
     debug!(path = %path.display(), %format, "read ECDS file");
-    Ok(EcdsFile {
-        config_pretty: text.trim_end().contains('\n'),
-        bytes,
-        format,
-        document,
-        config,
-    })
-}
-
-impl EcdsFile {
-    /// The whole file with `config` in place of the plugin configuration.
-    fn render(&self, config: &PluginConfig) -> Result<Vec<u8>, String> {
-        let text = if self.config_pretty {
-            serde_json::to_string_pretty(config)
-        } else {
-            serde_json::to_string(config)
-        }
-        .map_err(|e| e.to_string())?;
-        let mut document = self.document.clone();
-        *plugin_config_slot(&mut document)? = Value::String(text);
-        let mut bytes = match self.format {
-            Format::Json if self.bytes.contains(&b'\n') => {
-                serde_json::to_vec_pretty(&document).map_err(|e| e.to_string())?
-            }
-            Format::Json => serde_json::to_vec(&document).map_err(|e| e.to_string())?,
-            Format::Yaml => serde_yaml::to_string(&document)
-                .map_err(|e| e.to_string())?
-                .into_bytes(),
-        };
-        if self.bytes.ends_with(b"\n") && !bytes.ends_with(b"\n") {
-            bytes.push(b'\n');
-        }
-        Ok(bytes)
-    }
+    Ok(file)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ecds::{document, ModuleSource};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn plugin_config() -> String {
         json!({"routes": [{"name": "reviews", "variants": [
