@@ -841,6 +841,33 @@ mod tests {
         );
     }
 
+    /// A weight change patches the `routes` list and nothing else: not the defaults the object
+    /// spells out, which read the same as they are written back, nor the rest of the object.
+    #[test]
+    fn a_weight_change_patches_only_the_routes() {
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "extensions.istio.io/v1alpha1",
+            "kind": "WasmPlugin",
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "5"},
+            "spec": {"url": "oci://x", "pluginConfig": {
+                "decisionHeader": "x-canary-variant", "debugHeader": false,
+                "routes": [{"name": "web", "targeting": [], "variants": [
+                    {"name": "stable", "weight": 90.0}, {"name": "canary", "weight": 10}]}]}}
+        }))
+        .unwrap();
+        let live = Kind::WasmPlugin.config(&object).unwrap().unwrap();
+        let mut config = live.clone();
+        crate::weights::Change::Promote("canary".into())
+            .apply(&mut config, "web")
+            .unwrap();
+        assert_eq!(
+            Kind::WasmPlugin.change(&object, &live, &config).unwrap(),
+            json!({"metadata": {"resourceVersion": "5"}, "spec": {"pluginConfig": {"routes": [
+                {"name": "web", "variants": [
+                    {"name": "stable", "weight": 0}, {"name": "canary", "weight": 100}]}]}}})
+        );
+    }
+
     #[test]
     fn merge_diffs_hold_only_what_changed() {
         let from = json!({"a": 1, "keep": {"x": [1, 2], "y": null}, "routes": [{"w": 90}, {"w": 10}], "gone": 1});
