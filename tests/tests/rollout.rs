@@ -786,8 +786,11 @@ async fn the_cluster_source_rolls_back_a_failing_canary() {
         (15.0..=25.0).contains(&seen),
         "error rate {seen} % in:\n{out}"
     );
-    assert_eq!(canary_weight(&s.envoy), 0.0);
-    assert_eq!(record(&s.envoy).map(|r| r.state), Some(State::RolledBack));
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
+    assert_eq!(
+        record(&s.envoy).await.map(|r| r.state),
+        Some(State::RolledBack)
+    );
     assert!(
         served(&s.envoy, 50).await.iter().all(|u| u == "stable"),
         "every user is back on the baseline"
@@ -834,7 +837,7 @@ async fn the_cluster_source_rolls_back_a_slow_canary() {
         !out.contains("error rate"),
         "only the latency check failed:\n{out}"
     );
-    assert_eq!(canary_weight(&envoy), 0.0);
+    assert_eq!(canary_weight(&envoy).await, 0.0);
 }
 
 /// The cluster source: a cluster Envoy does not have stops the rollout before its first step,
@@ -858,8 +861,8 @@ async fn the_cluster_source_names_a_missing_cluster() {
     );
     assert!(err.contains("variant-canary, variant-stable"), "{err}");
     assert!(!out.contains("step 1/"), "no step was run:\n{out}");
-    assert_eq!(canary_weight(&s.envoy), 0.0);
-    assert!(record(&s.envoy).is_none(), "nothing recorded");
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
+    assert!(record(&s.envoy).await.is_none(), "nothing recorded");
 
     let options = ["--envoy-cluster", "canary=variant-canary"];
     let (code, _, err) = finish(rollout(&s.envoy, &metrics, &options)).await;
