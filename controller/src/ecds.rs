@@ -2,11 +2,13 @@
 //! `TypedExtensionConfig` with an `envoy.extensions.filters.http.wasm.v3.Wasm` (shaped as istiod
 //! shapes it) or, for the native dynamic module, an
 //! `envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter`; either way the plugin
-//! configuration is carried as a JSON `StringValue`. How it is built, read from a file, and
-//! where the plugin configuration sits in it.
+//! configuration is carried as a JSON `StringValue`. How it is built, where the plugin
+//! configuration sits in it, and [`EcdsFile`], the one way a file of it is read and written
+//! back.
 
 use std::path::Path;
 
+use canary_filter::{ConfigErrors, PluginConfig};
 use serde_json::{json, Value};
 
 pub const TYPED_EXTENSION_CONFIG: &str =
@@ -140,6 +142,74 @@ impl Format {
             Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
             Format::Yaml => serde_yaml::from_slice(bytes).map_err(|e| e.to_string()),
         }
+    }
+}
+
+/// Why bytes are not an ECDS file holding a plugin configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum EcdsError {
+    #[error("not valid {format}: {reason}")]
+    Syntax { format: Format, reason: String },
+    #[error("not an ECDS file as Envoy reads it: {0}")]
+    Shape(String),
+    #[error("not an ECDS file as Envoy reads it: the plugin configuration: {0}")]
+    PluginConfig(ConfigErrors),
+}
+
+/// An ECDS file as read: its bytes, the document, and the plugin configuration in it, read by
+/// the filter's own decoder.
+pub struct EcdsFile {
+    pub bytes: Vec<u8>,
+    pub format: Format,
+    pub document: Value,
+    pub config: PluginConfig,
+    /// Whether the plugin configuration string was written over several lines.
+    config_pretty: bool,
+}
+
+impl EcdsFile {
+    /// Reads `bytes`, written in `format`.
+    pub fn parse(bytes: Vec<u8>, format: Format) -> Result<Self, EcdsError> {
+        let document = format
+            .parse(&bytes)
+            .map_err(|reason| EcdsError::Syntax { format, reason })?;
+        let text = plugin_config_text(&document).map_err(EcdsError::Shape)?;
+        let config =
+            canary_filter::config::decode(text.as_bytes()).map_err(EcdsError::PluginConfig)?;
+        Ok(EcdsFile {
+            config_pretty: text.trim_end().contains('\n'),
+            bytes,
+            format,
+            document,
+            config,
+        })
+    }
+
+    /// The whole file with `config` in place of the plugin configuration, laid out as it was
+    /// read: JSON on one line or indented, the configuration string on one line or indented,
+    /// the final newline kept.
+    pub fn render(&self, config: &PluginConfig) -> Result<Vec<u8>, String> {
+        let text = if self.config_pretty {
+            serde_json::to_string_pretty(config)
+        } else {
+            serde_json::to_string(config)
+        }
+        .map_err(|e| e.to_string())?;
+        let mut document = self.document.clone();
+        *plugin_config_slot(&mut document)? = Value::String(text);
+        let mut bytes = match self.format {
+            Format::Json if self.bytes.contains(&b'\n') => {
+                serde_json::to_vec_pretty(&document).map_err(|e| e.to_string())?
+            }
+            Format::Json => serde_json::to_vec(&document).map_err(|e| e.to_string())?,
+            Format::Yaml => serde_yaml::to_string(&document)
+                .map_err(|e| e.to_string())?
+                .into_bytes(),
+        };
+        if self.bytes.ends_with(b"\n") && !bytes.ends_with(b"\n") {
+            bytes.push(b'\n');
+        }
+        Ok(bytes)
     }
 }
 

@@ -23,7 +23,10 @@ pub const DEFAULT_DECISION_HEADER: &str = "x-canary-variant";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginConfig {
-    #[serde(default = "default_decision_header")]
+    #[serde(
+        default = "default_decision_header",
+        skip_serializing_if = "is_default_decision_header"
+    )]
     pub decision_header: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub debug_header: bool,
@@ -61,6 +64,7 @@ pub struct MatchConfig {
 pub struct VariantConfig {
     pub name: String,
     /// Percentage of traffic, at most three decimals.
+    #[serde(serialize_with = "serialize_percent")]
     pub weight: f64,
 }
 
@@ -127,8 +131,25 @@ fn default_decision_header() -> String {
     DEFAULT_DECISION_HEADER.to_owned()
 }
 
+fn is_default_decision_header(header: &str) -> bool {
+    header == DEFAULT_DECISION_HEADER
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// A percentage as operators write it: a whole one as an integer (`30`, not `30.0`).
+fn serialize_percent<S: serde::Serializer>(
+    percent: &f64,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    if percent.fract() == 0.0 && (0.0..=100.0).contains(percent) {
+        // Whole and within 0..=100, so the cast is exact.
+        serializer.serialize_u8(*percent as u8)
+    } else {
+        serializer.serialize_f64(*percent)
+    }
 }
 
 /// Reads the plugin configuration bytes and decodes the JSON types only: the first half of
@@ -315,6 +336,30 @@ mod tests {
             }],
         };
         assert_eq!(config, expected);
+    }
+
+    /// canaryctl writes back what it edits: what is written reads back as the same
+    /// configuration, with defaults left out and whole weights as integers, as people write them.
+    #[test]
+    fn a_configuration_is_written_as_it_is_written_by_hand() {
+        let by_hand = [
+            r#"{"routes":[{"name":"r","variants":[{"name":"a","weight":87.5},{"name":"b","weight":12.5}]}]}"#,
+            r#"{"decisionHeader":"x-v","debugHeader":true,"routes":[{"name":"r","match":{"hosts":["a"]},"variants":[{"name":"a","weight":100},{"name":"b","weight":0}],"targeting":[{"name":"t","header":"h","in":["x"],"variant":"b"}],"stickiness":{"keys":[{"cookie":"s"}],"cookie":{"name":"id","maxAge":60,"sameSite":"Lax"},"salt":"s"}}]}"#,
+            r#"{"routes":[{"name":"r","variants":[{"name":"a","weight":66.667},{"name":"b","weight":33.333}]}]}"#,
+        ];
+        for document in by_hand {
+            let config = decode(document.as_bytes()).unwrap();
+            let written = serde_json::to_string(&config).unwrap();
+            assert_eq!(written, document);
+            assert_eq!(decode(written.as_bytes()).unwrap(), config, "{written}");
+        }
+        let defaults_spelled_out = r#"{"decisionHeader":"x-canary-variant","debugHeader":false,
+            "routes":[{"name":"r","variants":[{"name":"a","weight":100.0}],"targeting":[]}]}"#;
+        let config = decode(defaults_spelled_out.as_bytes()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&config).unwrap(),
+            r#"{"routes":[{"name":"r","variants":[{"name":"a","weight":100}]}]}"#
+        );
     }
 
     #[test]

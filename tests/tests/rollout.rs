@@ -17,7 +17,7 @@ use canary_e2e::prometheus::{Prometheus, WebSecurity};
 use canary_e2e::{client, get, Envoy, Load, Upstream};
 use canaryctl::http::{HttpClient, HttpError, HttpOptions};
 use canaryctl::rollout::state::{self, Record, State};
-use canaryctl::targets::Target;
+use canaryctl::targets::{Clients, Target};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -137,17 +137,20 @@ fn target(envoy: &Envoy) -> String {
 }
 
 /// The canary's weight in the live configuration.
-fn canary_weight(envoy: &Envoy) -> f64 {
+async fn canary_weight(envoy: &Envoy) -> f64 {
     let target: Target = target(envoy).parse().expect("target");
-    let config = target.read().expect("read the ECDS file");
-    config["routes"][0]["variants"][1]["weight"]
-        .as_f64()
-        .expect("a weight")
+    let config = target
+        .read(&Clients::default())
+        .await
+        .expect("read the ECDS file");
+    config.routes[0].variants[1].weight
 }
 
-fn record(envoy: &Envoy) -> Option<Record> {
+async fn record(envoy: &Envoy) -> Option<Record> {
     let target: Target = target(envoy).parse().expect("target");
-    state::load(&target, "web").expect("read the record")
+    state::load(&target, &Clients::default(), "web")
+        .await
+        .expect("read the record")
 }
 
 /// `canaryctl rollout` on route `web`, variant `canary`, with these options on top.
@@ -235,8 +238,11 @@ async fn promoted(s: &Setup, metrics: &str, options: &[&str]) -> (String, String
     ] {
         assert!(out.contains(step), "{step:?} missing:\n{out}");
     }
-    assert_eq!(canary_weight(&s.envoy), 100.0);
-    assert_eq!(record(&s.envoy).map(|r| r.state), Some(State::Promoted));
+    assert_eq!(canary_weight(&s.envoy).await, 100.0);
+    assert_eq!(
+        record(&s.envoy).await.map(|r| r.state),
+        Some(State::Promoted)
+    );
     assert!(
         served(&s.envoy, 50).await.iter().all(|u| u == "canary"),
         "every user is on the canary"
@@ -268,7 +274,7 @@ async fn a_failing_canary_is_rolled_back_within_one_interval() {
     let run = tokio::spawn(finish(child));
     // The canary breaks as soon as the second step's weight is live.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while canary_weight(&s.envoy) < 50.0 {
+    while canary_weight(&s.envoy).await < 50.0 {
         assert!(Instant::now() < deadline, "the rollout never reached 50 %");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -293,8 +299,8 @@ async fn a_failing_canary_is_rolled_back_within_one_interval() {
         (5.0..=40.0).contains(&seen),
         "error rate {seen} % in:\n{out}"
     );
-    assert_eq!(canary_weight(&s.envoy), 0.0);
-    let record = record(&s.envoy).expect("a record");
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
+    let record = record(&s.envoy).await.expect("a record");
     assert_eq!(record.state, State::RolledBack);
     assert!(record.message.unwrap_or_default().contains("error rate"));
     assert!(
@@ -342,8 +348,8 @@ async fn without_traffic_the_rollout_says_no_data_and_does_not_promote() {
         "never past the first step:\n{out}"
     );
     assert!(out.contains("rolled back"), "{out}");
-    assert_eq!(canary_weight(&s.envoy), 0.0);
-    let record = record(&s.envoy).expect("a record");
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
+    let record = record(&s.envoy).await.expect("a record");
     assert_eq!(record.state, State::RolledBack);
     assert!(record.message.unwrap_or_default().contains("no data"));
 }
@@ -359,7 +365,7 @@ async fn a_killed_rollout_resumes_at_its_recorded_step() {
         .spawn()
         .expect("start canaryctl");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while record(&s.envoy).map(|r| r.step) != Some(2) {
+    while record(&s.envoy).await.map(|r| r.step) != Some(2) {
         assert!(
             Instant::now() < deadline,
             "the rollout never reached step 2"
@@ -370,7 +376,7 @@ async fn a_killed_rollout_resumes_at_its_recorded_step() {
     assert_eq!(code, 1, "a second rollout while the first runs: {err}");
     assert!(err.contains("is being driven by process"), "{err}");
     first.kill().await.expect("kill canaryctl");
-    let recorded = record(&s.envoy).expect("a record");
+    let recorded = record(&s.envoy).await.expect("a record");
     assert_eq!((recorded.step, recorded.state), (2, State::Running));
 
     let (code, out, err) = finish(rollout(&s.envoy, &metrics, &options)).await;
@@ -387,8 +393,8 @@ async fn a_killed_rollout_resumes_at_its_recorded_step() {
     for step in ["step 2/4 passed", "step 3/4 passed", "step 4/4 passed"] {
         assert!(out.contains(step), "{step:?} missing:\n{out}");
     }
-    assert_eq!(canary_weight(&s.envoy), 100.0);
-    let done = record(&s.envoy).expect("a record");
+    assert_eq!(canary_weight(&s.envoy).await, 100.0);
+    let done = record(&s.envoy).await.expect("a record");
     assert_eq!((done.state, done.id), (State::Promoted, recorded.id));
 }
 
@@ -431,7 +437,7 @@ async fn a_slow_canary_is_rolled_back_on_the_latency_check() {
         !out.contains("step 2/3"),
         "rolled back at the first step:\n{out}"
     );
-    assert_eq!(canary_weight(&envoy), 0.0);
+    assert_eq!(canary_weight(&envoy).await, 0.0);
 }
 
 /// A manual gate holds the rollout until `canaryctl resume`; `canaryctl abort` stops it.
@@ -460,16 +466,16 @@ async fn a_pause_waits_for_resume_and_abort_stops_the_rollout() {
     assert_eq!(nothing_paused.status.code(), Some(1), "{nothing_paused:?}");
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    while record(&s.envoy).map(|r| r.state) != Some(State::Paused) {
+    while record(&s.envoy).await.map(|r| r.state) != Some(State::Paused) {
         assert!(Instant::now() < deadline, "the rollout never paused");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(canary_weight(&s.envoy), 10.0, "held at the gate");
+    assert_eq!(canary_weight(&s.envoy).await, 10.0, "held at the gate");
     let resumed = canaryctl("resume").await.expect("canaryctl ran");
     assert!(resumed.status.success(), "{resumed:?}");
 
-    while canary_weight(&s.envoy) < 50.0 {
+    while canary_weight(&s.envoy).await < 50.0 {
         assert!(
             Instant::now() < deadline,
             "the rollout never went on to 50 %"
@@ -495,8 +501,11 @@ async fn a_pause_waits_for_resume_and_abort_stops_the_rollout() {
         out.contains("aborted by canaryctl abort at step 2/3"),
         "{out}"
     );
-    assert_eq!(canary_weight(&s.envoy), 0.0);
-    assert_eq!(record(&s.envoy).map(|r| r.state), Some(State::Aborted));
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
+    assert_eq!(
+        record(&s.envoy).await.map(|r| r.state),
+        Some(State::Aborted)
+    );
 }
 
 /// The Envoy admin source, with a check relative to the baseline: a canary failing one request
@@ -528,7 +537,7 @@ async fn the_envoy_admin_source_rolls_back_on_a_relative_check() {
         "error rate {seen} % in:\n{out}"
     );
     assert!(out.contains("against the baseline's 0.00 %"), "{out}");
-    assert_eq!(canary_weight(&s.envoy), 0.0);
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
 }
 
 /// A secret made for one test (a password, a token): nothing a reader of the tests could know.
@@ -777,8 +786,11 @@ async fn the_cluster_source_rolls_back_a_failing_canary() {
         (15.0..=25.0).contains(&seen),
         "error rate {seen} % in:\n{out}"
     );
-    assert_eq!(canary_weight(&s.envoy), 0.0);
-    assert_eq!(record(&s.envoy).map(|r| r.state), Some(State::RolledBack));
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
+    assert_eq!(
+        record(&s.envoy).await.map(|r| r.state),
+        Some(State::RolledBack)
+    );
     assert!(
         served(&s.envoy, 50).await.iter().all(|u| u == "stable"),
         "every user is back on the baseline"
@@ -825,7 +837,7 @@ async fn the_cluster_source_rolls_back_a_slow_canary() {
         !out.contains("error rate"),
         "only the latency check failed:\n{out}"
     );
-    assert_eq!(canary_weight(&envoy), 0.0);
+    assert_eq!(canary_weight(&envoy).await, 0.0);
 }
 
 /// The cluster source: a cluster Envoy does not have stops the rollout before its first step,
@@ -849,8 +861,8 @@ async fn the_cluster_source_names_a_missing_cluster() {
     );
     assert!(err.contains("variant-canary, variant-stable"), "{err}");
     assert!(!out.contains("step 1/"), "no step was run:\n{out}");
-    assert_eq!(canary_weight(&s.envoy), 0.0);
-    assert!(record(&s.envoy).is_none(), "nothing recorded");
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
+    assert!(record(&s.envoy).await.is_none(), "nothing recorded");
 
     let options = ["--envoy-cluster", "canary=variant-canary"];
     let (code, _, err) = finish(rollout(&s.envoy, &metrics, &options)).await;

@@ -8,12 +8,17 @@ use crate::args::RolloutArgs;
 use crate::rollout::analysis::Thresholds;
 use crate::rollout::metrics::{envoy::Clusters, prometheus::Metrics, Source};
 use crate::rollout::{parse_percent, Outcome, Plan, Runner, EXIT_ABORTED, EXIT_ROLLED_BACK};
-use crate::targets::Target;
+use crate::targets::{Clients, Target};
 use crate::weights::weight_text;
 
-pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
+/// Runs the rollout loop here, reaching the target through `clients` on `runtime`.
+pub fn run(
+    runtime: &tokio::runtime::Handle,
+    clients: Clients,
+    args: RolloutArgs,
+) -> anyhow::Result<ExitCode> {
     let plan = plan_of(&args)?;
-    let outcome = Runner::new(plan, args.progress).run()?;
+    let outcome = Runner::new(plan, args.progress, runtime.clone(), clients).run()?;
     Ok(match outcome {
         Outcome::Promoted => ExitCode::SUCCESS,
         Outcome::RolledBack => ExitCode::from(EXIT_ROLLED_BACK),
