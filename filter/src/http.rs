@@ -105,8 +105,15 @@ impl Stream {
         host.set_request_header(header, Some(variant.decision_value.as_bytes()));
         host.clear_route_cache();
         plugin.count(host, &decision, Metric::Decision(decision.reason));
-        self.started_ms = host.now_millis();
-        self.decision = Some(decision);
+        let table = &plugin.table;
+        if table.response_metrics {
+            self.started_ms = host.now_millis();
+        }
+        // Kept only when the response needs it, so that otherwise the response makes no host
+        // call at all.
+        if table.response_metrics || table.debug_header || decision.issue_identity.is_some() {
+            self.decision = Some(decision);
+        }
     }
 
     pub fn on_response_headers(&mut self, host: &impl Host) {
@@ -142,6 +149,9 @@ impl Stream {
                 rule,
             ];
             host.add_response_header(DEBUG_HEADER, parts.concat().as_bytes());
+        }
+        if !plugin.table.response_metrics {
+            return;
         }
         let status = host
             .response_header(":status")
@@ -390,13 +400,38 @@ mod tests {
     }
 
     #[test]
+    fn response_metrics_are_off_by_default() {
+        let host = MockHost::request(&[
+            (":authority", "shop"),
+            (":path", "/"),
+            ("x-canary", "always"),
+        ]);
+        let quiet = CONFIG.replacen(r#""debugHeader": true,"#, "", 1);
+        let p = Rc::new(Plugin::configure(&host, 1, Some(quiet.as_bytes())).unwrap());
+        run(&host, &p);
+        assert_eq!(
+            host.counters(),
+            [(
+                "canary.route.web.variant.canary.decision.rule".to_owned(),
+                1
+            )],
+            "the decision counted, and no response"
+        );
+        assert!(host
+            .histogram("canary.route.web.variant.canary.upstream_time")
+            .is_empty());
+        assert!(host.response_values(DEBUG_HEADER).is_empty());
+    }
+
+    #[test]
     fn counts_decisions_responses_and_upstream_time() {
         let host = MockHost::request(&[
             (":authority", "shop"),
             (":path", "/"),
             ("x-canary", "always"),
         ]);
-        let p = plugin(&host);
+        let with_responses = CONFIG.replacen('{', r#"{"metrics": {"responses": true},"#, 1);
+        let p = Rc::new(Plugin::configure(&host, 1, Some(with_responses.as_bytes())).unwrap());
         run(&host, &p);
         run(&host, &p);
         assert_eq!(

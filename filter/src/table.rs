@@ -36,6 +36,8 @@ pub struct RoutingTable {
     /// Lowercase header name the decision is written to.
     pub decision_header: String,
     pub debug_header: bool,
+    /// `metrics.responses`: count responses and record `upstream_time` per variant.
+    pub response_metrics: bool,
     pub routes: Vec<Route>,
     pub(crate) index: RouteIndex,
 }
@@ -298,6 +300,7 @@ impl TryFrom<PluginConfig> for RoutingTable {
             decision_header,
             debug_header,
             seal,
+            metrics,
             routes: configs,
         } = config;
         let mut errors = Errors::default();
@@ -349,6 +352,7 @@ impl TryFrom<PluginConfig> for RoutingTable {
         Ok(RoutingTable {
             decision_header,
             debug_header,
+            response_metrics: metrics.responses,
             routes,
             index,
         })

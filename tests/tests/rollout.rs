@@ -36,6 +36,8 @@ const FLUSH: Duration = Duration::from_secs(1);
 
 fn config() -> String {
     serde_json::json!({
+        // The rollout reads the filter's response counters and latency.
+        "metrics": { "responses": true },
         "routes": [{
             "name": "web",
             "variants": [ { "name": "stable", "weight": 100 }, { "name": "canary", "weight": 0 } ],
