@@ -7,12 +7,11 @@ mod schema;
 
 mod crds;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use canary_filter::{RequestView, RoutingTable};
+use canary_filter::{RequestHeaders, RoutingTable};
 use canaryctl::args::Api;
 use canaryctl::render;
 use canaryctl::spec::Spec;
@@ -478,23 +477,6 @@ fn the_filter_runs_client_side_before_routing_and_fails_open() {
 /// on the DestinationRule subset of the variant the filter chose.
 #[test]
 fn each_filter_decision_reaches_the_pods_of_its_variant() {
-    struct Request(Vec<(String, String)>);
-    impl RequestView for Request {
-        fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-            self.0
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| Cow::Borrowed(v.as_bytes()))
-        }
-        fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-            let headers = self
-                .0
-                .iter()
-                .filter(|(n, _)| n == "cookie")
-                .map(|(_, v)| v.as_bytes());
-            canary_filter::cookie::find(headers, name.as_bytes()).map(Cow::Borrowed)
-        }
-    }
     let header = |n: &str, v: &str| (n.to_owned(), v.to_owned());
     type Headers = Vec<(String, String)>;
     let cases: Vec<(&str, Headers, Option<&str>)> = vec![
@@ -554,10 +536,14 @@ fn each_filter_decision_reaches_the_pods_of_its_variant() {
     for (name, headers, want) in cases.into_iter().chain(hashed) {
         let spec = example(name);
         let table = RoutingTable::try_from(&spec.config).expect("compiles");
-        let request = Request(headers.clone());
+        let request = RequestHeaders(
+            headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_bytes().to_vec()))
+                .collect(),
+        );
         let decision = table.decide(&request, |_| false).expect("a route matches");
-        let route = &table.routes[decision.route];
-        let variant = &route.variants[decision.variant].name;
+        let variant = &decision.variant.name;
         if let Some(want) = want {
             assert_eq!(variant, want, "{name} {headers:?}: the filter's decision");
         }
@@ -565,7 +551,7 @@ fn each_filter_decision_reaches_the_pods_of_its_variant() {
         let mut routed = headers.clone();
         routed.push(header(
             &table.decision_header,
-            &route.variants[decision.variant].decision_value,
+            &decision.variant.decision_value,
         ));
         let source = spec.attachment.selector.as_ref().map(|s| &s.match_labels);
         let subset = route_subset(one(&docs, "VirtualService"), &routed, source);
@@ -581,7 +567,7 @@ fn each_filter_decision_reaches_the_pods_of_its_variant() {
             .map(|s| s["labels"].clone());
         assert_eq!(
             labels,
-            Some(json!(spec.services[&route.name].subsets[variant])),
+            Some(json!(spec.services[&decision.route.name].subsets[variant])),
             "{name}: {variant} pods"
         );
         seen.insert((name, variant.clone()));

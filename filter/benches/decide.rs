@@ -8,7 +8,7 @@
 
 use std::hint::black_box;
 
-use canary_filter::decide::{RequestHeaders, IDENTITY_BYTES};
+use canary_filter::table::{RequestHeaders, IDENTITY_BYTES};
 use canary_filter::RoutingTable;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};

@@ -1,15 +1,12 @@
 //! The filter's behaviour on a stream, written against [`Host`] so that it runs the same in
 //! Envoy and under the test double.
 
-use std::borrow::Cow;
-use std::cell::OnceCell;
 use std::rc::Rc;
 
 use crate::config;
-use crate::decide::{Decision, Reason, RequestHeaders, RequestView};
 use crate::host::{Host, LogLevel};
 use crate::metrics::{class_of, Metric, Metrics};
-use crate::table::RoutingTable;
+use crate::table::{Decision, Reason, RequestHeaders, RoutingTable, VariantId};
 
 /// Response header carrying the decision when `debugHeader` is on.
 pub const DEBUG_HEADER: &str = "x-canary-decision";
@@ -50,19 +47,64 @@ impl Plugin {
             }
         }
     }
-
-    fn count(&self, host: &impl Host, decision: &Decision, metric: Metric) {
-        self.metrics
-            .increment(host, &self.table, decision.route, decision.variant, metric);
-    }
 }
 
 /// One HTTP stream.
 pub struct Stream {
     plugin: Rc<Plugin>,
     context_id: u32,
-    decision: Option<Decision>,
+    /// The request's decision, as the response needs it.
+    decided: Option<Decided>,
     started_ms: u64,
+}
+
+/// What the response needs of the request's decision, worked out when it was made: the stream
+/// holds its configuration by `Rc` and cannot keep a borrow of the route and variant, and the
+/// response then looks nothing up.
+struct Decided {
+    variant: VariantId,
+    /// The `Set-Cookie` value handing out a new identity.
+    set_cookie: Option<Vec<u8>>,
+    /// The [`DEBUG_HEADER`] value, when `debugHeader` is on.
+    debug: Option<String>,
+}
+
+impl Decided {
+    fn new(table: &RoutingTable, decision: &Decision<'_>) -> Self {
+        let Decision {
+            route,
+            variant,
+            reason,
+            issue_identity,
+        } = decision;
+        let set_cookie = match (issue_identity, &route.stickiness.cookie) {
+            (Some(identity), Some(cookie)) => {
+                Some(cookie.with_set_cookie(identity, <[u8]>::to_vec))
+            }
+            _ => None,
+        };
+        let debug = table.debug_header.then(|| {
+            let (colon, rule) = match reason {
+                Reason::Rule(i) => (":", route.targeting.get(*i).map_or("", |r| r.name.as_str())),
+                _ => ("", ""),
+            };
+            let parts = [
+                route.name.as_str(),
+                ";",
+                variant.name.as_str(),
+                ";",
+                reason.label(),
+                colon,
+                rule,
+            ];
+            parts.concat()
+        });
+        Decided {
+            variant: variant.id,
+            set_cookie,
+            debug,
+        }
+    }
 }
 
 impl Stream {
@@ -70,7 +112,7 @@ impl Stream {
         Stream {
             plugin,
             context_id,
-            decision: None,
+            decided: None,
             started_ms: 0,
         }
     }
@@ -78,10 +120,10 @@ impl Stream {
     pub fn on_request_headers(&mut self, host: &impl Host) {
         let plugin = Rc::clone(&self.plugin);
         let header = plugin.table.decision_header.as_str();
-        let request = HostRequest {
-            host,
-            headers: OnceCell::new(),
-        };
+        // Read from the host in one call: a call into the host costs more than scanning a dozen
+        // headers, and a request is decided from several (`:authority`, `:path`, the decision
+        // header, identity keys, targeting sources).
+        let request = RequestHeaders(host.request_headers());
         let client_sent = request.header(header).is_some();
         if client_sent {
             host.set_request_header(header, None);
@@ -94,17 +136,11 @@ impl Stream {
             }
             return;
         };
-        let Some(variant) = plugin
-            .table
-            .routes
-            .get(decision.route)
-            .and_then(|r| r.variants.get(decision.variant))
-        else {
-            return;
-        };
-        host.set_request_header(header, Some(variant.decision_value.as_bytes()));
+        host.set_request_header(header, Some(decision.variant.decision_value.as_bytes()));
         host.clear_route_cache();
-        plugin.count(host, &decision, Metric::Decision(decision.reason));
+        plugin
+            .metrics
+            .increment(host, decision.variant.id, Metric::Decision(decision.reason));
         let table = &plugin.table;
         if table.response_metrics {
             self.started_ms = host.now_millis();
@@ -112,52 +148,29 @@ impl Stream {
         // Kept only when the response needs it, so that otherwise the response makes no host
         // call at all.
         if table.response_metrics || table.debug_header || decision.issue_identity.is_some() {
-            self.decision = Some(decision);
+            self.decided = Some(Decided::new(table, &decision));
         }
     }
 
     pub fn on_response_headers(&mut self, host: &impl Host) {
-        let Some(decision) = self.decision.take() else {
+        let Some(decided) = self.decided.take() else {
             return;
         };
-        let plugin = &self.plugin;
-        let Some(route) = plugin.table.routes.get(decision.route) else {
-            return;
-        };
-        if let (Some(identity), Some(cookie)) = (&decision.issue_identity, &route.stickiness.cookie)
-        {
-            cookie.with_set_cookie(identity, |value| {
-                host.add_response_header("set-cookie", value);
-            });
+        if let Some(value) = &decided.set_cookie {
+            host.add_response_header("set-cookie", value);
         }
-        if plugin.table.debug_header {
-            let variant = route
-                .variants
-                .get(decision.variant)
-                .map_or("", |v| v.name.as_str());
-            let (colon, rule) = match decision.reason {
-                Reason::Rule(i) => (":", route.targeting.get(i).map_or("", |r| r.name.as_str())),
-                _ => ("", ""),
-            };
-            let parts = [
-                route.name.as_str(),
-                ";",
-                variant,
-                ";",
-                decision.reason.label(),
-                colon,
-                rule,
-            ];
-            host.add_response_header(DEBUG_HEADER, parts.concat().as_bytes());
+        if let Some(value) = &decided.debug {
+            host.add_response_header(DEBUG_HEADER, value.as_bytes());
         }
-        if !plugin.table.response_metrics {
+        if !self.plugin.table.response_metrics {
             return;
         }
+        let metrics = &self.plugin.metrics;
         let status = host
             .response_header(":status")
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok());
         match status.and_then(class_of) {
-            Some(class) => plugin.count(host, &decision, Metric::Response(class)),
+            Some(class) => metrics.increment(host, decided.variant, Metric::Response(class)),
             None => host.log(
                 LogLevel::Debug,
                 &format!(
@@ -167,14 +180,7 @@ impl Stream {
             ),
         }
         let elapsed = host.now_millis().saturating_sub(self.started_ms);
-        plugin.metrics.record(
-            host,
-            &plugin.table,
-            decision.route,
-            decision.variant,
-            Metric::UpstreamTime,
-            elapsed,
-        );
+        metrics.record(host, decided.variant, Metric::UpstreamTime, elapsed);
     }
 }
 
@@ -190,37 +196,6 @@ pub fn strip_unconfigured(host: &impl Host) {
     {
         host.set_request_header(header, None);
         host.clear_route_cache();
-    }
-}
-
-/// The request as the decision core sees it.
-///
-/// Its headers are read from the host in one call, the first time one is asked for: a call
-/// into the host costs more than scanning a dozen headers, and a request is decided from
-/// several (`:authority`, `:path`, the decision header, identity keys, targeting sources).
-struct HostRequest<'h, H> {
-    host: &'h H,
-    headers: OnceCell<RequestHeaders>,
-}
-
-impl<H: Host> HostRequest<'_, H> {
-    fn held_headers(&self) -> &RequestHeaders {
-        self.headers
-            .get_or_init(|| RequestHeaders(self.host.request_headers()))
-    }
-}
-
-impl<H: Host> RequestView for HostRequest<'_, H> {
-    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        self.held_headers().header(name)
-    }
-
-    fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        self.held_headers().cookie(name)
-    }
-
-    fn headers(&self) -> Option<&RequestHeaders> {
-        Some(self.held_headers())
     }
 }
 
@@ -269,8 +244,8 @@ mod tests {
         ]);
         let p = plugin(&host);
         run(&host, &p);
-        let d = p.table.decide(&host, |_| false).unwrap();
-        let want = &p.table.routes[0].variants[d.variant].name;
+        let request = RequestHeaders(host.request_headers());
+        let want = &p.table.decide(&request, |_| false).unwrap().variant.name;
         assert_eq!(host.request_values("x-canary-variant"), vec![want.clone()]);
         assert!(host.route_cache_cleared() >= 1);
     }
@@ -450,6 +425,30 @@ mod tests {
             host.response_values(DEBUG_HEADER).last().unwrap(),
             "web;canary;rule:qa"
         );
+    }
+
+    #[test]
+    fn a_later_route_counts_under_its_own_names() {
+        let host = MockHost::request(&[(":authority", "api.example.com"), (":path", "/")]);
+        let config = br#"{"debugHeader": true, "metrics": {"responses": true}, "routes": [
+          {"name": "web", "match": {"hosts": ["shop"]},
+           "variants": [{"name": "stable", "weight": 50}, {"name": "canary", "weight": 50}]},
+          {"name": "api", "variants": [{"name": "v1", "weight": 100}]}
+        ]}"#;
+        let p = Rc::new(Plugin::configure(&host, 1, Some(config)).expect("valid config"));
+        run(&host, &p);
+        assert_eq!(
+            host.counters(),
+            [
+                ("canary.route.api.variant.v1.decision.new".to_owned(), 1),
+                ("canary.route.api.variant.v1.response.2xx".to_owned(), 1),
+            ]
+        );
+        assert_eq!(
+            host.histogram("canary.route.api.variant.v1.upstream_time"),
+            vec![7]
+        );
+        assert_eq!(host.response_values(DEBUG_HEADER), ["api;v1;new"]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! canary-filter: per-request canary routing for Envoy.
 //!
-//! The decision logic ([`config`], [`table`], [`assign`], [`decide`], [`cookie`]) is plain Rust
+//! The decision logic ([`config`], [`table`], [`assign`], [`cookie`]) is plain Rust
 //! with no host types and is tested natively. [`http`] drives it through the [`host::Host`]
 //! trait; the proxy-wasm binding implementing that trait is compiled only for wasm.
 
@@ -8,7 +8,6 @@ pub mod assign;
 pub mod config;
 pub mod cookie;
 mod de;
-pub mod decide;
 pub mod error;
 pub mod host;
 pub mod http;
@@ -27,9 +26,8 @@ mod wasm;
 
 pub use assign::{assign, Weight, ALGORITHM_VERSION};
 pub use config::PluginConfig;
-pub use decide::{Decision, Reason, RequestView};
 pub use error::{ConfigError, ConfigErrors};
-pub use table::RoutingTable;
+pub use table::{Decision, Reason, RequestHeaders, RoutingTable};
 
 /// The one way from the plugin configuration's bytes (JSON) to the compiled routing table: read
 /// and decoded by [`config::decode`], checked and compiled by [`RoutingTable`]'s `try_from`. The

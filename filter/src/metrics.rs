@@ -10,9 +10,9 @@
 
 use std::cell::Cell;
 
-use crate::decide::Reason;
 use crate::host::{Host, MetricKind};
-use crate::table::RoutingTable;
+use crate::table::Reason;
+use crate::table::{RoutingTable, VariantId};
 
 /// Response status classes counted.
 pub const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
@@ -83,69 +83,57 @@ pub fn class_of(status: u16) -> Option<usize> {
 /// Metric ids of one configuration, each defined the first time it is used.
 #[derive(Debug)]
 pub struct Metrics {
-    /// Index of each route's first slot.
-    offsets: Vec<usize>,
-    ids: Vec<Cell<Option<u32>>>,
+    /// By [`VariantId`]: each variant's metrics.
+    variants: Vec<VariantMetrics>,
+}
+
+/// The metrics of one (route, variant).
+#[derive(Debug)]
+struct VariantMetrics {
+    route: String,
+    variant: String,
+    /// By [`Metric`] slot.
+    ids: [Cell<Option<u32>>; PER_VARIANT],
 }
 
 impl Metrics {
     pub fn new(table: &RoutingTable) -> Self {
-        let mut offsets = Vec::with_capacity(table.routes.len());
-        let mut total = 0;
-        for route in &table.routes {
-            offsets.push(total);
-            total += route.variants.len() * PER_VARIANT;
-        }
-        Metrics {
-            offsets,
-            ids: vec![Cell::new(None); total],
-        }
+        let variants = table
+            .routes
+            .iter()
+            .flat_map(|route| {
+                route.variants.iter().map(|variant| VariantMetrics {
+                    route: route.name.clone(),
+                    variant: variant.name.clone(),
+                    ids: Default::default(),
+                })
+            })
+            .collect();
+        Metrics { variants }
     }
 
-    /// The id of `metric` for a route and variant, defining it with the host if need be.
-    fn id(
-        &self,
-        host: &impl Host,
-        table: &RoutingTable,
-        route: usize,
-        variant: usize,
-        metric: Metric,
-    ) -> Option<u32> {
-        let slot = self.offsets.get(route)? + variant * PER_VARIANT + metric.slot();
-        let cell = self.ids.get(slot)?;
+    /// The id of `metric` for a variant of the table these metrics were made for, defining it
+    /// with the host if need be.
+    fn id(&self, host: &impl Host, variant: VariantId, metric: Metric) -> Option<u32> {
+        let metrics = self.variants.get(variant.0)?;
+        let cell = metrics.ids.get(metric.slot())?;
         if let Some(id) = cell.get() {
             return Some(id);
         }
-        let r = table.routes.get(route)?;
-        let name = metric.name(&r.name, &r.variants.get(variant)?.name);
+        let name = metric.name(&metrics.route, &metrics.variant);
         let id = host.define_metric(metric.kind(), &name)?;
         cell.set(Some(id));
         Some(id)
     }
 
-    pub fn increment(
-        &self,
-        host: &impl Host,
-        table: &RoutingTable,
-        route: usize,
-        variant: usize,
-        metric: Metric,
-    ) {
-        if let Some(id) = self.id(host, table, route, variant, metric) {
+    pub fn increment(&self, host: &impl Host, variant: VariantId, metric: Metric) {
+        if let Some(id) = self.id(host, variant, metric) {
             host.increment_counter(id);
         }
     }
 
-    pub fn record(
-        &self,
-        host: &impl Host,
-        table: &RoutingTable,
-        route: usize,
-        variant: usize,
-        metric: Metric,
-        value: u64,
-    ) {
-        if let Some(id) = self.id(host, table, route, variant, metric) {
+    pub fn record(&self, host: &impl Host, variant: VariantId, metric: Metric, value: u64) {
+        if let Some(id) = self.id(host, variant, metric) {
             host.record_histogram(id, value);
         }
     }

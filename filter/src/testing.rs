@@ -1,10 +1,8 @@
 //! A test double for [`Host`]: headers, metrics, logs, a clock and a random source kept in
 //! memory, with the same semantics as Envoy's (first value by name, metrics by name).
 
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 
-use crate::decide::RequestView;
 use crate::host::{Host, LogLevel, MetricKind};
 
 type Headers = Vec<(String, Vec<u8>)>;
@@ -187,20 +185,5 @@ impl Host for MockHost {
 
     fn log(&self, level: LogLevel, message: &str) {
         self.logs.borrow_mut().push((level, message.to_owned()));
-    }
-}
-
-impl RequestView for MockHost {
-    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        self.request_header(name).map(Cow::Owned)
-    }
-
-    fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        let headers = self.request_headers();
-        let cookies = headers
-            .iter()
-            .filter(|(n, _)| n == "cookie")
-            .map(|(_, v)| v.as_slice());
-        crate::cookie::find(cookies, name.as_bytes()).map(|v| Cow::Owned(v.to_vec()))
     }
 }

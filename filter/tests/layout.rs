@@ -7,7 +7,18 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Module name → the modules its non-test code refers to as `crate::NAME`.
+/// A module's own code, without its `#[cfg(test)]` tests.
+fn code(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).expect("a module");
+    text.split("#[cfg(test)]\nmod tests")
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Module name → the modules its non-test code refers to as `crate::NAME`. A module written as
+/// a directory is one module: the code of all its files, whose imports of each other are its
+/// own business.
 fn imports() -> BTreeMap<String, Vec<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut modules = BTreeMap::new();
@@ -16,11 +27,23 @@ fn imports() -> BTreeMap<String, Vec<String>> {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
             continue;
         };
+        if path.is_dir() {
+            let mut files: Vec<_> = std::fs::read_dir(&path)
+                .expect("a module directory")
+                .map(|e| e.expect("an entry").path())
+                .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+                .collect();
+            files.sort();
+            assert!(
+                files.iter().any(|f| f.ends_with("mod.rs")),
+                "{} has no mod.rs",
+                path.display()
+            );
+            let code: String = files.iter().map(|f| code(f)).collect();
+            modules.insert(name.to_owned(), code);
         // The crate root re-exports what the crate offers; it is not a layer.
-        if path.extension().is_some_and(|e| e == "rs") && name != "lib" {
-            let text = std::fs::read_to_string(&path).expect("a module");
-            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
-            modules.insert(name.to_owned(), code.to_owned());
+        } else if path.extension().is_some_and(|e| e == "rs") && name != "lib" {
+            modules.insert(name.to_owned(), code(&path));
         }
     }
     let names: Vec<String> = modules.keys().cloned().collect();
@@ -80,6 +103,10 @@ fn circle(graph: &BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
 fn the_modules_import_each_other_in_one_direction() {
     let graph = imports();
     assert!(graph.contains_key("table") && graph.contains_key("config"));
+    assert!(
+        graph["table"].contains(&"router".to_owned()),
+        "the scan reads a module's directory: {graph:?}"
+    );
     assert!(
         graph["table"].contains(&"config".to_owned()),
         "the scan sees imports: {graph:?}"

@@ -3,108 +3,12 @@
 //! Order: no route → pass through; the first targeting rule that holds → `rule`; an identity
 //! from a key or the identity cookie → `hash`; otherwise a new random identity → `new`.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 
-use crate::table::{Route, RouteSources, RoutingTable, Slot, Source};
-
-/// Read access to the request being decided. Header names are lowercase.
-pub trait RequestView {
-    /// The first value of request header `name`.
-    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>>;
-    /// The value of cookie `name` from any `cookie` header.
-    fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>>;
-
-    #[inline(always)]
-    fn read(&self, source: &Source) -> Option<Cow<'_, [u8]>> {
-        match source {
-            Source::Header(name) => self.header(name),
-            Source::Cookie(name) => self.cookie(name),
-        }
-    }
-
-    /// The request's headers, when the view holds them all in memory: then a route's sources
-    /// are found in one pass over them instead of one search each.
-    fn headers(&self) -> Option<&RequestHeaders> {
-        None
-    }
-}
-
-/// A request's headers as the filter holds them once it has read them from the host in one
-/// call: lowercase names, in the order received, a name possibly repeated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestHeaders(pub Vec<(String, Vec<u8>)>);
-
-const COOKIE: &str = "cookie";
-
-impl RequestView for RequestHeaders {
-    fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        // A plain loop comparing lengths first: most names differ in length, and the byte
-        // comparison is a call.
-        for (n, value) in &self.0 {
-            if n.len() == name.len() && n == name {
-                return Some(Cow::Borrowed(value));
-            }
-        }
-        None
-    }
-
-    fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        let cookies = self
-            .0
-            .iter()
-            .filter(|(n, _)| n.len() == COOKIE.len() && n == COOKIE)
-            .map(|(_, v)| v.as_slice());
-        crate::cookie::find(cookies, name.as_bytes()).map(Cow::Borrowed)
-    }
-
-    fn headers(&self) -> Option<&RequestHeaders> {
-        Some(self)
-    }
-}
-
-impl RequestHeaders {
-    /// The first `:authority` and `:path` values (empty when absent), found in one pass.
-    fn authority_and_path(&self) -> (&[u8], &[u8]) {
-        let (mut authority, mut path) = (None, None);
-        for (name, value) in &self.0 {
-            let is = |pseudo: &str| name.len() == pseudo.len() && name == pseudo;
-            let found = if is(":authority") {
-                &mut authority
-            } else if is(":path") {
-                &mut path
-            } else {
-                continue;
-            };
-            found.get_or_insert(value.as_slice());
-            if authority.is_some() && path.is_some() {
-                break;
-            }
-        }
-        (authority.unwrap_or_default(), path.unwrap_or_default())
-    }
-
-    /// Writes the value of each of a route's sources into `values` (all `None` on entry) at its
-    /// slot: one pass over the headers, parsing each
-    /// `cookie` header once for all the route's cookies.
-    fn resolve<'r>(&'r self, sources: &RouteSources, values: &mut [Option<&'r [u8]>]) {
-        // The first value of a header, and the first occurrence of a cookie, wins.
-        let mut found = |slot: Option<Slot>, read: &'r [u8]| {
-            if let Some(value) = slot.and_then(|Slot(i)| values.get_mut(i)) {
-                value.get_or_insert(read);
-            }
-        };
-        for (name, value) in &self.0 {
-            if name.len() == COOKIE.len() && name == COOKIE && sources.reads_cookies() {
-                for (cookie, value) in crate::cookie::pairs(value) {
-                    found(sources.cookie(cookie), value);
-                }
-            }
-            found(sources.header(name), value);
-        }
-    }
-}
+use super::request::RequestHeaders;
+use super::route::{Route, Slot, Variant};
+use super::RoutingTable;
 
 /// A route's source values for one request are held on the stack up to this many sources.
 const INLINE_SOURCES: usize = 16;
@@ -133,10 +37,12 @@ impl Reason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub route: usize,
-    pub variant: usize,
+/// What was decided for a request: the route it matched and the variant chosen on it, both
+/// borrowed from the table, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'t> {
+    pub route: &'t Route,
+    pub variant: &'t Variant,
     pub reason: Reason,
     /// A new identity to hand to the client with `Set-Cookie`.
     pub issue_identity: Option<NewIdentity>,
@@ -187,63 +93,40 @@ impl RoutingTable {
     /// called only when the request carries no identity. Without randomness the baseline is used.
     pub fn decide(
         &self,
-        request: &impl RequestView,
+        request: &RequestHeaders,
         random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
-    ) -> Option<Decision> {
-        let index = match request.headers() {
-            Some(headers) => {
-                let (authority, path) = headers.authority_and_path();
-                self.route_for(authority, path)
-            }
+    ) -> Option<Decision<'_>> {
+        let (authority, path) = request.authority_and_path();
+        let route = self.routes.get(self.route_for(authority, path)?)?;
+        let sources = &route.sources;
+        let mut inline = [None; INLINE_SOURCES];
+        let mut spilled = Vec::new();
+        let values = match inline.get_mut(..sources.len()) {
+            Some(values) => values,
             None => {
-                let authority = request.header(":authority").unwrap_or_default();
-                let path = request.header(":path").unwrap_or_default();
-                self.route_for(&authority, &path)
+                spilled.resize(sources.len(), None);
+                spilled.as_mut_slice()
             }
-        }?;
-        let route = self.routes.get(index)?;
-        Some(decide_route(index, route, request, random))
+        };
+        request.resolve(sources, values);
+        decide_with(route, values, random)
     }
 }
 
-fn decide_route(
-    index: usize,
-    route: &Route,
-    request: &impl RequestView,
-    random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
-) -> Decision {
-    let sources = &route.sources;
-    let Some(headers) = request.headers() else {
-        // A view without its headers in memory (a test double): each source read on its own.
-        let read: Vec<_> = sources.iter().map(|source| request.read(source)).collect();
-        let values: Vec<_> = read.iter().map(Option::as_deref).collect();
-        return decide_with(index, route, &values, random);
-    };
-    let mut inline = [None; INLINE_SOURCES];
-    let mut spilled = Vec::new();
-    let values = match inline.get_mut(..sources.len()) {
-        Some(values) => values,
-        None => {
-            spilled.resize(sources.len(), None);
-            spilled.as_mut_slice()
-        }
-    };
-    headers.resolve(sources, values);
-    decide_with(index, route, values, random)
-}
-
-/// The decision on `route` given the values of its sources.
-fn decide_with(
-    index: usize,
-    route: &Route,
+/// The decision on `route` given the values of its sources. Compilation guarantees a route at
+/// least one variant and every rule a variant of its route, so this is never `None`.
+fn decide_with<'t>(
+    route: &'t Route,
     values: &[Option<&[u8]>],
     random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
-) -> Decision {
-    let decision = |variant, reason, issue_identity| Decision {
-        route: index,
-        variant,
-        reason,
-        issue_identity,
+) -> Option<Decision<'t>> {
+    let decision = |variant: usize, reason, issue_identity| {
+        Some(Decision {
+            route,
+            variant: route.variants.get(variant)?,
+            reason,
+            issue_identity,
+        })
     };
     let value = |Slot(i): Slot| values.get(i).copied().flatten();
 
@@ -269,42 +152,32 @@ fn decide_with(
 
 #[cfg(test)]
 mod tests {
+    use super::super::request::{RequestHeaders, COOKIE};
     use super::*;
 
-    #[derive(Default)]
-    struct Req {
-        headers: Vec<(&'static str, Vec<u8>)>,
-        cookies: Vec<&'static str>,
-    }
+    /// A request built header by header, in the order the filter would receive them.
+    struct Req(RequestHeaders);
 
     impl Req {
         fn new(authority: &str, path: &str) -> Self {
-            let mut r = Req::default();
-            r.headers
-                .push((":authority", authority.as_bytes().to_vec()));
-            r.headers.push((":path", path.as_bytes().to_vec()));
-            r
+            Req(RequestHeaders(vec![]))
+                .header(":authority", authority)
+                .header(":path", path)
         }
-        fn header(mut self, name: &'static str, value: &str) -> Self {
-            self.headers.push((name, value.as_bytes().to_vec()));
+        fn header(mut self, name: &str, value: &str) -> Self {
+            self.0 .0.push((name.to_owned(), value.as_bytes().to_vec()));
             self
         }
-        fn cookie(mut self, header: &'static str) -> Self {
-            self.cookies.push(header);
-            self
+        fn cookie(self, header: &str) -> Self {
+            self.header(COOKIE, header)
         }
     }
 
-    impl RequestView for Req {
-        fn header(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-            self.headers
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| Cow::Borrowed(v.as_slice()))
-        }
-        fn cookie(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-            crate::cookie::find(self.cookies.iter().map(|c| c.as_bytes()), name.as_bytes())
-                .map(Cow::Borrowed)
+    impl std::ops::Deref for Req {
+        type Target = RequestHeaders;
+
+        fn deref(&self) -> &RequestHeaders {
+            &self.0
         }
     }
 
@@ -333,48 +206,32 @@ mod tests {
         panic!("randomness asked for although the request has an identity")
     }
 
-    /// The request as the filter holds it: its headers in memory, read in one pass.
-    fn held(req: &Req) -> RequestHeaders {
-        let headers = req
-            .headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), v.clone()));
-        let cookies = req
-            .cookies
-            .iter()
-            .map(|c| (COOKIE.to_owned(), c.as_bytes().to_vec()));
-        RequestHeaders(headers.chain(cookies).collect())
-    }
-
     fn decide(req: &Req) -> Option<(String, Reason)> {
         let t = crate::parse(CONFIG.as_bytes()).unwrap();
         let random = |b: &mut [u8; IDENTITY_BYTES]| {
             b.fill(7);
             true
         };
-        let one_by_one = t.decide(req, random);
-        assert_eq!(t.decide(&held(req), random), one_by_one, "held headers");
-        one_by_one.map(|d| (t.routes[d.route].variants[d.variant].name.clone(), d.reason))
+        t.decide(req, random)
+            .map(|d| (d.variant.name.clone(), d.reason))
     }
 
     /// A user id that hashes to the baseline, so that rules into canary are visible.
-    fn stable_user() -> &'static str {
+    fn stable_user() -> String {
         let t = crate::parse(CONFIG.as_bytes()).unwrap();
-        let id = (0..100)
+        (0..100)
             .map(|i| format!("user-{i}"))
             .find(|id| {
-                let req = Req::new("reviews", "/")
-                    .header("x-user-id", Box::leak(id.clone().into_boxed_str()));
-                t.decide(&req, never).map(|d| d.variant) == Some(0)
+                let req = Req::new("reviews", "/").header("x-user-id", id);
+                t.decide(&req, never).map(|d| d.variant.name.as_str()) == Some("stable")
             })
-            .expect("some user on stable at 90 %");
-        Box::leak(id.into_boxed_str())
+            .expect("some user on stable at 90 %")
     }
 
     #[test]
     fn targeting_rules_in_order() {
         let user = stable_user();
-        let base = || Req::new("reviews", "/").header("x-user-id", user);
+        let base = || Req::new("reviews", "/").header("x-user-id", &user);
         let cases: Vec<(&str, Req, &str, Reason)> = vec![
             (
                 "header equals",
@@ -445,14 +302,12 @@ mod tests {
         let canary_user = (0..1000)
             .map(|i| format!("user-{i}"))
             .find(|id| {
-                let req = Req::new("reviews", "/")
-                    .header("x-user-id", Box::leak(id.clone().into_boxed_str()));
-                t.decide(&req, never).map(|d| d.variant) == Some(1)
+                let req = Req::new("reviews", "/").header("x-user-id", id);
+                t.decide(&req, never).map(|d| d.variant.name.as_str()) == Some("canary")
             })
             .expect("some user on canary at 10 %");
-        let id: &'static str = Box::leak(canary_user.into_boxed_str());
         let req = Req::new("reviews", "/")
-            .header("x-user-id", id)
+            .header("x-user-id", &canary_user)
             .cookie("canary=never");
         assert_eq!(decide(&req), Some(("stable".into(), Reason::Rule(0))));
     }
@@ -500,7 +355,7 @@ mod tests {
             let d = t.decide(&req, never).unwrap();
             assert_eq!(
                 (d.variant, d.reason, d.issue_identity),
-                (hashed(identity), Reason::Hash, None),
+                (&t.routes[0].variants[hashed(identity)], Reason::Hash, None),
                 "{label}"
             );
         }
@@ -519,10 +374,10 @@ mod tests {
         assert_eq!(d.reason, Reason::New);
         assert_eq!(d.issue_identity.as_deref(), Some(id.as_str()));
         // Replaying the issued cookie gives the same variant.
-        let replay =
-            Req::new("reviews", "/").cookie(Box::leak(format!("canary_id={id}").into_boxed_str()));
+        let replay = Req::new("reviews", "/").cookie(&format!("canary_id={id}"));
         let again = t.decide(&replay, never).unwrap();
         assert_eq!((again.variant, again.reason), (d.variant, Reason::Hash));
+        assert!(std::ptr::eq(again.route, d.route));
     }
 
     #[test]
@@ -551,7 +406,7 @@ mod tests {
         let d = t.decide(&Req::new("reviews", "/"), |_| false).unwrap();
         assert_eq!(
             (d.variant, d.reason, d.issue_identity),
-            (0, Reason::New, None)
+            (&t.routes[0].variants[0], Reason::New, None)
         );
     }
 
@@ -571,7 +426,7 @@ mod tests {
     }
 
     #[test]
-    fn routes_reading_more_sources_than_held_inline_decide_the_same() {
+    fn routes_reading_more_sources_than_held_inline_decide_by_them_all() {
         let rules: Vec<String> = (0..INLINE_SOURCES + 4)
             .map(|i| {
                 let source = if i % 2 == 0 { "header" } else { "cookie" };
@@ -592,14 +447,13 @@ mod tests {
                 Reason::Rule(17),
             ),
             (
-                Req::new("any", "/").cookie(Box::leak(format!("x-{last}=on").into_boxed_str())),
+                Req::new("any", "/").cookie(&format!("x-{last}=on")),
                 Reason::Rule(last),
             ),
         ];
         for (req, reason) in cases {
-            let d = t.decide(&held(&req), never).unwrap();
+            let d = t.decide(&req, never).unwrap();
             assert_eq!(d.reason, reason);
-            assert_eq!(Some(d), t.decide(&req, never));
         }
     }
 

@@ -1,0 +1,488 @@
+//! Compiling a [`PluginConfig`] into a [`RoutingTable`], every error recorded at its JSON
+//! path.
+
+use regex_lite::RegexBuilder;
+
+use super::route::{
+    Predicate, Route, RouteSources, Slot, Source, Stickiness, TargetingRule, ValueSet, Variant,
+    VariantId,
+};
+use super::validate::{
+    check_host, check_name, check_seal, duplicates, header_name, one_line, parse_weight, percent,
+    At, Errors,
+};
+use super::{RoutingTable, DEFAULT_COOKIE_MAX_AGE, MAX_REGEX_SIZE, MAX_ROUTES, MAX_VARIANTS};
+use crate::assign::Weight;
+use crate::config::{
+    IdentityCookieConfig, KeyConfig, PluginConfig, RouteConfig, SameSite, StickinessConfig,
+    TargetingRuleConfig, VariantConfig,
+};
+use crate::cookie::{self, IdentityCookie};
+use crate::error::ConfigErrors;
+use crate::router::RouteIndex;
+
+impl TryFrom<&PluginConfig> for RoutingTable {
+    type Error = ConfigErrors;
+
+    /// Compiles a copy of the configuration, for callers that keep theirs.
+    fn try_from(config: &PluginConfig) -> Result<Self, ConfigErrors> {
+        RoutingTable::try_from(config.clone())
+    }
+}
+
+impl TryFrom<PluginConfig> for RoutingTable {
+    type Error = ConfigErrors;
+
+    /// Compiles the configuration, moving its strings into the table rather than copying them.
+    fn try_from(config: PluginConfig) -> Result<Self, ConfigErrors> {
+        let PluginConfig {
+            decision_header,
+            debug_header,
+            seal,
+            metrics,
+            routes: configs,
+        } = config;
+        let mut errors = Errors::default();
+        let decision_header =
+            header_name(&mut errors, &At::root("decisionHeader"), decision_header);
+        if let Some(Err(reason)) = seal.as_deref().map(check_seal) {
+            errors.push(&At::root("seal"), reason);
+        }
+
+        let at = At::root("routes");
+        match configs.len() {
+            0 => errors.push(&at, "must have at least one route"),
+            n if n > MAX_ROUTES => errors.push(
+                &at,
+                format!("has {n} routes; at most {MAX_ROUTES} are allowed"),
+            ),
+            _ => {}
+        }
+        let mut duplicates = duplicates(&configs, |r| &r.name).into_iter().peekable();
+        let mut routes = Vec::with_capacity(configs.len());
+        let mut hosts_per_route = Vec::with_capacity(configs.len());
+        for (i, mut route) in configs.into_iter().enumerate() {
+            let at = at.index(i);
+            check_name(&mut errors, &at.key("name"), &route.name);
+            if let Some((_, first)) = duplicates.next_if(|(d, _)| *d == i) {
+                errors.push(
+                    &at.key("name"),
+                    format!(
+                        "duplicate route name {:?} (also routes[{first}])",
+                        route.name
+                    ),
+                );
+            }
+            let hosts = route.matcher.as_mut().and_then(|m| m.hosts.take());
+            if let Some(r) = compile_route(
+                &mut errors,
+                &at,
+                route,
+                hosts.as_deref(),
+                &decision_header,
+                seal.as_deref(),
+            ) {
+                routes.push(r);
+            }
+            hosts_per_route.push(hosts.unwrap_or_default());
+        }
+        errors.into_result()?;
+        let variants = routes.iter_mut().flat_map(|r| r.variants.iter_mut());
+        for (id, variant) in variants.enumerate() {
+            variant.id = VariantId(id);
+        }
+        let index = RouteIndex::build(hosts_per_route);
+        Ok(RoutingTable {
+            decision_header,
+            debug_header,
+            response_metrics: metrics.responses,
+            routes,
+            index,
+        })
+    }
+}
+
+/// Compiles one route; its hosts, taken out of its `match`, are checked here and indexed by the
+/// caller.
+fn compile_route(
+    errors: &mut Errors,
+    at: &At<'_>,
+    route: RouteConfig,
+    hosts: Option<&[String]>,
+    decision_header: &str,
+    seal: Option<&str>,
+) -> Option<Route> {
+    let before = errors.len();
+    let RouteConfig {
+        name,
+        matcher,
+        variants,
+        targeting: rules,
+        stickiness,
+    } = route;
+    let at_match = at.key("match");
+    if let Some(hosts) = hosts {
+        let at = at_match.key("hosts");
+        if hosts.is_empty() {
+            errors.push(&at, "must not be empty (leave it out to match any host)");
+        }
+        for (j, host) in hosts.iter().enumerate() {
+            if let Err(reason) = check_host(host) {
+                errors.push(&at.index(j), reason);
+            }
+        }
+    }
+    let path_prefixes = matcher.and_then(|m| m.path_prefixes);
+    if let Some(prefixes) = &path_prefixes {
+        let at = at_match.key("pathPrefixes");
+        if prefixes.is_empty() {
+            errors.push(&at, "must not be empty (leave it out to match any path)");
+        }
+        for (j, prefix) in prefixes.iter().enumerate() {
+            if !prefix.starts_with('/') {
+                errors.push(&at.index(j), format!("{prefix:?} must start with '/'"));
+            }
+        }
+    }
+
+    let variants = compile_variants(errors, &at.key("variants"), variants, seal);
+    let mut sources = RouteSources::default();
+    let at_targeting = at.key("targeting");
+    let mut targeting = Vec::with_capacity(rules.len());
+    let mut duplicates = duplicates(&rules, |r| &r.name).into_iter().peekable();
+    for (j, rule) in rules.into_iter().enumerate() {
+        let at = at_targeting.index(j);
+        // Reported after the rule's own errors.
+        let duplicate = duplicates.next_if(|(d, _)| *d == j).map(|(_, first)| {
+            format!(
+                "duplicate rule name {:?} (also targeting[{first}])",
+                rule.name
+            )
+        });
+        if let Some(rule) =
+            compile_rule(errors, &at, rule, &variants, decision_header, &mut sources)
+        {
+            targeting.push(rule);
+        }
+        if let Some(reason) = duplicate {
+            errors.push(&at.key("name"), reason);
+        }
+    }
+    let stickiness = compile_stickiness(
+        errors,
+        &at.key("stickiness"),
+        stickiness.unwrap_or_default(),
+        &name,
+        decision_header,
+        &mut sources,
+    );
+
+    (errors.len() == before).then(|| Route {
+        name,
+        path_prefixes: path_prefixes.unwrap_or_default(),
+        variants,
+        targeting,
+        stickiness,
+        sources,
+    })
+}
+
+/// Every variant, in order (one with an invalid weight has weight 0 and an error recorded), so
+/// that rules find variants at their configured positions.
+fn compile_variants(
+    errors: &mut Errors,
+    at: &At<'_>,
+    variants: Vec<VariantConfig>,
+    seal: Option<&str>,
+) -> Vec<Variant> {
+    match variants.len() {
+        0 => errors.push(at, "must have at least one variant"),
+        n if n > MAX_VARIANTS => errors.push(
+            at,
+            format!("has {n} variants; at most {MAX_VARIANTS} are allowed"),
+        ),
+        _ => {}
+    }
+    let mut duplicates = duplicates(&variants, |v| &v.name).into_iter().peekable();
+    let mut total: u64 = 0;
+    let mut all_weights_valid = true;
+    let mut compiled = Vec::with_capacity(variants.len());
+    for (k, variant) in variants.into_iter().enumerate() {
+        let at = at.index(k);
+        check_name(errors, &at.key("name"), &variant.name);
+        if let Some((_, first)) = duplicates.next_if(|(d, _)| *d == k) {
+            errors.push(
+                &at.key("name"),
+                format!(
+                    "duplicate variant name {:?} (also variants[{first}])",
+                    variant.name
+                ),
+            );
+        }
+        let weight = match parse_weight(variant.weight) {
+            Ok(weight) => {
+                total += u64::from(weight.0);
+                weight
+            }
+            Err(reason) => {
+                all_weights_valid = false;
+                errors.push(&at.key("weight"), reason);
+                Weight(0)
+            }
+        };
+        let decision_value = match seal {
+            Some(seal) => [variant.name.as_str(), ".", seal].concat(),
+            None => variant.name.clone(),
+        };
+        compiled.push(Variant {
+            name: variant.name,
+            weight,
+            decision_value,
+            // Numbered across the table once every route is compiled.
+            id: VariantId(0),
+        });
+    }
+    if all_weights_valid && !compiled.is_empty() && total != u64::from(Weight::FULL.0) {
+        errors.push(
+            at,
+            format!("weights must sum to 100, not {}", percent(total)),
+        );
+    }
+    compiled
+}
+
+fn compile_rule(
+    errors: &mut Errors,
+    at: &At<'_>,
+    rule: TargetingRuleConfig,
+    variants: &[Variant],
+    decision_header: &str,
+    sources: &mut RouteSources,
+) -> Option<TargetingRule> {
+    let before = errors.len();
+    let TargetingRuleConfig {
+        name,
+        header,
+        cookie,
+        equals,
+        one_of,
+        prefix,
+        matches,
+        present,
+        variant,
+    } = rule;
+    check_name(errors, &at.key("name"), &name);
+    let source = compile_source(errors, at, (header, cookie), decision_header, "target on");
+
+    let count = [
+        equals.is_some(),
+        one_of.is_some(),
+        prefix.is_some(),
+        matches.is_some(),
+        present.is_some(),
+    ]
+    .iter()
+    .filter(|p| **p)
+    .count();
+    // With more than one predicate (an error), the last one is kept.
+    let mut predicate = None;
+    if let Some(v) = equals {
+        predicate = Some(Predicate::Equals(v.into_bytes()));
+    }
+    if let Some(values) = one_of {
+        if values.is_empty() {
+            errors.push(&at.key("in"), "must list at least one value");
+        }
+        predicate = Some(Predicate::In(ValueSet::new(
+            values.into_iter().map(String::into_bytes).collect(),
+        )));
+    }
+    if let Some(v) = prefix {
+        predicate = Some(Predicate::Prefix(v.into_bytes()));
+    }
+    if let Some(pattern) = matches {
+        // Classes such as \d and \w are ASCII; `.` is any character. Matching takes time
+        // linear in the value's length.
+        match RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(MAX_REGEX_SIZE)
+            .build()
+        {
+            Ok(regex) => predicate = Some(Predicate::Matches(regex)),
+            Err(e) => errors.push(
+                &at.key("matches"),
+                format!("invalid regex: {}", one_line(&e.to_string())),
+            ),
+        }
+    }
+    if let Some(present) = present {
+        predicate = Some(Predicate::Present(present));
+    }
+    match count {
+        0 => errors.push(
+            at,
+            "needs a predicate: one of equals, in, prefix, matches, present",
+        ),
+        1 => {}
+        _ => errors.push(
+            at,
+            "has more than one predicate; use exactly one of equals, in, prefix, matches, present",
+        ),
+    }
+
+    let index = variants.iter().position(|v| v.name == variant);
+    if index.is_none() {
+        errors.push(&at.key("variant"), format!("unknown variant {variant:?}"));
+    }
+    if errors.len() != before {
+        return None;
+    }
+    let source = source?;
+    Some(TargetingRule {
+        name,
+        slot: sources.add(&source),
+        source,
+        predicate: predicate?,
+        variant: index?,
+    })
+}
+
+fn compile_stickiness(
+    errors: &mut Errors,
+    at: &At<'_>,
+    stickiness: StickinessConfig,
+    route_name: &str,
+    decision_header: &str,
+    sources: &mut RouteSources,
+) -> Stickiness {
+    let at_keys = at.key("keys");
+    let keys: Vec<Source> = stickiness
+        .keys
+        .into_iter()
+        .enumerate()
+        .filter_map(|(j, key)| compile_key(errors, &at_keys.index(j), key, decision_header))
+        .collect();
+    let cookie = stickiness
+        .cookie
+        .map(|c| compile_cookie(errors, &at.key("cookie"), c));
+    let mut identity: Vec<Slot> = keys.iter().map(|key| sources.add(key)).collect();
+    if let Some(c) = &cookie {
+        identity.push(sources.add(&Source::Cookie(c.name.clone())));
+    }
+    let salt = match stickiness.salt {
+        Some(salt) if salt.is_empty() => {
+            errors.push(
+                &at.key("salt"),
+                "must not be empty (leave it out to use the route name)",
+            );
+            salt
+        }
+        Some(salt) => salt,
+        None => route_name.to_owned(),
+    };
+    Stickiness {
+        keys,
+        cookie,
+        salt,
+        identity,
+    }
+}
+
+fn compile_key(
+    errors: &mut Errors,
+    at: &At<'_>,
+    key: KeyConfig,
+    decision_header: &str,
+) -> Option<Source> {
+    compile_source(
+        errors,
+        at,
+        (key.header, key.cookie),
+        decision_header,
+        "use as an identity",
+    )
+}
+
+/// A value's source, for a targeting rule or an identity key: exactly one of a header (not the
+/// decision header, which the filter removes from every request) or a cookie.
+fn compile_source(
+    errors: &mut Errors,
+    at: &At<'_>,
+    (header, cookie): (Option<String>, Option<String>),
+    decision_header: &str,
+    purpose: &str,
+) -> Option<Source> {
+    match (header, cookie) {
+        (Some(h), None) => {
+            let name = header_name(errors, &at.key("header"), h);
+            if name == decision_header {
+                errors.push(
+                    &at.key("header"),
+                    format!("cannot {purpose} the decision header: the filter removes it from every request"),
+                );
+            }
+            Some(Source::Header(name))
+        }
+        (None, Some(c)) => {
+            if !cookie::is_valid_name(&c) {
+                errors.push(
+                    &at.key("cookie"),
+                    format!("{c:?} is not a valid cookie name"),
+                );
+            }
+            Some(Source::Cookie(c))
+        }
+        (None, None) => {
+            errors.push(at, "needs a source: one of header, cookie");
+            None
+        }
+        (Some(_), Some(_)) => {
+            errors.push(at, "has both header and cookie; use exactly one");
+            None
+        }
+    }
+}
+
+fn compile_cookie(errors: &mut Errors, at: &At<'_>, c: IdentityCookieConfig) -> IdentityCookie {
+    if !cookie::is_valid_name(&c.name) {
+        errors.push(
+            &at.key("name"),
+            format!("{:?} is not a valid cookie name", c.name),
+        );
+    }
+    let max_age = c.max_age.unwrap_or(DEFAULT_COOKIE_MAX_AGE);
+    if max_age == 0 {
+        errors.push(
+            &at.key("maxAge"),
+            "must be at least 1 second (0 deletes the cookie)",
+        );
+    }
+    let cookie_path = c.path.as_deref().unwrap_or("/");
+    if !cookie_path.starts_with('/')
+        || cookie_path
+            .bytes()
+            .any(|b| b == b';' || !(0x21..0x7f).contains(&b))
+    {
+        errors.push(
+            &at.key("path"),
+            format!(
+                "{cookie_path:?} must start with '/' and hold no ';', spaces or control characters"
+            ),
+        );
+    }
+    let secure = c.secure.unwrap_or(false);
+    let same_site = c.same_site.unwrap_or(SameSite::Lax);
+    if same_site == SameSite::None && !secure {
+        errors.push(
+            &at.key("sameSite"),
+            "None requires secure: true (browsers drop such cookies otherwise)",
+        );
+    }
+    IdentityCookie::new(
+        c.name,
+        max_age,
+        cookie_path,
+        secure,
+        c.http_only.unwrap_or(true),
+        same_site,
+    )
+}
