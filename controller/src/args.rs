@@ -250,6 +250,11 @@ pub struct RolloutArgs {
     pub metrics: String,
     #[command(flatten)]
     pub metrics_http: MetricsHttpArgs,
+    /// With --metrics envoy:URL: the upstream cluster serving a variant, e.g.
+    /// canary=outbound|80|v2|web.shop.svc.cluster.local; read that cluster's stats instead of
+    /// the filter's. Repeatable; the variant and the baseline each need one.
+    #[arg(long, value_name = "VARIANT=CLUSTER", conflicts_with = "istio")]
+    pub envoy_cluster: Vec<String>,
     /// Read Istio's standard metrics (istio_requests_total) from Prometheus instead of the
     /// filter's.
     #[arg(long)]

@@ -34,17 +34,18 @@ use tokio_rustls::TlsAcceptor;
 /// sees its latency samples.
 const FLUSH: Duration = Duration::from_secs(1);
 
-fn config() -> String {
+/// The route every rollout here works on.
+fn route() -> serde_json::Value {
     serde_json::json!({
-        // The rollout reads the filter's response counters and latency.
-        "metrics": { "responses": true },
-        "routes": [{
-            "name": "web",
-            "variants": [ { "name": "stable", "weight": 100 }, { "name": "canary", "weight": 0 } ],
-            "stickiness": { "keys": [ { "header": "x-user-id" } ], "salt": "web-rollout" }
-        }]
+        "name": "web",
+        "variants": [ { "name": "stable", "weight": 100 }, { "name": "canary", "weight": 0 } ],
+        "stickiness": { "keys": [ { "header": "x-user-id" } ], "salt": "web-rollout" }
     })
-    .to_string()
+}
+
+/// The filter-source rollouts read the filter's response counters and latency.
+fn config() -> String {
+    serde_json::json!({ "metrics": { "responses": true }, "routes": [route()] }).to_string()
 }
 
 /// A canary upstream whose failure rate can be changed while it runs.
@@ -109,11 +110,15 @@ struct Setup {
 }
 
 async fn setup_with(canary: Canary) -> Setup {
+    setup_configured(canary, &config()).await
+}
+
+async fn setup_configured(canary: Canary, plugin_config: &str) -> Setup {
     let stable = Upstream::start("stable").await;
     let envoy = Envoy::builder()
         .variant("stable", &stable)
         .variant_at("canary", canary.addr)
-        .plugin_config(&config())
+        .plugin_config(plugin_config)
         .stats_flush_interval(FLUSH)
         .start()
         .await;
@@ -713,4 +718,143 @@ async fn a_healthy_canary_is_promoted_through_a_proxy_checking_a_bearer_token() 
         "three queries per step"
     );
     assert_eq!(proxy.refused.load(Ordering::Relaxed), 0);
+}
+
+/// The configuration of the cluster-source tests: without `metrics`, so with the filter's
+/// response metrics at their default, off. The cluster stats must do without them.
+fn config_without_response_metrics() -> String {
+    serde_json::json!({ "routes": [route()] }).to_string()
+}
+
+/// The cluster a variant's requests go to in the test Envoy (see `tests/src/envoy.rs`).
+fn cluster_of(variant: &str) -> String {
+    format!("variant-{variant}")
+}
+
+/// `--metrics envoy:URL` reading each variant's upstream cluster instead of the filter's stats.
+fn cluster_source(envoy: &Envoy) -> (String, [String; 4]) {
+    (
+        format!("envoy:{}", envoy.admin_url("")),
+        [
+            "--envoy-cluster".to_owned(),
+            format!("stable={}", cluster_of("stable")),
+            "--envoy-cluster".to_owned(),
+            format!("canary={}", cluster_of("canary")),
+        ],
+    )
+}
+
+/// The cluster source: a healthy canary on its own cluster is promoted through every step,
+/// measured from Envoy's `cluster.variant-canary.*` stats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_source_promotes_a_healthy_canary() {
+    let s = setup_configured(Canary::start().await, &config_without_response_metrics()).await;
+    let (metrics, clusters) = cluster_source(&s.envoy);
+    let clusters: Vec<&str> = clusters.iter().map(String::as_str).collect();
+    let (out, _) = promoted(&s, &metrics, &clusters).await;
+    assert!(
+        out.contains("(clusters canary=variant-canary, stable=variant-stable)"),
+        "{out}"
+    );
+}
+
+/// The cluster source: a canary whose cluster answers one request in five with a 500 is rolled
+/// back at the first step on the error rate, which the report gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_source_rolls_back_a_failing_canary() {
+    let canary = Canary::start().await;
+    canary.fail_every.store(5, Ordering::Relaxed);
+    let s = setup_configured(canary, &config_without_response_metrics()).await;
+    let load = Load::start(&s.envoy, 8, 300);
+    let (metrics, clusters) = cluster_source(&s.envoy);
+    let mut options = vec!["--steps", "10,50,100", "--interval", "2s"];
+    options.extend(clusters.iter().map(String::as_str));
+    let (code, out, err) = finish(rollout(&s.envoy, &metrics, &options)).await;
+    load.stop().await;
+
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    let seen = rate_in_report(&out, "step 1/3 at 10 % failed: error rate ");
+    assert!(
+        (15.0..=25.0).contains(&seen),
+        "error rate {seen} % in:\n{out}"
+    );
+    assert_eq!(canary_weight(&s.envoy), 0.0);
+    assert_eq!(record(&s.envoy).map(|r| r.state), Some(State::RolledBack));
+    assert!(
+        served(&s.envoy, 50).await.iter().all(|u| u == "stable"),
+        "every user is back on the baseline"
+    );
+}
+
+/// The cluster source: a canary whose cluster answers in 80 ms is rolled back on p99, read from
+/// the cluster's `upstream_rq_time` histogram.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_source_rolls_back_a_slow_canary() {
+    let stable = Upstream::start("stable").await;
+    let slow = Upstream::builder("canary")
+        .delay(Duration::from_millis(80))
+        .start()
+        .await;
+    let envoy = Envoy::builder()
+        .variant("stable", &stable)
+        .variant("canary", &slow)
+        .plugin_config(&config_without_response_metrics())
+        .stats_flush_interval(FLUSH)
+        .start()
+        .await;
+    let load = Load::start(&envoy, 8, 300);
+    let (metrics, clusters) = cluster_source(&envoy);
+    let mut options = vec![
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "3s",
+        "--max-p99-ms",
+        "40",
+    ];
+    options.extend(clusters.iter().map(String::as_str));
+    let (code, out, err) = finish(rollout(&envoy, &metrics, &options)).await;
+    load.stop().await;
+
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("step 1/3 at 10 % failed: p99 latency "),
+        "{out}"
+    );
+    assert!(out.contains("is over the maximum 40 ms"), "{out}");
+    assert!(
+        !out.contains("error rate"),
+        "only the latency check failed:\n{out}"
+    );
+    assert_eq!(canary_weight(&envoy), 0.0);
+}
+
+/// The cluster source: a cluster Envoy does not have stops the rollout before its first step,
+/// with an error naming it and the clusters Envoy has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_source_names_a_missing_cluster() {
+    let s = setup().await;
+    let metrics = format!("envoy:{}", s.envoy.admin_url(""));
+    let options = [
+        "--envoy-cluster",
+        "stable=variant-stable",
+        "--envoy-cluster",
+        "canary=reviews-v2",
+    ];
+    let (code, out, err) = finish(rollout(&s.envoy, &metrics, &options)).await;
+
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains(r#"has no cluster "reviews-v2" (--envoy-cluster canary=reviews-v2)"#),
+        "{err}"
+    );
+    assert!(err.contains("variant-canary, variant-stable"), "{err}");
+    assert!(!out.contains("step 1/"), "no step was run:\n{out}");
+    assert_eq!(canary_weight(&s.envoy), 0.0);
+    assert!(record(&s.envoy).is_none(), "nothing recorded");
+
+    let options = ["--envoy-cluster", "canary=variant-canary"];
+    let (code, _, err) = finish(rollout(&s.envoy, &metrics, &options)).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("variant stable has no cluster"), "{err}");
 }

@@ -15,7 +15,7 @@ use canary_filter::Weight;
 use tracing::{debug, info, warn};
 
 use super::analysis::{judge, percent, Measured, Thresholds, Verdict};
-use super::metrics::{Source, Window};
+use super::metrics::{MetricsError, Source, Window};
 use super::progress::{self, Progress, Row, Tick};
 use super::state::{self, Record, State};
 use crate::targets::Target;
@@ -138,6 +138,10 @@ impl Runner {
             );
         }
         self.baseline = route.variants[0].name.clone();
+        self.plan
+            .source
+            .check(&self.plan.route, &[&self.plan.variant, &self.baseline])
+            .with_context(|| format!("metrics: {}", self.plan.source))?;
         let (mut index, mut paused) = self.start()?;
         self.progress.line(&format!(
             "rollout of {} on {} route {}: steps {} % every {:?}; checks: {}; metrics: {}",
@@ -205,6 +209,14 @@ impl Runner {
                     )
                 }
                 Ok(_) => bail!("the metrics source answered for the wrong number of variants"),
+                Err(error @ MetricsError::NoResponses { .. }) => {
+                    warn!(%error, route = %self.plan.route, "no response metrics");
+                    (
+                        Measured::default(),
+                        Measured::default(),
+                        Verdict::NoData(format!("no data: {error}")),
+                    )
+                }
                 Err(error) => {
                     warn!(%error, route = %self.plan.route, "cannot read the metrics");
                     let reason = format!("no data: cannot read the metrics: {error}");
