@@ -34,7 +34,27 @@ pub struct PluginConfig {
     /// variant name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seal: Option<String>,
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_default")]
+    pub metrics: MetricsConfig,
     pub routes: Vec<RouteConfig>,
+}
+
+/// Which of the filter's own metrics are kept. The decision counters always are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Response counters per status class and the `upstream_time` histogram, per variant.
+    /// Off by default: Envoy's cluster stats and Istio's standard metrics already count
+    /// responses and latency per variant where each variant has its own cluster or subset,
+    /// and these cost host calls on every response.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub responses: bool,
+}
+
+impl MetricsConfig {
+    fn is_default(&self) -> bool {
+        *self == MetricsConfig::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -254,7 +274,8 @@ mod tests {
     fn a_decoded_configuration_has_every_field() {
         let config = decode(
             br#"{"decisionHeader":"x-v","debugHeader":true,
-            "seal":"0123456789abcdef0123456789abcdef","routes":[{"name":"r",
+            "seal":"0123456789abcdef0123456789abcdef","metrics":{"responses":true},
+            "routes":[{"name":"r",
             "match":{"hosts":["a"],"pathPrefixes":["/p"]},
             "variants":[{"name":"a","weight":99.5},{"name":"b","weight":0.5}],
             "targeting":[{"name":"t","cookie":"c","present":false,"variant":"b"},
@@ -277,6 +298,7 @@ mod tests {
             decision_header: "x-v".to_owned(),
             debug_header: true,
             seal: Some("0123456789abcdef0123456789abcdef".to_owned()),
+            metrics: MetricsConfig { responses: true },
             routes: vec![RouteConfig {
                 name: "r".to_owned(),
                 matcher: Some(MatchConfig {
@@ -371,6 +393,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.decision_header, DEFAULT_DECISION_HEADER);
         assert!(!config.debug_header);
+        assert!(
+            !config.metrics.responses,
+            "response metrics are off by default"
+        );
         let route = &config.routes[0];
         assert_eq!(
             (&route.matcher, &route.targeting, &route.stickiness),
@@ -386,7 +412,7 @@ mod tests {
     #[test]
     fn every_decoding_error_is_reported_at_its_path() {
         let found = decoded(
-            r#"{"debugHeader":"yes","routes":[
+            r#"{"debugHeader":"yes","metrics":{"responses":1,"latency":true},"routes":[
                 {"name":1,"variants":[{"name":"a","weight":"x"},{"weight":true,"subset":"v1"}],
                  "targeting":[{"name":"t","in":[1],"present":"no","variant":"a"}]},
                 7,
@@ -398,6 +424,8 @@ mod tests {
             found,
             [
                 "debugHeader: invalid type: string \"yes\", expected a boolean",
+                "metrics.responses: invalid type: integer `1`, expected a boolean",
+                "metrics.latency: unknown field `latency`, expected one of `responses`",
                 "routes[0].name: invalid type: integer `1`, expected a string",
                 "routes[0].variants[0].weight: invalid type: string \"x\", expected a number",
                 "routes[0].variants[1].weight: invalid type: boolean `true`, expected a number",
@@ -412,7 +440,7 @@ mod tests {
                 "routes[2].stickiness.cookie.sameSite: unknown variant `lax`, expected one of `Strict`, `Lax`, `None`",
                 "routes[2].stickiness.cookie: missing field `name`",
                 "routes[2]: missing field `variants`",
-                "extra: unknown field `extra`, expected one of `decisionHeader`, `debugHeader`, `seal`, `routes`",
+                "extra: unknown field `extra`, expected one of `decisionHeader`, `debugHeader`, `seal`, `metrics`, `routes`",
             ]
         );
         assert_eq!(decoded("{}"), ["$: missing field `routes`"]);

@@ -446,11 +446,19 @@ async fn check_decided(scenario: &Scenario) -> Result<()> {
     let url = scenario
         .envoy
         .admin_url("/stats?filter=^wasmcustom[.]canary[.]route[.].*[.]decision[.]");
-    let text = crate::client().get(url).send().await?.text().await?;
-    let decided: u64 = text
-        .lines()
-        .filter_map(|line| line.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
-        .sum();
+    // The filter hands its counts to Envoy about once a second: wait for the last of them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let decided = loop {
+        let text = crate::client().get(&url).send().await?.text().await?;
+        let decided: u64 = text
+            .lines()
+            .filter_map(|line| line.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+            .sum();
+        if decided >= measured || scenario.name == FLOOR || Instant::now() > deadline {
+            break decided;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     if scenario.name == FLOOR {
         ensure!(decided == 0, "{}: {decided} decisions", scenario.name);
     } else {

@@ -78,6 +78,9 @@ pub struct EnvoyBuilder {
     filter_name: Option<String>,
     ecds_resource: Option<Value>,
     dynamic_module: Option<(PathBuf, String)>,
+    filters_before: Vec<Value>,
+    filters_after: Vec<Value>,
+    route_configs: Vec<(String, String, Value)>,
 }
 
 /// How the listener routes: through the filter (the default), or without it for comparison.
@@ -237,6 +240,26 @@ impl EnvoyBuilder {
         }
     }
 
+    /// HTTP filters to run before the canary filter, in this order.
+    pub fn filters_before(mut self, filters: Vec<Value>) -> Self {
+        self.filters_before = filters;
+        self
+    }
+
+    /// HTTP filters to run after the canary filter and before the router, in this order.
+    pub fn filters_after(mut self, filters: Vec<Value>) -> Self {
+        self.filters_after = filters;
+        self
+    }
+
+    /// Gives every route to `variant`'s cluster a per-route configuration of filter `filter`
+    /// (`typed_per_filter_config`).
+    pub fn route_filter_config(mut self, variant: &str, filter: &str, config: Value) -> Self {
+        self.route_configs
+            .push((variant.to_owned(), filter.to_owned(), config));
+        self
+    }
+
     /// Checks the bootstrap with `envoy --mode validate`, which loads the filter and its
     /// configuration as a start would, without serving: whether Envoy accepted it, and what it
     /// logged. For a [`EnvoyBuilder::dynamic_module`] filter (over ECDS the plugin
@@ -311,6 +334,12 @@ impl EnvoyBuilder {
         if let Some(addr) = self.module_server {
             add_cluster(&mut bootstrap, MODULE_CLUSTER, addr, false);
         }
+        add_filters(
+            &mut bootstrap,
+            &self.filters_before,
+            &self.filters_after,
+            &self.route_configs,
+        );
         if let Some(interval) = self.stats_flush_interval {
             bootstrap["stats_flush_interval"] = json!(format!("{:.3}s", interval.as_secs_f64()));
         }
@@ -573,6 +602,39 @@ fn add_cluster(bootstrap: &mut Value, name: &str, addr: std::net::SocketAddr, ht
         .push(cluster);
 }
 
+/// Puts `before` ahead of the first HTTP filter (the canary filter) and `after` ahead of the
+/// router, and adds the per-route filter configurations (variant, filter name, configuration).
+fn add_filters(
+    bootstrap: &mut Value,
+    before: &[Value],
+    after: &[Value],
+    route_configs: &[(String, String, Value)],
+) {
+    let manager = bootstrap
+        .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config")
+        .expect("the HTTP connection manager");
+    let filters = manager["http_filters"]
+        .as_array_mut()
+        .expect("http_filters");
+    let router = filters.len() - 1;
+    for filter in after.iter().rev() {
+        filters.insert(router, filter.clone());
+    }
+    for filter in before.iter().rev() {
+        filters.insert(0, filter.clone());
+    }
+    let routes = manager
+        .pointer_mut("/route_config/virtual_hosts/0/routes")
+        .and_then(Value::as_array_mut);
+    for route in routes.into_iter().flatten() {
+        for (variant, filter, config) in route_configs {
+            if route.pointer("/route/cluster") == Some(&json!(format!("variant-{variant}"))) {
+                route["typed_per_filter_config"][filter] = config.clone();
+            }
+        }
+    }
+}
+
 /// Sets the listener's `max_request_headers_kb` and `max_headers_count`.
 fn set_request_header_limits(bootstrap: &mut Value, kib: u32, count: u32) {
     let manager = bootstrap
@@ -780,6 +842,9 @@ impl Envoy {
             filter_name: None,
             ecds_resource: None,
             dynamic_module: None,
+            filters_before: Vec::new(),
+            filters_after: Vec::new(),
+            route_configs: Vec::new(),
         }
     }
 
@@ -953,6 +1018,24 @@ impl Envoy {
     /// metrics namespace too, [`ecds::METRICS_NAMESPACE`]).
     pub async fn counter(&self, name: &str) -> Option<u64> {
         self.stat(&format!("wasmcustom.{name}")).await
+    }
+
+    /// Waits until the filter counters `names` (without the `wasmcustom.` prefix) add up to
+    /// at least `total`, or 10 s pass, and returns their sum. The filter counts in its VM and
+    /// hands the counts to Envoy about once a second, so a count read right after a request
+    /// may not be there yet.
+    pub async fn counted(&self, names: &[String], total: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut sum = 0;
+            for name in names {
+                sum += self.counter(name).await.unwrap_or(0);
+            }
+            if sum >= total || Instant::now() >= deadline {
+                return sum;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The admin `/stats/prometheus` text.

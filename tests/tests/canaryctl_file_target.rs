@@ -276,6 +276,10 @@ async fn promote_and_abort_move_all_traffic(build: Build) {
 async fn status_reads_the_observed_split_from_envoy(build: Build) {
     let s = setup(30, build).await;
     let share = canary_share(&s.envoy).await;
+    // The filter hands its counts to Envoy about once a second: wait until every probe is in.
+    let names = ["stable", "canary"].map(|v| format!("canary.route.web.variant.{v}.decision.hash"));
+    let probes = PROBE_USERS as u64;
+    assert_eq!(s.envoy.counted(&names, probes).await, probes);
     let admin = s.envoy.admin_url("");
     let observed = {
         let admin = admin.clone();

@@ -43,8 +43,9 @@ fn route() -> serde_json::Value {
     })
 }
 
+/// The filter-source rollouts read the filter's response counters and latency.
 fn config() -> String {
-    serde_json::json!({ "routes": [route()] }).to_string()
+    serde_json::json!({ "metrics": { "responses": true }, "routes": [route()] }).to_string()
 }
 
 /// A canary upstream whose failure rate can be changed while it runs.

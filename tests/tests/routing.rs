@@ -13,6 +13,8 @@ use canary_e2e::{
 fn config(canary_weight: f64) -> String {
     serde_json::json!({
         "debugHeader": true,
+        // Test 8 counts responses per status class.
+        "metrics": { "responses": true },
         "routes": [{
             "name": "web",
             "variants": [
@@ -147,14 +149,11 @@ async fn live_weight_change_keeps_canary_users_and_fails_nothing(build: Build) {
     );
     // The counters live in Envoy's stats store by name: they kept counting across the update,
     // every request counted once, before and after it.
-    let mut counted = 0;
-    for variant in ["stable", "canary"] {
-        let name = format!("canary.route.web.variant.{variant}.decision.hash");
-        counted += s.envoy.counter(&name).await.unwrap_or(0);
-    }
+    let names = ["stable", "canary"].map(|v| format!("canary.route.web.variant.{v}.decision.hash"));
+    let want = 2 * ids.len() as u64 + sent;
     assert_eq!(
-        counted,
-        2 * ids.len() as u64 + sent,
+        s.envoy.counted(&names, want).await,
+        want,
         "hash decisions counted"
     );
 }
@@ -411,6 +410,14 @@ async fn metrics_count_decisions_and_responses(build: Build) {
     let canary_5xx = canary.served() / 4;
     let canary_2xx = canary.served() - canary_5xx;
 
+    // Every decision has reached Envoy (the filter hands its counts over once a second).
+    let decisions = ["stable", "canary"].into_iter().flat_map(|v| {
+        ["hash", "rule", "new"].map(|r| format!("canary.route.web.variant.{v}.decision.{r}"))
+    });
+    assert_eq!(
+        envoy.counted(&decisions.collect::<Vec<_>>(), 413).await,
+        413
+    );
     let text = envoy.prometheus().await;
     let value = |name: &str, labels: &[(&str, &str)]| -> u64 {
         let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();

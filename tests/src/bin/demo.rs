@@ -17,6 +17,8 @@ const REPEATS: usize = 5;
 fn config(canary: u32) -> String {
     serde_json::json!({
         "debugHeader": true,
+        // The demo's rollout reads the filter's response counters and latency.
+        "metrics": { "responses": true },
         "routes": [{
             "name": "web",
             "variants": [
