@@ -92,7 +92,9 @@ thread_local! {
 }
 
 /// The ids Envoy gave the configuration's metrics, by name: every name the decision core can
-/// ask for (`canary_filter::metrics`), plus [`PANIC_COUNTER`].
+/// ask for under the configuration (`canary_filter::metrics`; the response metrics only with
+/// `metrics.responses`, so that, as with the wasm filter, none shows when they are off), plus
+/// [`PANIC_COUNTER`].
 #[derive(Debug, Default)]
 pub struct MetricIds {
     counters: HashMap<String, usize>,
@@ -105,6 +107,10 @@ impl MetricIds {
         for route in &table.routes {
             for variant in &route.variants {
                 for metric in Metric::each() {
+                    let response = matches!(metric, Metric::Response(_) | Metric::UpstreamTime);
+                    if response && !table.response_metrics {
+                        continue;
+                    }
                     let name = metric.name(&route.name, &variant.name);
                     ids.define_one(envoy, metric.kind(), name);
                 }

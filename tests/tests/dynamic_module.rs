@@ -145,6 +145,13 @@ async fn routes_each_user_as_the_decision_core_assigns_and_splits_by_the_weights
     assert_eq!(envoy.stat("wasmcustom.canary.panic").await, Some(0));
     let names = envoy.stat_names(r"^wasmcustom\.canary\.").await;
     assert!(names.len() > 4, "{names:?}");
+    // Without `metrics.responses`, no response metric is defined, as the wasm filter defines none.
+    assert!(
+        names
+            .iter()
+            .all(|name| !name.contains(".response.") && !name.ends_with(".upstream_time")),
+        "{names:?}"
+    );
     let elsewhere = envoy.stat_names("^dynamicmodulescustom").await;
     assert!(elsewhere.is_empty(), "{elsewhere:?}");
     let log = envoy.log();
