@@ -279,7 +279,11 @@ fn compile_rule(
     let source = compile_source(
         errors,
         at,
-        [("header", header), ("cookie", cookie), ("query", query)],
+        [
+            ("header", header.map(Source::Header)),
+            ("cookie", cookie.map(Source::Cookie)),
+            ("query", query.map(Source::Query)),
+        ],
         decision_header,
         "target on",
     );
@@ -407,27 +411,30 @@ fn compile_key(
     compile_source(
         errors,
         at,
-        [("header", key.header), ("cookie", key.cookie)],
+        [
+            ("header", key.header.map(Source::Header)),
+            ("cookie", key.cookie.map(Source::Cookie)),
+        ],
         decision_header,
         "use as an identity",
     )
 }
 
 /// A value's source, for a targeting rule or an identity key: exactly one of the `allowed`
-/// kinds given, each by its JSON field name: a header (not the decision header, which the filter
-/// removes from every request), a cookie or a query parameter.
+/// sources, each under its JSON field name, is given: a header (not the decision header, which
+/// the filter removes from every request), a cookie or a query parameter.
 fn compile_source<const N: usize>(
     errors: &mut Errors,
     at: &At<'_>,
-    allowed: [(&'static str, Option<String>); N],
+    allowed: [(&'static str, Option<Source>); N],
     decision_header: &str,
     purpose: &str,
 ) -> Option<Source> {
     let kinds = allowed.each_ref().map(|(kind, _)| *kind);
     let mut given = allowed
         .into_iter()
-        .filter_map(|(kind, name)| Some((kind, name?)));
-    let Some((kind, name)) = given.next() else {
+        .filter_map(|(kind, source)| Some((kind, source?)));
+    let Some((kind, source)) = given.next() else {
         errors.push(at, format!("needs a source: one of {}", kinds.join(", ")));
         return None;
     };
@@ -442,8 +449,8 @@ fn compile_source<const N: usize>(
         return None;
     }
     let at = at.key(kind);
-    match kind {
-        "header" => {
+    match source {
+        Source::Header(name) => {
             let name = header_name(errors, &at, name);
             if name == decision_header {
                 errors.push(
@@ -453,14 +460,13 @@ fn compile_source<const N: usize>(
             }
             Some(Source::Header(name))
         }
-        "cookie" => {
+        Source::Cookie(name) => {
             if !cookie::is_valid_name(&name) {
                 errors.push(&at, format!("{name:?} is not a valid cookie name"));
             }
             Some(Source::Cookie(name))
         }
-        // "query", the only kind left.
-        _ => {
+        Source::Query(name) => {
             if name.is_empty() {
                 errors.push(&at, "must name a query parameter");
             }
