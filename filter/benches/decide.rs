@@ -2,7 +2,8 @@
 //!
 //! The configurations are the ones the Envoy benchmark (`tests/src/bench.rs`) loads: two
 //! variants with the identity in a header, and 1,000 routes with ten targeting rules on the
-//! matched route, none of which the request meets.
+//! matched route, none of which the request meets. Two more measure a query rule and a signed
+//! identity cookie: verified on a request, and signed for a `Set-Cookie`.
 
 #![allow(clippy::panic)]
 
@@ -24,6 +25,22 @@ fn two_variants() -> Value {
                 "keys": [{ "header": "x-user-id" }],
                 "cookie": { "name": "canary_id", "maxAge": 2_592_000 },
                 "salt": "web-2026-11",
+            },
+        }]
+    })
+}
+
+/// Two variants, a query rule and a signed identity cookie.
+fn query_and_signed() -> Value {
+    json!({
+        "routes": [{
+            "name": "web",
+            "variants": [ { "name": "stable", "weight": 90 }, { "name": "canary", "weight": 10 } ],
+            "targeting": [
+                { "name": "qa", "query": "canary", "equals": "always", "variant": "canary" },
+            ],
+            "stickiness": {
+                "cookie": { "name": "canary_id", "secret": "Qm3_vT8-xL2nR5pK9wZ4bY7c" },
             },
         }]
     })
@@ -112,6 +129,36 @@ fn decide(c: &mut Criterion) {
     });
     group.bench_function("anonymous-new-identity", |b| {
         b.iter(|| two.decide(black_box(&anonymous), random))
+    });
+
+    let signed = parse(&query_and_signed());
+    let Some(cookie) = signed
+        .routes
+        .first()
+        .and_then(|r| r.stickiness.cookie.as_ref())
+    else {
+        panic!("the identity cookie is configured");
+    };
+    let identity = "5a".repeat(IDENTITY_BYTES);
+    let set_cookie = cookie.set_cookie(&identity);
+    let value = set_cookie.split(';').next().unwrap_or_default();
+    let queried = request(&[
+        (":authority", b"web.example.com"),
+        (":path", b"/products/42?ref=mail&canary=always"),
+    ]);
+    let returning = request(&[
+        (":authority", b"web.example.com"),
+        (":path", b"/products/42?ref=mail"),
+        ("cookie", value.as_bytes()),
+    ]);
+    group.bench_function("query-rule", |b| {
+        b.iter(|| signed.decide(black_box(&queried), random))
+    });
+    group.bench_function("signed-cookie-verified", |b| {
+        b.iter(|| signed.decide(black_box(&returning), random))
+    });
+    group.bench_function("signed-set-cookie", |b| {
+        b.iter(|| cookie.with_set_cookie(black_box(&identity), |v| v.len()))
     });
     group.finish();
 }
