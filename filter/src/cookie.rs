@@ -188,10 +188,6 @@ impl IdentityCookie {
         }
     }
 
-    pub fn is_signed(&self) -> bool {
-        self.signer.is_some()
-    }
-
     /// The identity a request's cookie value carries: the value itself when cookies are not
     /// signed; when they are, the identity of a value whose signature verifies, else `None`.
     pub fn identity<'v>(&self, value: &'v [u8]) -> Option<&'v [u8]> {
