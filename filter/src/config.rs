@@ -20,7 +20,8 @@ use crate::error::{ConfigError, ConfigErrors};
 /// Header the decision is written to when the configuration names none.
 pub const DEFAULT_DECISION_HEADER: &str = "x-canary-variant";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Debug` shows whether a seal is set, never the seal.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginConfig {
     #[serde(
@@ -160,6 +161,18 @@ pub struct IdentityCookieConfig {
 }
 
 /// Shows everything but the secrets, which are only said to be there.
+impl std::fmt::Debug for PluginConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginConfig")
+            .field("decision_header", &self.decision_header)
+            .field("debug_header", &self.debug_header)
+            .field("seal", &self.seal.as_ref().map(|_| "<hidden>"))
+            .field("metrics", &self.metrics)
+            .field("routes", &self.routes)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for IdentityCookieConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdentityCookieConfig")
@@ -229,6 +242,23 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(errors) => errors.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn debug_output_shows_no_seal_and_no_cookie_secret() {
+        let seal = "Fz9_sealed-debug-config0";
+        let secret = "Qm3_cookie-secret-debug0";
+        let config = decode(
+            format!(
+                r#"{{"seal":"{seal}","routes":[{{"name":"r","variants":[{{"name":"a","weight":100}}],
+                "stickiness":{{"cookie":{{"name":"id","secret":"{secret}"}}}}}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .expect("a valid configuration");
+        let shown = format!("{config:?} {config:#?}");
+        assert!(shown.contains("seal: Some(\"<hidden>\")"), "{shown}");
+        assert!(!shown.contains(seal) && !shown.contains(secret), "{shown}");
     }
 
     fn decoded(document: &str) -> Vec<String> {
