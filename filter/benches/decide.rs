@@ -105,13 +105,13 @@ fn decide(c: &mut Criterion) {
     ]);
     let mut group = c.benchmark_group("decide");
     group.bench_function("2-variants-header", |b| {
-        b.iter(|| two.decide(black_box(&identified), random))
+        b.iter(|| two.decide(black_box(&identified), || 0, random))
     });
     group.bench_function("1000-routes-10-rules", |b| {
-        b.iter(|| many.decide(black_box(&matched), random))
+        b.iter(|| many.decide(black_box(&matched), || 0, random))
     });
     group.bench_function("anonymous-new-identity", |b| {
-        b.iter(|| two.decide(black_box(&anonymous), random))
+        b.iter(|| two.decide(black_box(&anonymous), || 0, random))
     });
     group.finish();
 }

@@ -89,11 +89,14 @@ impl fmt::Debug for NewIdentity {
 impl RoutingTable {
     /// Decides the variant for a request, or `None` when no route matches.
     ///
-    /// `random` fills a buffer from the host's random source and says whether it could; it is
-    /// called only when the request carries no identity. Without randomness the baseline is used.
+    /// `now_millis` reads the host's clock (Unix milliseconds); it is called only when a route
+    /// with a ramp assigns by weight, so other requests read no clock. `random` fills a buffer
+    /// from the host's random source and says whether it could; it is called only when the
+    /// request carries no identity. Without randomness the baseline is used.
     pub fn decide(
         &self,
         request: &RequestHeaders,
+        now_millis: impl FnOnce() -> u64,
         random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
     ) -> Option<Decision<'_>> {
         let (authority, path) = request.authority_and_path();
@@ -109,7 +112,7 @@ impl RoutingTable {
             }
         };
         request.resolve(sources, values);
-        decide_with(route, values, random)
+        decide_with(route, values, now_millis, random)
     }
 }
 
@@ -118,6 +121,7 @@ impl RoutingTable {
 fn decide_with<'t>(
     route: &'t Route,
     values: &[Option<&[u8]>],
+    now_millis: impl FnOnce() -> u64,
     random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
 ) -> Option<Decision<'t>> {
     let decision = |variant: usize, reason, issue_identity| {
@@ -129,6 +133,10 @@ fn decide_with<'t>(
         })
     };
     let value = |Slot(i): Slot| values.get(i).copied().flatten();
+    let assign = |identity: &[u8]| match route.ramp {
+        Some(_) => route.assign_at(identity, now_millis()),
+        None => route.assign(identity),
+    };
 
     for (i, rule) in route.targeting.iter().enumerate() {
         if rule.predicate.holds(value(rule.slot)) {
@@ -138,14 +146,14 @@ fn decide_with<'t>(
     // The first key present and non-empty, then the identity cookie.
     let identity = route.stickiness.identity.iter().copied().map(value);
     if let Some(identity) = identity.flatten().find(|value| !value.is_empty()) {
-        return decision(route.assign(identity), Reason::Hash, None);
+        return decision(assign(identity), Reason::Hash, None);
     }
     let mut bytes = [0u8; IDENTITY_BYTES];
     if !random(&mut bytes) {
         return decision(0, Reason::New, None);
     }
     let identity = NewIdentity::from_random(&bytes);
-    let variant = route.assign(identity.as_bytes());
+    let variant = assign(identity.as_bytes());
     let issue = route.stickiness.cookie.as_ref().map(|_| identity);
     decision(variant, Reason::New, issue)
 }
@@ -212,7 +220,7 @@ mod tests {
             b.fill(7);
             true
         };
-        t.decide(req, random)
+        t.decide(req, || 0, random)
             .map(|d| (d.variant.name.clone(), d.reason))
     }
 
@@ -223,7 +231,7 @@ mod tests {
             .map(|i| format!("user-{i}"))
             .find(|id| {
                 let req = Req::new("reviews", "/").header("x-user-id", id);
-                t.decide(&req, never).map(|d| d.variant.name.as_str()) == Some("stable")
+                t.decide(&req, || 0, never).map(|d| d.variant.name.as_str()) == Some("stable")
             })
             .expect("some user on stable at 90 %")
     }
@@ -303,7 +311,7 @@ mod tests {
             .map(|i| format!("user-{i}"))
             .find(|id| {
                 let req = Req::new("reviews", "/").header("x-user-id", id);
-                t.decide(&req, never).map(|d| d.variant.name.as_str()) == Some("canary")
+                t.decide(&req, || 0, never).map(|d| d.variant.name.as_str()) == Some("canary")
             })
             .expect("some user on canary at 10 %");
         let req = Req::new("reviews", "/")
@@ -352,7 +360,7 @@ mod tests {
             ),
         ];
         for (label, req, identity) in cases {
-            let d = t.decide(&req, never).unwrap();
+            let d = t.decide(&req, || 0, never).unwrap();
             assert_eq!(
                 (d.variant, d.reason, d.issue_identity),
                 (&t.routes[0].variants[hashed(identity)], Reason::Hash, None),
@@ -365,17 +373,21 @@ mod tests {
     fn new_identity_is_issued_and_hashed() {
         let t = crate::parse(CONFIG.as_bytes()).unwrap();
         let d = t
-            .decide(&Req::new("reviews", "/"), |b| {
-                b.copy_from_slice(&[0xab; IDENTITY_BYTES]);
-                true
-            })
+            .decide(
+                &Req::new("reviews", "/"),
+                || 0,
+                |b| {
+                    b.copy_from_slice(&[0xab; IDENTITY_BYTES]);
+                    true
+                },
+            )
             .unwrap();
         let id = "ab".repeat(IDENTITY_BYTES);
         assert_eq!(d.reason, Reason::New);
         assert_eq!(d.issue_identity.as_deref(), Some(id.as_str()));
         // Replaying the issued cookie gives the same variant.
         let replay = Req::new("reviews", "/").cookie(&format!("canary_id={id}"));
-        let again = t.decide(&replay, never).unwrap();
+        let again = t.decide(&replay, || 0, never).unwrap();
         assert_eq!((again.variant, again.reason), (d.variant, Reason::Hash));
         assert!(std::ptr::eq(again.route, d.route));
     }
@@ -403,7 +415,9 @@ mod tests {
     #[test]
     fn without_randomness_the_baseline_serves_and_no_cookie_is_issued() {
         let t = crate::parse(CONFIG.as_bytes()).unwrap();
-        let d = t.decide(&Req::new("reviews", "/"), |_| false).unwrap();
+        let d = t
+            .decide(&Req::new("reviews", "/"), || 0, |_| false)
+            .unwrap();
         assert_eq!(
             (d.variant, d.reason, d.issue_identity),
             (&t.routes[0].variants[0], Reason::New, None)
@@ -417,10 +431,14 @@ mod tests {
         )
         .unwrap();
         let d = t
-            .decide(&Req::new("any", "/"), |b| {
-                b.fill(1);
-                true
-            })
+            .decide(
+                &Req::new("any", "/"),
+                || 0,
+                |b| {
+                    b.fill(1);
+                    true
+                },
+            )
             .unwrap();
         assert_eq!((d.reason, d.issue_identity), (Reason::New, None));
     }
@@ -452,7 +470,7 @@ mod tests {
             ),
         ];
         for (req, reason) in cases {
-            let d = t.decide(&req, never).unwrap();
+            let d = t.decide(&req, || 0, never).unwrap();
             assert_eq!(d.reason, reason);
         }
     }
