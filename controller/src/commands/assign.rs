@@ -2,7 +2,8 @@
 //!
 //! The filter's own hash decision (reason `hash`): the route's salt (default: the route name),
 //! the identity and the variants' weights. Targeting rules read request headers and cookies,
-//! which an offline question does not have, so they are not applied.
+//! which an offline question does not have, so they are not applied. On a route with a ramp,
+//! the weights are those at `--at`, or now.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -15,7 +16,13 @@ use crate::args::Output;
 use crate::document::{self, Kind};
 use crate::spec::Spec;
 
-pub fn run(file: &Path, route: &str, user: &str, output: Output) -> anyhow::Result<ExitCode> {
+pub fn run(
+    file: &Path,
+    route: &str,
+    user: &str,
+    at: Option<u64>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let value = match document::load(file) {
         Ok(value) => value,
         Err(error) => return malformed(error),
@@ -51,7 +58,7 @@ pub fn run(file: &Path, route: &str, user: &str, output: Output) -> anyhow::Resu
     }
     let variant = found
         .variants
-        .get(found.assign(user.as_bytes()))
+        .get(found.assign_at(user.as_bytes(), at.unwrap_or_else(crate::ramps::now_millis)))
         .map(|v| v.name.as_str())
         .unwrap_or_default();
     let reason = canary_filter::Reason::Hash.label();

@@ -25,8 +25,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             file,
             route,
             user,
+            at,
             output,
-        } => assign::run(&file, &route, &user, output),
+        } => assign::run(&file, &route, &user, at, output),
         Command::SetWeight {
             target,
             route,
