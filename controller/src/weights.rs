@@ -1,8 +1,9 @@
 //! Weight changes for `set-weight`, `promote` and `abort`: the pure arithmetic on a route's
 //! variants, and the in-place edit of the plugin configuration JSON that carries the result.
 //!
-//! The configuration is edited as a [`Value`], touching only the `weight` fields of one route,
-//! so every other field (known to this version of the filter or not) is kept as it was.
+//! The configuration is edited as a [`Value`], touching only the `weight` fields of one route
+//! (and its `ramp`, which a change ends), so every other field (known to this version of the
+//! filter or not) is kept as it was.
 //! Checking the result is the caller's job: it goes through the filter's own parser.
 
 use canary_filter::table::parse_weight;
@@ -138,11 +139,30 @@ impl Change {
     }
 
     /// Applies the change to `route` in the plugin configuration, in place: only the weights
-    /// of that route's variants are written.
+    /// of that route's variants are written, and a ramp on the route is ended (see
+    /// [`Change::apply_at`]).
     pub fn apply(&self, config: &mut Value, route: &str) -> Result<(), WeightError> {
+        self.apply_at(config, route, crate::ramps::now_millis())
+    }
+
+    /// [`Change::apply`] at `now_ms` (Unix milliseconds). On a route with a ramp, the change
+    /// starts from the weights in force at `now_ms` and removes the ramp: weights set by hand
+    /// (an abort among them) hold from then on, and nobody moves but the users the change moves.
+    pub fn apply_at(
+        &self,
+        config: &mut Value,
+        route: &str,
+        now_ms: u64,
+    ) -> Result<(), WeightError> {
         let routes = read_routes(config)?;
-        let current = find_route(&routes, route)?;
-        let weights = self.weights(current)?;
+        let mut current = find_route(&routes, route)?.clone();
+        let ramp = crate::ramps::views(config, now_ms).remove(route);
+        if let Some(ramp) = &ramp {
+            for (variant, weight) in current.variants.iter_mut().zip(&ramp.now) {
+                variant.weight = *weight;
+            }
+        }
+        let weights = self.weights(&current)?;
         let position = routes
             .iter()
             .position(|r| r.name == route)
@@ -154,6 +174,14 @@ impl Change {
         for (variant, weight) in variants.iter_mut().zip(weights) {
             if let Some(fields) = variant.as_object_mut() {
                 fields.insert("weight".to_owned(), weight_json(weight));
+            }
+        }
+        if ramp.is_some() {
+            if let Some(fields) = config
+                .pointer_mut(&format!("/routes/{position}"))
+                .and_then(Value::as_object_mut)
+            {
+                fields.shift_remove("ramp");
             }
         }
         Ok(())
@@ -357,6 +385,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A change to a ramping route starts from the weights in force and ends the ramp.
+    #[test]
+    fn a_change_ends_a_ramp_from_the_weights_in_force() {
+        let config = json!({"routes": [{"name": "reviews", "variants": [
+            {"name": "stable", "weight": 80}, {"name": "canary", "weight": 0},
+            {"name": "blue", "weight": 20}],
+            "ramp": {"variant": "canary", "from": 0, "to": 50,
+                     "start": "2026-12-07T12:00:00Z", "duration": "2h"}}]});
+        let at = crate::ramps::parse_at("2026-12-07T13:00:00Z").unwrap();
+        let after = |change: Change| {
+            let mut config = config.clone();
+            change.apply_at(&mut config, "reviews", at).unwrap();
+            config["routes"][0].clone()
+        };
+        let variants = |weights: [u32; 3]| {
+            json!([{"name": "stable", "weight": weights[0]}, {"name": "canary", "weight": weights[1]},
+                   {"name": "blue", "weight": weights[2]}])
+        };
+        let want = |weights| json!({"name": "reviews", "variants": variants(weights)});
+        assert_eq!(after(Change::Abort), want([100, 0, 0]), "abort");
+        assert_eq!(
+            after(set(&["blue=10"])),
+            want([65, 25, 10]),
+            "canary kept at its 25 % now"
+        );
+        assert_eq!(
+            after(Change::Promote("canary".into())),
+            want([0, 100, 0]),
+            "promote"
+        );
+        let before = crate::ramps::parse_at("2026-12-07T11:00:00Z").unwrap();
+        let mut early = config.clone();
+        set(&["blue=10"])
+            .apply_at(&mut early, "reviews", before)
+            .unwrap();
+        assert_eq!(early["routes"][0], want([90, 0, 10]), "before the start");
     }
 
     #[test]
