@@ -10,6 +10,8 @@ WASM          := $(TARGET_DIR)/wasm32-wasip1/release/canary_filter.wasm
 NOOP_WASM     := $(TARGET_DIR)/wasm32-wasip1/release/canary_noop_filter.wasm
 # The native dynamic module: Envoy loads lib<name>.so from $ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
 DYNMOD_DIR    := $(TARGET_DIR)/dynmod
+# The same module with the test-only `panic-probe` feature, for the test that a panic fails open.
+DYNMOD_PROBE_DIR := $(TARGET_DIR)/dynmod-probe
 CARGO         ?= cargo
 
 # A one-off build, as in CI, gains nothing from incremental compilation and would keep gigabytes
@@ -22,6 +24,7 @@ export ENVOY_BIN   := $(abspath $(ENVOY))
 export CANARY_WASM := $(abspath $(WASM))
 export CANARYCTL_BIN := $(abspath $(TARGET_DIR)/debug/canaryctl)
 export CANARY_DYNMOD_DIR := $(abspath $(DYNMOD_DIR))
+export CANARY_DYNMOD_PROBE_DIR := $(abspath $(DYNMOD_PROBE_DIR))
 
 .PHONY: all build wasm dynmod controller test unit e2e lint fmt demo manifests tools wasm-target prometheus clean \
 	bench bench-tools wasm-opt-tool
@@ -42,9 +45,11 @@ wasm: wasm-target wasm-opt-tool
 	@ls -l $(WASM) $(NOOP_WASM) | awk '{ printf "%s: %d bytes\n", $$NF, $$5 }'
 
 ## dynmod: the native Envoy dynamic module, $(DYNMOD_DIR)/libcanary_router.so (profile `dynmod`:
-## release with panic = "unwind", so that a panic fails open instead of aborting Envoy)
+## release with panic = "unwind", so that a panic fails open instead of aborting Envoy); and, for
+## the tests only, the same module with the `panic-probe` feature in $(DYNMOD_PROBE_DIR)
 dynmod:
 	$(CARGO) build -p canary-router-dynmod --profile dynmod
+	$(CARGO) build -p canary-router-dynmod --profile dynmod-probe --features panic-probe
 	@ls -l $(DYNMOD_DIR)/libcanary_router.so | awk '{ printf "%s: %d bytes\n", $$NF, $$5 }'
 
 controller:
@@ -108,8 +113,10 @@ fmt:
 	$(CARGO) fmt --all
 
 ## demo: two upstreams behind a real Envoy running the filter, thousands of simulated users
+## (MODULE=dynamic: the native dynamic module instead of the wasm filter)
+MODULE ?= wasm
 demo: tools build
-	$(CARGO) run -q -p canary-e2e --bin canary-demo
+	$(CARGO) run -q -p canary-e2e --bin canary-demo -- --module $(MODULE)
 
 ## manifests: regenerate envoyfilter/istio from the examples (a test keeps them in sync)
 manifests: controller

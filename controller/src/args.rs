@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::duration::parse_duration;
 use crate::http::HttpOptions;
-pub use crate::render::Api;
+pub use crate::render::{Api, ModuleKind};
 use crate::rollout::progress;
 
 use crate::render::ServiceAccount;
@@ -28,11 +28,16 @@ pub struct Args {
 pub enum Command {
     /// Validate a plugin configuration (JSON or YAML) or a canary spec.
     Validate { file: PathBuf },
-    /// Render the Istio resources for a canary spec.
+    /// Render the Istio (or Envoy Gateway) resources for a canary spec.
     Render {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = Api::Wasmplugin)]
         api: Api,
+        /// The filter build the resources run: the wasm module of the spec (the default, except
+        /// for envoyextensionpolicy) or the native dynamic module, which the proxies must
+        /// already have on their file system.
+        #[arg(long, value_enum)]
+        module_kind: Option<ModuleKind>,
         /// Also render a Role granting only get and patch on the filter resource, and a
         /// RoleBinding of it to this ServiceAccount (the controller's).
         #[arg(long, value_name = "NAMESPACE/NAME")]
@@ -254,6 +259,11 @@ pub struct RolloutArgs {
     pub metrics: String,
     #[command(flatten)]
     pub metrics_http: MetricsHttpArgs,
+    /// With --metrics envoy:URL: the upstream cluster serving a variant, e.g.
+    /// canary=outbound|80|v2|web.shop.svc.cluster.local; read that cluster's stats instead of
+    /// the filter's. Repeatable; the variant and the baseline each need one.
+    #[arg(long, value_name = "VARIANT=CLUSTER", conflicts_with = "istio")]
+    pub envoy_cluster: Vec<String>,
     /// Read Istio's standard metrics (istio_requests_total) from Prometheus instead of the
     /// filter's.
     #[arg(long)]

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use canary_filter::config::RampConfig;
-use canary_filter::Weight;
-use serde_json::Value;
+use canary_filter::{PluginConfig, RoutingTable, Weight};
 
 /// One ramping route.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,21 +22,18 @@ pub struct RampView {
 
 /// The ramping routes of a plugin configuration at `now_ms` (Unix milliseconds), by route name.
 /// A configuration the filter rejects has none: the filter would not run it.
-pub fn views(config: &Value, now_ms: u64) -> BTreeMap<String, RampView> {
-    let (Ok(table), Ok(plugin)) = (
-        crate::document::compile(config),
-        canary_filter::config::decode(config.to_string().as_bytes()),
-    ) else {
+pub fn views(config: &PluginConfig, now_ms: u64) -> BTreeMap<String, RampView> {
+    let Ok(table) = RoutingTable::try_from(config) else {
         return BTreeMap::new();
     };
     // A configuration that compiles has every route compiled, in order.
     table
         .routes
         .iter()
-        .zip(plugin.routes)
+        .zip(&config.routes)
         .filter_map(|(route, configured)| {
             let ramp = route.ramp.as_ref()?;
-            let config = configured.ramp?;
+            let config = configured.ramp.clone()?;
             let n = route.variants.len();
             let end = u64::try_from(ramp.end_ms()).unwrap_or_default();
             let elapsed = now_ms as f64 - ramp.start_ms as f64;
@@ -68,19 +64,23 @@ pub fn parse_at(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn config(document: Value) -> PluginConfig {
+        canary_filter::config::decode(document.to_string().as_bytes()).expect("decodes")
+    }
 
     #[test]
     fn a_ramping_route_shows_its_weights_now_and_at_the_end() {
-        let config = json!({"routes": [
+        let ramped = config(json!({"routes": [
             {"name": "plain", "match": {"hosts": ["plain"]},
              "variants": [{"name": "stable", "weight": 100}]},
             {"name": "reviews", "variants": [
                 {"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}],
              "ramp": {"variant": "canary", "from": 10, "to": 50,
-                      "start": "2026-12-07T12:00:00Z", "duration": "2h"}}]});
+                      "start": "2026-12-07T12:00:00Z", "duration": "2h"}}]}));
         let start = parse_at("2026-12-07T12:00:00Z").unwrap();
-        let views = views(&config, start + 1_800_000);
+        let views = views(&ramped, start + 1_800_000);
         assert_eq!(views.keys().collect::<Vec<_>>(), ["reviews"]);
         let view = &views["reviews"];
         assert_eq!(
@@ -92,10 +92,10 @@ mod tests {
         assert_eq!(view.progress, 0.25);
         assert_eq!(view.config.duration, "2h");
 
-        let rejected = json!({"routes": [{"name": "reviews", "variants": [
+        let rejected = config(json!({"routes": [{"name": "reviews", "variants": [
             {"name": "stable", "weight": 90}, {"name": "canary", "weight": 10}],
             "ramp": {"variant": "canary", "from": 0, "to": 50,
-                     "start": "2026-12-07T12:00:00Z", "duration": "2h"}}]});
+                     "start": "2026-12-07T12:00:00Z", "duration": "2h"}}]}));
         assert!(super::views(&rejected, start).is_empty());
     }
 

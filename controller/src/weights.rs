@@ -1,13 +1,12 @@
 //! Weight changes for `set-weight`, `promote` and `abort`: the pure arithmetic on a route's
-//! variants, and the in-place edit of the plugin configuration JSON that carries the result.
+//! variants, and the edit of the typed plugin configuration that carries the result.
 //!
-//! The configuration is edited as a [`Value`], touching only the `weight` fields of one route
-//! (and its `ramp`, which a change ends), so every other field (known to this version of the
-//! filter or not) is kept as it was.
-//! Checking the result is the caller's job: it goes through the filter's own parser.
+//! The edit touches only the weights of one route's variants, and ends a ramp on the route.
+//! Checking the result is the
+//! caller's job: it goes through the filter's own parser.
 
 use canary_filter::table::parse_weight;
-use canary_filter::Weight;
+use canary_filter::{PluginConfig, Weight};
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -138,10 +137,9 @@ impl Change {
         }
     }
 
-    /// Applies the change to `route` in the plugin configuration, in place: only the weights
-    /// of that route's variants are written, and a ramp on the route is ended (see
-    /// [`Change::apply_at`]).
-    pub fn apply(&self, config: &mut Value, route: &str) -> Result<(), WeightError> {
+    /// Applies the change to `route` in the plugin configuration: only the weights of that
+    /// route's variants change, and a ramp on the route is ended (see [`Change::apply_at`]).
+    pub fn apply(&self, config: &mut PluginConfig, route: &str) -> Result<(), WeightError> {
         self.apply_at(config, route, crate::ramps::now_millis())
     }
 
@@ -150,68 +148,51 @@ impl Change {
     /// (an abort among them) hold from then on, and nobody moves but the users the change moves.
     pub fn apply_at(
         &self,
-        config: &mut Value,
+        config: &mut PluginConfig,
         route: &str,
         now_ms: u64,
     ) -> Result<(), WeightError> {
         let routes = read_routes(config)?;
         let mut current = find_route(&routes, route)?.clone();
-        let ramp = crate::ramps::views(config, now_ms).remove(route);
-        if let Some(ramp) = &ramp {
-            for (variant, weight) in current.variants.iter_mut().zip(&ramp.now) {
-                variant.weight = *weight;
+        if let Some(ramp) = crate::ramps::views(config, now_ms).remove(route) {
+            for (variant, weight) in current.variants.iter_mut().zip(ramp.now) {
+                variant.weight = weight;
             }
         }
         let weights = self.weights(&current)?;
-        let position = routes
-            .iter()
-            .position(|r| r.name == route)
-            .unwrap_or_default();
-        let variants = config
-            .pointer_mut(&format!("/routes/{position}/variants"))
-            .and_then(Value::as_array_mut)
-            .ok_or_else(|| shape(format!("routes[{position}].variants"), "is not a list"))?;
-        for (variant, weight) in variants.iter_mut().zip(weights) {
-            if let Some(fields) = variant.as_object_mut() {
-                fields.insert("weight".to_owned(), weight_json(weight));
+        if let Some(live) = config.routes.iter_mut().find(|r| r.name == route) {
+            for (variant, weight) in live.variants.iter_mut().zip(weights) {
+                variant.weight = weight.percent();
             }
-        }
-        if ramp.is_some() {
-            if let Some(fields) = config
-                .pointer_mut(&format!("/routes/{position}"))
-                .and_then(Value::as_object_mut)
-            {
-                fields.shift_remove("ramp");
-            }
+            live.ramp = None;
         }
         Ok(())
     }
 }
 
 /// Every route's variants and weights, read from the plugin configuration.
-pub fn read_routes(config: &Value) -> Result<Vec<RouteWeights>, WeightError> {
-    let routes = config
-        .get("routes")
-        .and_then(Value::as_array)
-        .ok_or_else(|| shape("routes", "is missing or not a list"))?;
-    routes
+pub fn read_routes(config: &PluginConfig) -> Result<Vec<RouteWeights>, WeightError> {
+    config
+        .routes
         .iter()
         .enumerate()
         .map(|(i, route)| {
-            let name = route
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| shape(format!("routes[{i}].name"), "is missing or not a string"))?;
             let variants = route
-                .get("variants")
-                .and_then(Value::as_array)
-                .ok_or_else(|| shape(format!("routes[{i}].variants"), "is missing or not a list"))?
+                .variants
                 .iter()
                 .enumerate()
-                .map(|(k, variant)| read_variant(&format!("routes[{i}].variants[{k}]"), variant))
+                .map(|(k, variant)| {
+                    let weight = parse_weight(variant.weight).map_err(|reason| {
+                        shape(format!("routes[{i}].variants[{k}].weight"), reason)
+                    })?;
+                    Ok(VariantWeight {
+                        name: variant.name.clone(),
+                        weight,
+                    })
+                })
                 .collect::<Result<_, _>>()?;
             Ok(RouteWeights {
-                name: name.to_owned(),
+                name: route.name.clone(),
                 variants,
             })
         })
@@ -230,22 +211,6 @@ pub fn find_route<'a>(
             route: route.to_owned(),
             known: names(routes.iter().map(|r| r.name.as_str())),
         })
-}
-
-fn read_variant(path: &str, variant: &Value) -> Result<VariantWeight, WeightError> {
-    let name = variant
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| shape(format!("{path}.name"), "is missing or not a string"))?;
-    let percent = variant
-        .get("weight")
-        .and_then(Value::as_f64)
-        .ok_or_else(|| shape(format!("{path}.weight"), "is missing or not a number"))?;
-    let weight = parse_weight(percent).map_err(|reason| shape(format!("{path}.weight"), reason))?;
-    Ok(VariantWeight {
-        name: name.to_owned(),
-        weight,
-    })
 }
 
 /// A weight as JSON: an integer when whole (`30`, not `30.0`), else at most three decimals.
@@ -390,39 +355,44 @@ mod tests {
     /// A change to a ramping route starts from the weights in force and ends the ramp.
     #[test]
     fn a_change_ends_a_ramp_from_the_weights_in_force() {
-        let config = json!({"routes": [{"name": "reviews", "variants": [
+        let ramped = config(json!({"routes": [{"name": "reviews", "variants": [
             {"name": "stable", "weight": 80}, {"name": "canary", "weight": 0},
             {"name": "blue", "weight": 20}],
             "ramp": {"variant": "canary", "from": 0, "to": 50,
-                     "start": "2026-12-07T12:00:00Z", "duration": "2h"}}]});
-        let at = crate::ramps::parse_at("2026-12-07T13:00:00Z").unwrap();
-        let after = |change: Change| {
-            let mut config = config.clone();
-            change.apply_at(&mut config, "reviews", at).unwrap();
-            config["routes"][0].clone()
+                     "start": "2026-12-07T12:00:00Z", "duration": "2h"}}]}));
+        let after = |change: Change, at: &str| {
+            let mut live = ramped.clone();
+            let at = crate::ramps::parse_at(at).unwrap();
+            change.apply_at(&mut live, "reviews", at).unwrap();
+            let route = &live.routes[0];
+            let weights: Vec<f64> = route.variants.iter().map(|v| v.weight).collect();
+            (weights, route.ramp.is_some())
         };
-        let variants = |weights: [u32; 3]| {
-            json!([{"name": "stable", "weight": weights[0]}, {"name": "canary", "weight": weights[1]},
-                   {"name": "blue", "weight": weights[2]}])
-        };
-        let want = |weights| json!({"name": "reviews", "variants": variants(weights)});
-        assert_eq!(after(Change::Abort), want([100, 0, 0]), "abort");
-        assert_eq!(
-            after(set(&["blue=10"])),
-            want([65, 25, 10]),
-            "canary kept at its 25 % now"
-        );
-        assert_eq!(
-            after(Change::Promote("canary".into())),
-            want([0, 100, 0]),
-            "promote"
-        );
-        let before = crate::ramps::parse_at("2026-12-07T11:00:00Z").unwrap();
-        let mut early = config.clone();
-        set(&["blue=10"])
-            .apply_at(&mut early, "reviews", before)
-            .unwrap();
-        assert_eq!(early["routes"][0], want([90, 0, 10]), "before the start");
+        let hour_in = "2026-12-07T13:00:00Z";
+        let cases = [
+            ("abort", Change::Abort, hour_in, [100.0, 0.0, 0.0]),
+            (
+                "canary kept at its 25 % now",
+                set(&["blue=10"]),
+                hour_in,
+                [65.0, 25.0, 10.0],
+            ),
+            (
+                "promote",
+                Change::Promote("canary".into()),
+                hour_in,
+                [0.0, 100.0, 0.0],
+            ),
+            (
+                "before the start",
+                set(&["blue=10"]),
+                "2026-12-07T11:00:00Z",
+                [90.0, 0.0, 10.0],
+            ),
+        ];
+        for (label, change, at, want) in cases {
+            assert_eq!(after(change, at), (want.to_vec(), false), "{label}");
+        }
     }
 
     #[test]
@@ -485,50 +455,50 @@ mod tests {
         assert_eq!(weight_text(Weight(100_000)), "100");
     }
 
+    fn config(document: Value) -> PluginConfig {
+        canary_filter::config::decode(document.to_string().as_bytes()).expect("decodes")
+    }
+
     #[test]
     fn apply_changes_only_the_weights_of_one_route() {
-        let mut config = json!({
+        let mut live = config(json!({
             "decisionHeader": "x-variant",
-            "futureField": {"kept": [1, 2]},
             "routes": [
                 {"name": "other", "variants": [{"name": "stable", "weight": 50}, {"name": "canary", "weight": 50}]},
                 {"name": "reviews", "match": {"hosts": ["reviews"]},
-                 "variants": [{"name": "stable", "weight": 90.0, "note": "x"}, {"name": "canary", "weight": 10}],
+                 "variants": [{"name": "stable", "weight": 90.0}, {"name": "canary", "weight": 10}],
                  "stickiness": {"salt": "s"}}
             ]
-        });
-        let mut want = config.clone();
-        set(&["canary=30"]).apply(&mut config, "reviews").unwrap();
-        want["routes"][1]["variants"][0]["weight"] = json!(70);
-        want["routes"][1]["variants"][1]["weight"] = json!(30);
-        assert_eq!(config, want);
-        assert_eq!(
-            config.to_string().find("\"decisionHeader\""),
-            Some(1),
-            "field order is kept: {config}"
-        );
+        }));
+        let mut want = live.clone();
+        set(&["canary=12.5"]).apply(&mut live, "reviews").unwrap();
+        want.routes[1].variants[0].weight = 87.5;
+        want.routes[1].variants[1].weight = 12.5;
+        assert_eq!(live, want);
     }
 
     #[test]
     fn apply_reports_an_unknown_route() {
-        let mut config = json!({"routes": [{"name": "reviews", "variants": [{"name": "stable", "weight": 100}]}]});
-        let before = config.clone();
-        let error = Change::Abort.apply(&mut config, "ratings").unwrap_err();
+        let mut live = config(
+            json!({"routes": [{"name": "reviews", "variants": [{"name": "stable", "weight": 100}]}]}),
+        );
+        let before = live.clone();
+        let error = Change::Abort.apply(&mut live, "ratings").unwrap_err();
         assert_eq!(
             error.to_string(),
             "no route named \"ratings\" (routes: reviews)"
         );
-        assert_eq!(config, before);
+        assert_eq!(live, before);
     }
 
     #[test]
     fn read_routes_names_the_path_of_a_bad_weight() {
-        let config =
-            json!({"routes": [{"name": "r", "variants": [{"name": "a", "weight": "ten"}]}]});
-        let error = read_routes(&config).unwrap_err().to_string();
-        assert_eq!(
-            error,
-            "routes[0].variants[0].weight: is missing or not a number"
+        let live = config(json!({"routes": [{"name": "r", "variants": [
+            {"name": "a", "weight": 100}, {"name": "b", "weight": 0.0001}]}]}));
+        let error = read_routes(&live).unwrap_err().to_string();
+        assert!(
+            error.starts_with("routes[0].variants[1].weight: "),
+            "{error}"
         );
     }
 }

@@ -174,6 +174,42 @@ fn a_yaml_file_is_written_back_as_yaml() {
     assert_eq!(file.document(), with_config(ecds_document(), &want));
 }
 
+/// The dynamic module's ECDS document: its `filter_config` is changed, every other field kept,
+/// and a configuration the filter would reject is refused with its JSON path.
+#[test]
+fn a_dynamic_module_document_is_changed_in_its_filter_config() {
+    let module = ModuleSource::Dynamic {
+        name: "canary_router".into(),
+    };
+    let mut original = document("canary", &module, &plugin_config().to_string());
+    original["version_info"] = json!("2026-12-01");
+    let text = serde_yaml::to_string(&original).unwrap();
+    let file = EcdsFile::with("filter.yaml", text.into_bytes());
+
+    let run = file.run(&["set-weight", "--route", "reviews", "canary=25"]);
+    assert!(run.succeeded(), "{run:?}");
+    let mut want = plugin_config();
+    want["routes"][0]["variants"] =
+        json!([{"name": "stable", "weight": 75}, {"name": "canary", "weight": 25}]);
+    let mut changed = original.clone();
+    changed["resources"][0]["typed_config"]["filter_config"]["value"] = json!(want.to_string());
+    assert_eq!(file.document(), changed, "only filter_config.value changed");
+
+    let mut broken = plugin_config();
+    broken["routes"][1]["stickiness"] = json!({"salt": ""});
+    let doc = document("canary", &module, &broken.to_string());
+    let file = EcdsFile::with("filter.json", serde_json::to_vec(&doc).unwrap());
+    let before = fs::read(&file.path).unwrap();
+    let run = file.run(&["set-weight", "--route", "reviews", "canary=20"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("routes[1].stickiness.salt: must not be empty"),
+        "{run:?}"
+    );
+    assert_eq!(fs::read(&file.path).unwrap(), before, "file left unchanged");
+}
+
 #[test]
 fn a_refused_change_leaves_the_file_byte_for_byte() {
     let file = EcdsFile::json();

@@ -9,6 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use canaryctl::targets::{Clients, Target};
 use serde_json::{json, Value};
 use support::kube_api::{Fault, KubeApi};
 use support::{canaryctl_with_env, envoy_filter_config, rendered_envoy_filter, Run};
@@ -293,4 +294,60 @@ fn a_rollout_rolls_back_once_the_target_is_writable_after_a_long_outage() {
     let why = record["message"].as_str().unwrap_or_default();
     assert!(why.contains("the target could not be written"), "{why}");
     assert!(why.contains("503"), "{why}");
+}
+
+/// With one client shared by concurrent calls, as `serve` shares it, a `Retry-After` is waited
+/// out by the call whose answer carried it, and by no other: of two reads answered 429 with
+/// `Retry-After: 3` and 503 without one, only the first waits 3 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_waited_out_by_the_call_it_answered() {
+    let c = Cluster::new();
+    let mut other = rendered_envoy_filter();
+    other["metadata"]["name"] = json!("ratings-canary");
+    c.api.create(other);
+    let kubeconfig = kube::config::Kubeconfig::read_from(c.api.kubeconfig(c.dir.path()))
+        .expect("the stand-in's kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("a client configuration");
+    let clients = Clients::with_kube_config(config);
+
+    c.api
+        .fail_next(&[Fault::too_many_requests(3), Fault::status(503)]);
+    let read = |name: &'static str| {
+        let clients = clients.clone();
+        tokio::spawn(async move {
+            let target: Target = format!("kube://bookinfo/envoyfilter/{name}")
+                .parse()
+                .expect("a target");
+            let started = Instant::now();
+            let config = target.read(&clients).await.expect("read after the fault");
+            (config, started.elapsed())
+        })
+    };
+    let (reviews, ratings) = (read("reviews-canary"), read("ratings-canary"));
+    let (reviews, ratings) = (reviews.await.expect("task"), ratings.await.expect("task"));
+    assert_eq!(c.api.faults_left(), 0, "both faults were given");
+    for (config, _) in [&reviews, &ratings] {
+        assert_eq!(config.routes[0].name, "reviews");
+    }
+
+    let first = c.api.served();
+    let got_429 = first
+        .iter()
+        .find(|s| s.status == 429)
+        .expect("a 429 was served");
+    let (waited, not_waited) = if got_429.uri.contains("reviews-canary") {
+        (reviews.1, ratings.1)
+    } else {
+        (ratings.1, reviews.1)
+    };
+    assert!(
+        waited >= Duration::from_secs(3),
+        "the call answered 429 waits its Retry-After: {waited:?}"
+    );
+    assert!(
+        not_waited < Duration::from_millis(2500),
+        "the call answered 503 backs off, not waiting the other's Retry-After: {not_waited:?}"
+    );
 }

@@ -1,4 +1,5 @@
-//! `canaryctl render`: every document validates against the Istio CRDs with no unknown field,
+//! `canaryctl render`: every document validates against the Istio CRDs (the EnvoyExtensionPolicy
+//! against Envoy Gateway's) with no unknown field,
 //! the routing it sets up sends each decision to the right subset, the filter resource carries
 //! the spec's plugin configuration unchanged, and `envoyfilter/istio/` is what render produces.
 
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use canary_filter::{RequestHeaders, RoutingTable};
-use canaryctl::args::Api;
+use canaryctl::args::{Api, ModuleKind};
 use canaryctl::render;
 use canaryctl::spec::Spec;
 use serde_json::{json, Value};
@@ -40,7 +41,17 @@ fn example(name: &str) -> Spec {
 }
 
 fn rendered(spec: &Spec, api: Api) -> Vec<Value> {
-    render::resources(spec, api).expect("render")
+    render::resources(spec, api, None).expect("render")
+}
+
+/// The web-gateway example attached by targetRefs, to the gateway and the mesh.
+fn by_target_refs() -> Spec {
+    let mut by_ref = example_value("web-gateway");
+    by_ref["attachment"] = json!({ "targetRefs": [
+        { "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "web" },
+    ] });
+    by_ref["gateways"] = json!(["istio-system/web", "mesh"]);
+    Spec::from_value(by_ref).expect("valid")
 }
 
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -386,6 +397,122 @@ fn the_filter_resource_carries_the_plugin_configuration_unchanged() {
                 parsed.err()
             );
         }
+    }
+}
+
+/// `--module-kind dynamic`: the EnvoyFilter delivers the dynamic module's `DynamicModuleFilter`
+/// over ECDS with the plugin configuration as its `filter_config`, and the EnvoyExtensionPolicy
+/// runs the module registered as `canary-router` with it; each validates against its CRD.
+#[test]
+fn the_dynamic_module_resources_validate_and_carry_the_plugin_configuration() {
+    let crds = Crds::load();
+    for spec in [example("bookinfo-reviews"), by_target_refs()] {
+        let docs =
+            render::resources(&spec, Api::Envoyfilter, Some(ModuleKind::Dynamic)).expect("render");
+        assert_eq!(docs.len(), 3, "extension, DR, VS");
+        for doc in &docs {
+            let errors = crds.check(doc);
+            assert!(errors.is_empty(), "{}:\n{}", doc["kind"], errors.join("\n"));
+        }
+        let ef = one(&docs, "EnvoyFilter");
+        let extension = ef
+            .pointer("/spec/configPatches/0/patch/value")
+            .expect("the EXTENSION_CONFIG patch");
+        assert_eq!(
+            extension["typed_config"]["@type"],
+            canaryctl::ecds::DYNAMIC_MODULE
+        );
+        assert_eq!(
+            extension["typed_config"]["dynamic_module_config"]["name"],
+            "canary_router"
+        );
+        assert_eq!(extension["typed_config"]["filter_name"], "canary");
+        let config = extension["typed_config"]["filter_config"]["value"]
+            .as_str()
+            .expect("filter_config StringValue");
+        let config: Value = serde_json::from_str(config).expect("JSON");
+        assert_eq!(config, spec.plugin_config);
+        let type_urls =
+            &ef["spec"]["configPatches"][1]["patch"]["value"]["config_discovery"]["type_urls"];
+        assert_eq!(type_urls, &json!([canaryctl::ecds::DYNAMIC_MODULE]));
+    }
+
+    let spec = by_target_refs();
+    let docs = rendered(&spec, Api::Envoyextensionpolicy);
+    assert_eq!(docs.len(), 1, "the policy alone: {docs:#?}");
+    let policy = one(&docs, "EnvoyExtensionPolicy");
+    let errors = crds.check(policy);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    assert_eq!(
+        policy["spec"]["dynamicModule"],
+        json!([{ "name": "canary-router", "filterName": "canary", "config": spec.plugin_config }])
+    );
+    assert_eq!(
+        policy["spec"]["targetRefs"],
+        json!([{ "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "web" }])
+    );
+    let parsed = canary_filter::parse(
+        policy["spec"]["dynamicModule"][0]["config"]
+            .to_string()
+            .as_bytes(),
+    );
+    assert!(parsed.is_ok(), "{:?}", parsed.err());
+
+    // The CRD check catches what Envoy Gateway's API server would refuse.
+    for (label, doc, want) in [
+        (
+            "a module name Envoy Gateway refuses",
+            with(policy, "/spec/dynamicModule/0/name", json!("canary_router")),
+            "spec.dynamicModule[0].name: Invalid value",
+        ),
+        (
+            "an unknown field",
+            with(policy, "/spec/dynamicModule/0/metricsNamespace", json!("x")),
+            "spec.dynamicModule[0].metricsNamespace: unknown field",
+        ),
+        (
+            "a reference without its group",
+            without(policy, "/spec/targetRefs/0/group"),
+            "spec.targetRefs[0].group: Required value",
+        ),
+    ] {
+        let errors = crds.check(&doc);
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "{label}: want {want:?} in {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn module_kinds_an_api_cannot_run_are_refused() {
+    let selector = example("bookinfo-reviews");
+    for (spec, api, kind, want) in [
+        (
+            &selector,
+            Api::Wasmplugin,
+            Some(ModuleKind::Dynamic),
+            "runs wasm only",
+        ),
+        (
+            &selector,
+            Api::Trafficextension,
+            Some(ModuleKind::Dynamic),
+            "runs wasm only",
+        ),
+        (
+            &by_target_refs(),
+            Api::Envoyextensionpolicy,
+            Some(ModuleKind::Wasm),
+            "for the dynamic module only",
+        ),
+        (&selector, Api::Envoyextensionpolicy, None, "by targetRefs"),
+    ] {
+        let error = render::resources(spec, api, kind).expect_err("refused");
+        assert!(
+            error.to_string().contains(want),
+            "{api:?} {kind:?}: {error}"
+        );
     }
 }
 

@@ -31,6 +31,8 @@ static NEXT_CONFIG: AtomicU32 = AtomicU32::new(1);
 pub struct FilterConfig {
     /// Names the configuration in logs, like the proxy-wasm root context id.
     pub id: u32,
+    /// The request header the decision goes in, removed from a request whose hook panicked.
+    pub decision_header: String,
     bytes: Vec<u8>,
     pub metrics: MetricIds,
 }
@@ -44,6 +46,7 @@ impl FilterConfig {
         let metrics = MetricIds::define(envoy, &plugin.table);
         Some(Arc::new(FilterConfig {
             id,
+            decision_header: plugin.table.decision_header.clone(),
             bytes: bytes.to_vec(),
             metrics,
         }))
@@ -89,7 +92,9 @@ thread_local! {
 }
 
 /// The ids Envoy gave the configuration's metrics, by name: every name the decision core can
-/// ask for (`canary_filter::metrics`), plus [`PANIC_COUNTER`].
+/// ask for under the configuration (`canary_filter::metrics`; the response metrics only with
+/// `metrics.responses`, so that, as with the wasm filter, none shows when they are off), plus
+/// [`PANIC_COUNTER`].
 #[derive(Debug, Default)]
 pub struct MetricIds {
     counters: HashMap<String, usize>,
@@ -102,6 +107,10 @@ impl MetricIds {
         for route in &table.routes {
             for variant in &route.variants {
                 for metric in Metric::each() {
+                    let response = matches!(metric, Metric::Response(_) | Metric::UpstreamTime);
+                    if response && !table.response_metrics {
+                        continue;
+                    }
                     let name = metric.name(&route.name, &variant.name);
                     ids.define_one(envoy, metric.kind(), name);
                 }

@@ -9,8 +9,9 @@
 //!
 //! Every event hook Envoy calls is an `extern "C"` function here and runs its body inside
 //! [`barrier`]: a panic never unwinds into Envoy. It is logged and counted
-//! (`<metrics namespace>.canary.panic`), and the stream continues undecided (fail open). This
-//! needs the module built with `panic = "unwind"`, as the workspace's `dynmod` profile does.
+//! (`<metrics namespace>.canary.panic`), and the stream continues undecided (fail open), with
+//! any decision header the client sent removed. This needs the module built with
+//! `panic = "unwind"`, as the workspace's `dynmod` profile does.
 
 mod abi;
 mod config;
@@ -22,7 +23,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use canary_filter::host::LogLevel;
+use canary_filter::host::{Host, LogLevel};
 use canary_filter::http::{self, Stream};
 
 use abi::{ConfigEnvoyPtr, EnvoyBuffer, FilterEnvoyPtr, FilterStatus, ModulePtr, CONTINUE};
@@ -196,10 +197,20 @@ extern "C" fn envoy_dynamic_module_on_http_filter_new(
     Box::into_raw(Box::new(filter)).cast_const().cast()
 }
 
+/// When a hook panicked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before the request went upstream: a decision header the client sent is removed, so
+    /// that the request cannot pick a variant with it.
+    Request,
+    Response,
+}
+
 /// Runs `body` on the stream's filter within [`barrier`]; after a panic the stream is
 /// dropped, so that the rest of the request passes undecided.
 fn on_stream(
     hook: &str,
+    phase: Phase,
     envoy: FilterEnvoyPtr,
     filter: ModulePtr,
     body: impl FnOnce(&mut Option<Stream>, &StreamHost),
@@ -225,6 +236,12 @@ fn on_stream(
     );
     if panicked {
         filter.stream = None;
+        if phase == Phase::Request {
+            barrier(hook, (), log_panic, || {
+                host.set_request_header(&filter.config.decision_header, None);
+                host.clear_route_cache();
+            });
+        }
     }
     CONTINUE
 }
@@ -237,11 +254,16 @@ extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 ) -> FilterStatus {
     on_stream(
         "on_http_filter_request_headers",
+        Phase::Request,
         envoy,
         filter,
-        |stream, host| match stream {
-            Some(stream) => stream.on_request_headers(host),
-            None => http::strip_unconfigured(host),
+        |stream, host| {
+            #[cfg(feature = "panic-probe")]
+            panic_probe::panic_if_asked(host);
+            match stream {
+                Some(stream) => stream.on_request_headers(host),
+                None => http::strip_unconfigured(host),
+            }
         },
     )
 }
@@ -254,6 +276,7 @@ extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 ) -> FilterStatus {
     on_stream(
         "on_http_filter_response_headers",
+        Phase::Response,
         envoy,
         filter,
         |stream, host| {
@@ -400,6 +423,26 @@ extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_
     _envoy: FilterEnvoyPtr,
     _filter: ModulePtr,
 ) {
+}
+
+/// Test only (feature `panic-probe`): a real panic inside a hook, on request.
+#[cfg(feature = "panic-probe")]
+mod panic_probe {
+    use canary_filter::host::Host;
+
+    /// The request header that makes the request headers hook panic.
+    pub const HEADER: &str = "x-canary-panic-probe";
+
+    #[allow(clippy::panic)]
+    pub fn panic_if_asked(host: &impl Host) {
+        if host
+            .request_headers()
+            .iter()
+            .any(|(name, _)| name == HEADER)
+        {
+            panic!("{HEADER} asked for a panic");
+        }
+    }
 }
 
 #[cfg(test)]

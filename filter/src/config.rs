@@ -23,7 +23,10 @@ pub const DEFAULT_DECISION_HEADER: &str = "x-canary-variant";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginConfig {
-    #[serde(default = "default_decision_header")]
+    #[serde(
+        default = "default_decision_header",
+        skip_serializing_if = "is_default_decision_header"
+    )]
     pub decision_header: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub debug_header: bool,
@@ -31,7 +34,27 @@ pub struct PluginConfig {
     /// variant name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seal: Option<String>,
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_default")]
+    pub metrics: MetricsConfig,
     pub routes: Vec<RouteConfig>,
+}
+
+/// Which of the filter's own metrics are kept. The decision counters always are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Response counters per status class and the `upstream_time` histogram, per variant.
+    /// Off by default: Envoy's cluster stats and Istio's standard metrics already count
+    /// responses and latency per variant where each variant has its own cluster or subset,
+    /// and these cost host calls on every response.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub responses: bool,
+}
+
+impl MetricsConfig {
+    fn is_default(&self) -> bool {
+        *self == MetricsConfig::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +86,7 @@ pub struct MatchConfig {
 pub struct VariantConfig {
     pub name: String,
     /// Percentage of traffic, at most three decimals.
+    #[serde(serialize_with = "serialize_percent")]
     pub weight: f64,
 }
 
@@ -143,8 +167,25 @@ fn default_decision_header() -> String {
     DEFAULT_DECISION_HEADER.to_owned()
 }
 
+fn is_default_decision_header(header: &str) -> bool {
+    header == DEFAULT_DECISION_HEADER
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// A percentage as operators write it: a whole one as an integer (`30`, not `30.0`).
+fn serialize_percent<S: serde::Serializer>(
+    percent: &f64,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    if percent.fract() == 0.0 && (0.0..=100.0).contains(percent) {
+        // Whole and within 0..=100, so the cast is exact.
+        serializer.serialize_u8(*percent as u8)
+    } else {
+        serializer.serialize_f64(*percent)
+    }
 }
 
 /// Reads the plugin configuration bytes and decodes the JSON types only: the first half of
@@ -249,7 +290,8 @@ mod tests {
     fn a_decoded_configuration_has_every_field() {
         let config = decode(
             br#"{"decisionHeader":"x-v","debugHeader":true,
-            "seal":"0123456789abcdef0123456789abcdef","routes":[{"name":"r",
+            "seal":"0123456789abcdef0123456789abcdef","metrics":{"responses":true},
+            "routes":[{"name":"r",
             "match":{"hosts":["a"],"pathPrefixes":["/p"]},
             "variants":[{"name":"a","weight":99.5},{"name":"b","weight":0.5}],
             "targeting":[{"name":"t","cookie":"c","present":false,"variant":"b"},
@@ -272,6 +314,7 @@ mod tests {
             decision_header: "x-v".to_owned(),
             debug_header: true,
             seal: Some("0123456789abcdef0123456789abcdef".to_owned()),
+            metrics: MetricsConfig { responses: true },
             routes: vec![RouteConfig {
                 name: "r".to_owned(),
                 matcher: Some(MatchConfig {
@@ -334,6 +377,30 @@ mod tests {
         assert_eq!(config, expected);
     }
 
+    /// canaryctl writes back what it edits: what is written reads back as the same
+    /// configuration, with defaults left out and whole weights as integers, as people write them.
+    #[test]
+    fn a_configuration_is_written_as_it_is_written_by_hand() {
+        let by_hand = [
+            r#"{"routes":[{"name":"r","variants":[{"name":"a","weight":87.5},{"name":"b","weight":12.5}]}]}"#,
+            r#"{"decisionHeader":"x-v","debugHeader":true,"routes":[{"name":"r","match":{"hosts":["a"]},"variants":[{"name":"a","weight":100},{"name":"b","weight":0}],"targeting":[{"name":"t","header":"h","in":["x"],"variant":"b"}],"stickiness":{"keys":[{"cookie":"s"}],"cookie":{"name":"id","maxAge":60,"sameSite":"Lax"},"salt":"s"}}]}"#,
+            r#"{"routes":[{"name":"r","variants":[{"name":"a","weight":66.667},{"name":"b","weight":33.333}]}]}"#,
+        ];
+        for document in by_hand {
+            let config = decode(document.as_bytes()).unwrap();
+            let written = serde_json::to_string(&config).unwrap();
+            assert_eq!(written, document);
+            assert_eq!(decode(written.as_bytes()).unwrap(), config, "{written}");
+        }
+        let defaults_spelled_out = r#"{"decisionHeader":"x-canary-variant","debugHeader":false,
+            "routes":[{"name":"r","variants":[{"name":"a","weight":100.0}],"targeting":[]}]}"#;
+        let config = decode(defaults_spelled_out.as_bytes()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&config).unwrap(),
+            r#"{"routes":[{"name":"r","variants":[{"name":"a","weight":100}]}]}"#
+        );
+    }
+
     #[test]
     fn defaults_and_nulls_mean_absent() {
         let config = decode(
@@ -343,6 +410,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.decision_header, DEFAULT_DECISION_HEADER);
         assert!(!config.debug_header);
+        assert!(
+            !config.metrics.responses,
+            "response metrics are off by default"
+        );
         let route = &config.routes[0];
         assert_eq!(
             (&route.matcher, &route.targeting, &route.stickiness),
@@ -358,7 +429,7 @@ mod tests {
     #[test]
     fn every_decoding_error_is_reported_at_its_path() {
         let found = decoded(
-            r#"{"debugHeader":"yes","routes":[
+            r#"{"debugHeader":"yes","metrics":{"responses":1,"latency":true},"routes":[
                 {"name":1,"variants":[{"name":"a","weight":"x"},{"weight":true,"subset":"v1"}],
                  "targeting":[{"name":"t","in":[1],"present":"no","variant":"a"}]},
                 7,
@@ -370,6 +441,8 @@ mod tests {
             found,
             [
                 "debugHeader: invalid type: string \"yes\", expected a boolean",
+                "metrics.responses: invalid type: integer `1`, expected a boolean",
+                "metrics.latency: unknown field `latency`, expected one of `responses`",
                 "routes[0].name: invalid type: integer `1`, expected a string",
                 "routes[0].variants[0].weight: invalid type: string \"x\", expected a number",
                 "routes[0].variants[1].weight: invalid type: boolean `true`, expected a number",
@@ -384,7 +457,7 @@ mod tests {
                 "routes[2].stickiness.cookie.sameSite: unknown variant `lax`, expected one of `Strict`, `Lax`, `None`",
                 "routes[2].stickiness.cookie: missing field `name`",
                 "routes[2]: missing field `variants`",
-                "extra: unknown field `extra`, expected one of `decisionHeader`, `debugHeader`, `seal`, `routes`",
+                "extra: unknown field `extra`, expected one of `decisionHeader`, `debugHeader`, `seal`, `metrics`, `routes`",
             ]
         );
         assert_eq!(decoded("{}"), ["$: missing field `routes`"]);

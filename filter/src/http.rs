@@ -143,8 +143,15 @@ impl Stream {
         plugin
             .metrics
             .increment(host, decision.variant.id, Metric::Decision(decision.reason));
-        self.started_ms = host.now_millis();
-        self.decided = Some(Decided::new(&plugin.table, &decision));
+        let table = &plugin.table;
+        if table.response_metrics {
+            self.started_ms = host.now_millis();
+        }
+        // Kept only when the response needs it, so that otherwise the response makes no host
+        // call at all.
+        if table.response_metrics || table.debug_header || decision.issue_identity.is_some() {
+            self.decided = Some(Decided::new(table, &decision));
+        }
     }
 
     pub fn on_response_headers(&mut self, host: &impl Host) {
@@ -156,6 +163,9 @@ impl Stream {
         }
         if let Some(value) = &decided.debug {
             host.add_response_header(DEBUG_HEADER, value.as_bytes());
+        }
+        if !self.plugin.table.response_metrics {
+            return;
         }
         let metrics = &self.plugin.metrics;
         let status = host
@@ -372,13 +382,38 @@ mod tests {
     }
 
     #[test]
+    fn response_metrics_are_off_by_default() {
+        let host = MockHost::request(&[
+            (":authority", "shop"),
+            (":path", "/"),
+            ("x-canary", "always"),
+        ]);
+        let quiet = CONFIG.replacen(r#""debugHeader": true,"#, "", 1);
+        let p = Rc::new(Plugin::configure(&host, 1, Some(quiet.as_bytes())).unwrap());
+        run(&host, &p);
+        assert_eq!(
+            host.counters(),
+            [(
+                "canary.route.web.variant.canary.decision.rule".to_owned(),
+                1
+            )],
+            "the decision counted, and no response"
+        );
+        assert!(host
+            .histogram("canary.route.web.variant.canary.upstream_time")
+            .is_empty());
+        assert!(host.response_values(DEBUG_HEADER).is_empty());
+    }
+
+    #[test]
     fn counts_decisions_responses_and_upstream_time() {
         let host = MockHost::request(&[
             (":authority", "shop"),
             (":path", "/"),
             ("x-canary", "always"),
         ]);
-        let p = plugin(&host);
+        let with_responses = CONFIG.replacen('{', r#"{"metrics": {"responses": true},"#, 1);
+        let p = Rc::new(Plugin::configure(&host, 1, Some(with_responses.as_bytes())).unwrap());
         run(&host, &p);
         run(&host, &p);
         assert_eq!(
@@ -402,7 +437,7 @@ mod tests {
     #[test]
     fn a_later_route_counts_under_its_own_names() {
         let host = MockHost::request(&[(":authority", "api.example.com"), (":path", "/")]);
-        let config = br#"{"debugHeader": true, "routes": [
+        let config = br#"{"debugHeader": true, "metrics": {"responses": true}, "routes": [
           {"name": "web", "match": {"hosts": ["shop"]},
            "variants": [{"name": "stable", "weight": 50}, {"name": "canary", "weight": 50}]},
           {"name": "api", "variants": [{"name": "v1", "weight": 100}]}

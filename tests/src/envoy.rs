@@ -1,8 +1,8 @@
 //! A real Envoy process running the built filter, configured the way a standalone deployment
 //! is: the filter's configuration comes from an ECDS file in a watched directory, or (with
 //! [`EnvoyBuilder::ecds_grpc`]) from an ECDS gRPC server such as `canaryctl serve`. With
-//! [`EnvoyBuilder::dynamic_module`] the filter is the native dynamic module instead, configured
-//! in the bootstrap.
+//! [`EnvoyBuilder::dynamic_module`] (or [`EnvoyBuilder::build`]) the filter is the native
+//! dynamic module instead, its configuration over ECDS the same way.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,8 +30,21 @@ pub const ECDS_GRPC_CLUSTER: &str = "canaryctl";
 pub const MODULE_CLUSTER: &str = "canary-module";
 /// Where Envoy looks for `lib<name>.so` of a dynamic module.
 pub const DYNAMIC_MODULES_SEARCH_PATH: &str = "ENVOY_DYNAMIC_MODULES_SEARCH_PATH";
-/// The prefix of a dynamic module's metrics (Envoy's default metrics namespace).
-pub const DYNAMIC_MODULE_STATS: &str = "dynamicmodulescustom";
+/// `dynamic_module_config.name` of the native dynamic module: Envoy loads `lib<name>.so`.
+pub const DYNAMIC_MODULE: &str = "canary_router";
+
+/// Which build of the filter an Envoy runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// The proxy-wasm filter (`filter/`), in Envoy's V8 runtime.
+    Wasm,
+    /// The native dynamic module (`dynmod/`).
+    DynamicModule,
+}
+
+impl Build {
+    pub const ALL: [Build; 2] = [Build::Wasm, Build::DynamicModule];
+}
 
 static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
@@ -65,6 +78,9 @@ pub struct EnvoyBuilder {
     filter_name: Option<String>,
     ecds_resource: Option<Value>,
     dynamic_module: Option<(PathBuf, String)>,
+    filters_before: Vec<Value>,
+    filters_after: Vec<Value>,
+    route_configs: Vec<(String, String, Value)>,
 }
 
 /// How the listener routes: through the filter (the default), or without it for comparison.
@@ -207,11 +223,40 @@ impl EnvoyBuilder {
         self
     }
 
-    /// Runs the filter as the native dynamic module `lib<name>.so` found in `dir`, configured
-    /// in the bootstrap (a `DynamicModuleFilter` with the plugin configuration as its
-    /// `filter_config`) rather than over ECDS.
+    /// Runs the filter as the native dynamic module `lib<name>.so` found in `dir`: the ECDS
+    /// resource is a `DynamicModuleFilter` with the plugin configuration as its
+    /// `filter_config` (in [`EnvoyBuilder::validate`], the same filter in the bootstrap).
     pub fn dynamic_module(mut self, dir: &Path, name: &str) -> Self {
         self.dynamic_module = Some((dir.to_owned(), name.to_owned()));
+        self
+    }
+
+    /// Runs this build of the filter: the wasm module of [`wasm_path`] (the default) or the
+    /// dynamic module [`DYNAMIC_MODULE`] of [`crate::dynmod_dir`].
+    pub fn build(self, build: Build) -> Self {
+        match build {
+            Build::Wasm => self,
+            Build::DynamicModule => self.dynamic_module(&crate::dynmod_dir(), DYNAMIC_MODULE),
+        }
+    }
+
+    /// HTTP filters to run before the canary filter, in this order.
+    pub fn filters_before(mut self, filters: Vec<Value>) -> Self {
+        self.filters_before = filters;
+        self
+    }
+
+    /// HTTP filters to run after the canary filter and before the router, in this order.
+    pub fn filters_after(mut self, filters: Vec<Value>) -> Self {
+        self.filters_after = filters;
+        self
+    }
+
+    /// Gives every route to `variant`'s cluster a per-route configuration of filter `filter`
+    /// (`typed_per_filter_config`).
+    pub fn route_filter_config(mut self, variant: &str, filter: &str, config: Value) -> Self {
+        self.route_configs
+            .push((variant.to_owned(), filter.to_owned(), config));
         self
     }
 
@@ -228,6 +273,7 @@ impl EnvoyBuilder {
             &self.variants,
             dir.path(),
             &self.routing,
+            ecds::DYNAMIC_MODULE,
         );
         let (module_dir, module) = self
             .dynamic_module
@@ -260,12 +306,24 @@ impl EnvoyBuilder {
         let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
         let node = format!("e2e-{}-{n}", std::process::id());
         let filter_name = self.filter_name.unwrap_or_else(|| FILTER_NAME.to_owned());
+        let module = match (&self.dynamic_module, self.remote_module, self.module) {
+            (Some((_, name)), _, _) => ModuleSource::Dynamic { name: name.clone() },
+            (None, Some((uri, sha256)), _) => ModuleSource::Remote {
+                uri,
+                cluster: MODULE_CLUSTER.to_owned(),
+                sha256,
+            },
+            (None, None, module) => {
+                ModuleSource::Local(module.unwrap_or_else(wasm_path).display().to_string())
+            }
+        };
         let mut bootstrap = bootstrap(
             &node,
             &filter_name,
             &self.variants,
             &ecds_dir,
             &self.routing,
+            module.type_url(),
         );
         if let Some(addr) = self.ecds_grpc {
             use_ecds_grpc(&mut bootstrap, addr, self.ecds_grpc_tls.as_ref());
@@ -276,11 +334,14 @@ impl EnvoyBuilder {
         if let Some(addr) = self.module_server {
             add_cluster(&mut bootstrap, MODULE_CLUSTER, addr, false);
         }
+        add_filters(
+            &mut bootstrap,
+            &self.filters_before,
+            &self.filters_after,
+            &self.route_configs,
+        );
         if let Some(interval) = self.stats_flush_interval {
             bootstrap["stats_flush_interval"] = json!(format!("{:.3}s", interval.as_secs_f64()));
-        }
-        if let Some((_, module)) = &self.dynamic_module {
-            use_dynamic_module(&mut bootstrap, module, &self.plugin_config);
         }
         let rds_dir = dir.path().join("rds");
         if let Some(seals) = &self.sealed {
@@ -294,18 +355,6 @@ impl EnvoyBuilder {
         }
         let bootstrap_path = dir.path().join("envoy.json");
         std::fs::write(&bootstrap_path, bootstrap.to_string()).expect("write bootstrap");
-        let module = match (self.remote_module, self.module) {
-            // Not over ECDS: no wasm module is named.
-            _ if self.dynamic_module.is_some() => ModuleSource::Local(String::new()),
-            (Some((uri, sha256)), _) => ModuleSource::Remote {
-                uri,
-                cluster: MODULE_CLUSTER.to_owned(),
-                sha256,
-            },
-            (None, module) => {
-                ModuleSource::Local(module.unwrap_or_else(wasm_path).display().to_string())
-            }
-        };
         let mut envoy = Envoy {
             dir,
             ecds_dir,
@@ -315,7 +364,7 @@ impl EnvoyBuilder {
             admin: String::new(),
             listener: String::new(),
             client: crate::client(),
-            filtered: self.routing == Routing::Filter && self.dynamic_module.is_none(),
+            filtered: self.routing == Routing::Filter,
             module,
             node,
             filter_name,
@@ -553,6 +602,39 @@ fn add_cluster(bootstrap: &mut Value, name: &str, addr: std::net::SocketAddr, ht
         .push(cluster);
 }
 
+/// Puts `before` ahead of the first HTTP filter (the canary filter) and `after` ahead of the
+/// router, and adds the per-route filter configurations (variant, filter name, configuration).
+fn add_filters(
+    bootstrap: &mut Value,
+    before: &[Value],
+    after: &[Value],
+    route_configs: &[(String, String, Value)],
+) {
+    let manager = bootstrap
+        .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config")
+        .expect("the HTTP connection manager");
+    let filters = manager["http_filters"]
+        .as_array_mut()
+        .expect("http_filters");
+    let router = filters.len() - 1;
+    for filter in after.iter().rev() {
+        filters.insert(router, filter.clone());
+    }
+    for filter in before.iter().rev() {
+        filters.insert(0, filter.clone());
+    }
+    let routes = manager
+        .pointer_mut("/route_config/virtual_hosts/0/routes")
+        .and_then(Value::as_array_mut);
+    for route in routes.into_iter().flatten() {
+        for (variant, filter, config) in route_configs {
+            if route.pointer("/route/cluster") == Some(&json!(format!("variant-{variant}"))) {
+                route["typed_per_filter_config"][filter] = config.clone();
+            }
+        }
+    }
+}
+
 /// Sets the listener's `max_request_headers_kb` and `max_headers_count`.
 fn set_request_header_limits(bootstrap: &mut Value, kib: u32, count: u32) {
     let manager = bootstrap
@@ -584,7 +666,7 @@ pub struct Validation {
 }
 
 /// Replaces the canary filter from ECDS (first in the chain) with the dynamic module `module`,
-/// its plugin configuration inline.
+/// configured inline as the ECDS resource would configure it.
 fn use_dynamic_module(bootstrap: &mut Value, module: &str, plugin_config: &str) {
     let filters = &mut bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
         [0]["typed_config"]["http_filters"];
@@ -593,17 +675,13 @@ fn use_dynamic_module(bootstrap: &mut Value, module: &str, plugin_config: &str) 
         canary.get("config_discovery").is_some(),
         "the canary filter first"
     );
+    let module = ModuleSource::Dynamic {
+        name: module.to_owned(),
+    };
+    let document = ecds::document(FILTER_NAME, &module, plugin_config);
     *canary = json!({
         "name": FILTER_NAME,
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
-            "dynamic_module_config": { "name": module },
-            "filter_name": FILTER_NAME,
-            "filter_config": {
-                "@type": "type.googleapis.com/google.protobuf.StringValue",
-                "value": plugin_config,
-            },
-        },
+        "typed_config": document["resources"][0]["typed_config"],
     });
 }
 
@@ -613,6 +691,7 @@ fn bootstrap(
     variants: &[(String, std::net::SocketAddr)],
     ecds_dir: &Path,
     routing: &Routing,
+    type_url: &str,
 ) -> Value {
     let first = variants.first().map(|(name, _)| format!("variant-{name}"));
     let mut routes: Vec<Value> = Vec::new();
@@ -658,7 +737,7 @@ fn bootstrap(
                 "path": ecds_dir.join(ECDS_FILE),
                 "watched_directory": { "path": ecds_dir },
             } },
-            "type_urls": [ecds::WASM],
+            "type_urls": [type_url],
         },
     });
     let router = json!({ "name": "envoy.filters.http.router", "typed_config": {
@@ -684,7 +763,7 @@ fn bootstrap(
             })
         })
         .collect();
-    json!({
+    let mut bootstrap = json!({
         "node": { "id": node, "cluster": "canary-e2e" },
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
         "stats_config": { "stats_tags": stats_tags() },
@@ -704,8 +783,21 @@ fn bootstrap(
             }],
             "clusters": clusters,
         },
-    })
+    });
+    if type_url == ecds::DYNAMIC_MODULE {
+        bootstrap["layered_runtime"] = json!({ "layers": [{
+            "name": "static",
+            "static_layer": { STRIP_CUSTOM_STAT_PREFIX: true },
+        }] });
+    }
+    bootstrap
 }
+
+/// The Envoy runtime flag under which a dynamic module's metrics namespace is dropped from
+/// `/stats/prometheus`, as Envoy always drops `wasmcustom` for the Wasm filter: with it, both
+/// builds' metrics have the same Prometheus names.
+pub const STRIP_CUSTOM_STAT_PREFIX: &str =
+    "envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix";
 
 /// A running Envoy; killed when dropped.
 pub struct Envoy {
@@ -750,6 +842,9 @@ impl Envoy {
             filter_name: None,
             ecds_resource: None,
             dynamic_module: None,
+            filters_before: Vec::new(),
+            filters_after: Vec::new(),
+            route_configs: Vec::new(),
         }
     }
 
@@ -890,6 +985,22 @@ impl Envoy {
         )
     }
 
+    /// The names of the counters and gauges that match the regex `filter`.
+    pub async fn stat_names(&self, filter: &str) -> Vec<String> {
+        let url = self.admin_url("/stats");
+        let request = self.client.get(url).query(&[("filter", filter)]);
+        let text = request
+            .send()
+            .await
+            .expect("admin reachable")
+            .text()
+            .await
+            .expect("stats text");
+        text.lines()
+            .filter_map(|line| Some(line.split_once(": ")?.0.to_owned()))
+            .collect()
+    }
+
     /// The value of a counter or gauge, by its full name.
     pub async fn stat(&self, name: &str) -> Option<u64> {
         let url = self.admin_url(&format!("/stats?filter=^{}$", regex_escape(name)));
@@ -903,14 +1014,28 @@ impl Envoy {
         })
     }
 
-    /// A filter counter, by its name without the `wasmcustom.` prefix.
+    /// A filter counter, by its name without the `wasmcustom.` prefix (the dynamic module's
+    /// metrics namespace too, [`ecds::METRICS_NAMESPACE`]).
     pub async fn counter(&self, name: &str) -> Option<u64> {
         self.stat(&format!("wasmcustom.{name}")).await
     }
 
-    /// A dynamic module's counter, by its name without the metrics namespace.
-    pub async fn dynamic_module_counter(&self, name: &str) -> Option<u64> {
-        self.stat(&format!("{DYNAMIC_MODULE_STATS}.{name}")).await
+    /// Waits until the filter counters `names` (without the `wasmcustom.` prefix) add up to
+    /// at least `total`, or 10 s pass, and returns their sum. The filter counts in its VM and
+    /// hands the counts to Envoy about once a second, so a count read right after a request
+    /// may not be there yet.
+    pub async fn counted(&self, names: &[String], total: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut sum = 0;
+            for name in names {
+                sum += self.counter(name).await.unwrap_or(0);
+            }
+            if sum >= total || Instant::now() >= deadline {
+                return sum;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The admin `/stats/prometheus` text.

@@ -14,9 +14,34 @@ use std::path::PathBuf;
 
 use futures::stream::{self, StreamExt};
 
-pub use envoy::{Envoy, GrpcClientTls, Routing, Update, Validation};
+pub use envoy::{Build, Envoy, GrpcClientTls, Routing, Update, Validation};
 pub use load::Load;
 pub use upstream::Upstream;
+
+/// Makes each named `async fn NAME(build: Build)` of the calling test file one test per build
+/// of the filter: `wasm::NAME` runs it against the proxy-wasm filter, `dynamic_module::NAME`
+/// against the native dynamic module.
+#[macro_export]
+macro_rules! for_each_build {
+    ($($name:ident),+ $(,)?) => {
+        mod wasm {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Build::Wasm).await
+                }
+            )+
+        }
+        mod dynamic_module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Build::DynamicModule).await
+                }
+            )+
+        }
+    };
+}
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -63,6 +88,20 @@ pub fn dynmod_dir() -> PathBuf {
     assert!(
         dir.join("libcanary_router.so").exists(),
         "no libcanary_router.so in {}: `make build` builds it (or set CANARY_DYNMOD_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+/// The directory holding the dynamic module built with its test-only `panic-probe` feature:
+/// `$CANARY_DYNMOD_PROBE_DIR`, or where `make build` puts it.
+pub fn dynmod_probe_dir() -> PathBuf {
+    let dir = std::env::var_os("CANARY_DYNMOD_PROBE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/dynmod-probe"));
+    assert!(
+        dir.join("libcanary_router.so").exists(),
+        "no libcanary_router.so in {}: `make build` builds it (or set CANARY_DYNMOD_PROBE_DIR)",
         dir.display()
     );
     dir

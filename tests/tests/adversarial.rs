@@ -7,10 +7,13 @@
 //! Requests are written as raw HTTP/1.1 over TCP, so that any byte can be sent. Envoy's own
 //! limits (60 KiB of request headers, 100 headers) answer 431 before any filter runs; these
 //! tests raise them to 96 KiB and 200 headers: the filter handles whatever Envoy admits.
+//!
+//! Each test runs against both builds, the proxy-wasm filter (`wasm::`) and the dynamic module
+//! (`dynamic_module::`).
 
 use std::time::{Duration, Instant};
 
-use canary_e2e::{filter_failures, Envoy, Upstream};
+use canary_e2e::{filter_failures, for_each_build, Build, Envoy, Upstream};
 use canary_filter::RoutingTable;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -139,12 +142,12 @@ enum Want {
     New,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_headers_are_served_with_the_right_variant() {
+async fn hostile_headers_are_served_with_the_right_variant(build: Build) {
     let stable = Upstream::start("stable").await;
     let canary = Upstream::start("canary").await;
     let config = web_config();
     let envoy = Envoy::builder()
+        .build(build)
         .variant("stable", &stable)
         .variant("canary", &canary)
         .plugin_config(&config)
@@ -290,10 +293,10 @@ async fn hostile_headers_are_served_with_the_right_variant() {
 
 /// Past Envoy's limits the request never reaches the filter: Envoy answers 431 itself, and the
 /// filter keeps serving the next request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_past_envoys_limits_are_refused_by_envoy_not_the_filter() {
+async fn requests_past_envoys_limits_are_refused_by_envoy_not_the_filter(build: Build) {
     let stable = Upstream::start("stable").await;
     let envoy = Envoy::builder()
+        .build(build)
         .variant("stable", &stable)
         .plugin_config(&web_config())
         .start()
@@ -312,8 +315,7 @@ async fn requests_past_envoys_limits_are_refused_by_envoy_not_the_filter() {
 
 /// 1,024 routes × 16 variants, each route with a long alternation regex: accepted at start and
 /// as a live update, and every route serves the variant its users hash to.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn configuration_at_the_limits_is_accepted_and_serves() {
+async fn configuration_at_the_limits_is_accepted_and_serves(build: Build) {
     let limits = |salt: &str| {
         let tenants: Vec<String> = (0..100).map(|t| format!("tenant-{t:04}")).collect();
         let routes: Vec<_> = (0..canary_filter::table::MAX_ROUTES)
@@ -341,6 +343,7 @@ async fn configuration_at_the_limits_is_accepted_and_serves() {
     assert!(first.len() > 1_000_000, "{} bytes", first.len());
     let upstream = Upstream::start("v0").await;
     let envoy = Envoy::builder()
+        .build(build)
         .variant("v0", &upstream)
         .plugin_config(&first)
         .start()
@@ -398,3 +401,9 @@ async fn check(envoy: &Envoy, config: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+for_each_build!(
+    hostile_headers_are_served_with_the_right_variant,
+    requests_past_envoys_limits_are_refused_by_envoy_not_the_filter,
+    configuration_at_the_limits_is_accepted_and_serves,
+);

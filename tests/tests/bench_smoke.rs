@@ -20,7 +20,7 @@ async fn every_configuration_is_measured() {
     };
     let report = bench::run(options).await.expect("benchmark run");
 
-    assert_eq!(report.scenarios.len(), 6, "configurations (0) to (5)");
+    assert_eq!(report.scenarios.len(), 8, "configurations (0) to (7)");
     for s in &report.scenarios {
         let [run] = s.runs.as_slice() else {
             panic!("{}: {} runs, expected 1", s.name, s.runs.len());
@@ -52,6 +52,12 @@ async fn every_configuration_is_measured() {
         "(0) a proxy-wasm filter that does nothing",
         "CPU/request (3) vs (0)",
         "(5) filter",
+        "(6) dynamic module, 2 variants",
+        "(7) dynamic module, 1,000 routes",
+        "CPU/request (6) vs (1)",
+        "CPU/request (6) vs (2)",
+        "CPU/request (7) vs (1)",
+        "`make dynmod` (native dynamic module",
         "Propagation",
         "| .wasm size |",
     ] {

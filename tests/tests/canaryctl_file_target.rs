@@ -2,13 +2,15 @@
 //! the filter's configuration from the ECDS file canaryctl rewrites (`--target file:PATH`).
 //!
 //! canaryctl is run through its library entry point (`commands::run` on parsed arguments,
-//! exactly what `main` does), on a blocking thread, as the binary would be.
+//! exactly what `main` does), on a blocking thread, as the binary would be. The changes run
+//! against both builds of the filter: the ECDS file holds a Wasm filter for the one and a
+//! `DynamicModuleFilter` for the other, and canaryctl edits either the same way.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use canary_e2e::envoy::ecds_stat;
-use canary_e2e::{client, get, variants_of, Envoy, Load, Upstream};
+use canary_e2e::{client, for_each_build, get, variants_of, Build, Envoy, Load, Upstream};
 use canaryctl::args::{Args, Command, Output, TargetArg};
 
 fn config(canary_weight: u32) -> String {
@@ -35,10 +37,11 @@ struct Setup {
     _canary: Upstream,
 }
 
-async fn setup(canary_weight: u32) -> Setup {
+async fn setup(canary_weight: u32, build: Build) -> Setup {
     let stable = Upstream::start("stable").await;
     let canary = Upstream::start("canary").await;
     let envoy = Envoy::builder()
+        .build(build)
         .variant("stable", &stable)
         .variant("canary", &canary)
         .plugin_config(&config(canary_weight))
@@ -142,9 +145,8 @@ async fn time_until_share(envoy: &Envoy, range: std::ops::RangeInclusive<f64>) -
 
 /// `set-weight canary=30` against the ECDS file: the observed split moves from 10 % to about
 /// 30 % within 2 seconds, Envoy accepts the update, and no request fails meanwhile.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn set_weight_moves_the_observed_split_within_two_seconds() {
-    let s = setup(10).await;
+async fn set_weight_moves_the_observed_split_within_two_seconds(build: Build) {
+    let s = setup(10, build).await;
     let share = canary_share(&s.envoy).await;
     assert!(
         (5.0..=15.0).contains(&share),
@@ -186,9 +188,8 @@ async fn set_weight_moves_the_observed_split_within_two_seconds() {
 
 /// Invalid changes are refused before anything is written: the ECDS file stays byte for
 /// byte, Envoy sees no update, traffic keeps its split.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalid_change_is_refused_and_the_file_left_unchanged() {
-    let s = setup(10).await;
+async fn an_invalid_change_is_refused_and_the_file_left_unchanged(build: Build) {
+    let s = setup(10, build).await;
     let path = s.envoy.ecds_path();
     let before = read(&path);
     let attempts = s.envoy.stat(&ecds_stat("update_attempt")).await;
@@ -240,9 +241,8 @@ async fn an_invalid_change_is_refused_and_the_file_left_unchanged() {
 }
 
 /// `promote` sends every user to the canary, `abort` every user back to the baseline.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn promote_and_abort_move_all_traffic() {
-    let s = setup(10).await;
+async fn promote_and_abort_move_all_traffic(build: Build) {
+    let s = setup(10, build).await;
     let load = Load::start(&s.envoy, 8, 300);
 
     canaryctl(promote(&s.envoy, "web", "canary"))
@@ -273,10 +273,13 @@ async fn promote_and_abort_move_all_traffic() {
 }
 
 /// `status` reads the observed split from the real Envoy's counters.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_reads_the_observed_split_from_envoy() {
-    let s = setup(30).await;
+async fn status_reads_the_observed_split_from_envoy(build: Build) {
+    let s = setup(30, build).await;
     let share = canary_share(&s.envoy).await;
+    // The filter hands its counts to Envoy about once a second: wait until every probe is in.
+    let names = ["stable", "canary"].map(|v| format!("canary.route.web.variant.{v}.decision.hash"));
+    let probes = PROBE_USERS as u64;
+    assert_eq!(s.envoy.counted(&names, probes).await, probes);
     let admin = s.envoy.admin_url("");
     let observed = {
         let admin = admin.clone();
@@ -307,3 +310,10 @@ async fn status_reads_the_observed_split_from_envoy() {
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).expect("read the ECDS file")
 }
+
+for_each_build!(
+    set_weight_moves_the_observed_split_within_two_seconds,
+    an_invalid_change_is_refused_and_the_file_left_unchanged,
+    promote_and_abort_move_all_traffic,
+    status_reads_the_observed_split_from_envoy,
+);

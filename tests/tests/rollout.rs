@@ -17,7 +17,7 @@ use canary_e2e::prometheus::{Prometheus, WebSecurity};
 use canary_e2e::{client, get, Envoy, Load, Upstream};
 use canaryctl::http::{HttpClient, HttpError, HttpOptions};
 use canaryctl::rollout::state::{self, Record, State};
-use canaryctl::targets::Target;
+use canaryctl::targets::{Clients, Target};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -34,15 +34,18 @@ use tokio_rustls::TlsAcceptor;
 /// sees its latency samples.
 const FLUSH: Duration = Duration::from_secs(1);
 
-fn config() -> String {
+/// The route every rollout here works on.
+fn route() -> serde_json::Value {
     serde_json::json!({
-        "routes": [{
-            "name": "web",
-            "variants": [ { "name": "stable", "weight": 100 }, { "name": "canary", "weight": 0 } ],
-            "stickiness": { "keys": [ { "header": "x-user-id" } ], "salt": "web-rollout" }
-        }]
+        "name": "web",
+        "variants": [ { "name": "stable", "weight": 100 }, { "name": "canary", "weight": 0 } ],
+        "stickiness": { "keys": [ { "header": "x-user-id" } ], "salt": "web-rollout" }
     })
-    .to_string()
+}
+
+/// The filter-source rollouts read the filter's response counters and latency.
+fn config() -> String {
+    serde_json::json!({ "metrics": { "responses": true }, "routes": [route()] }).to_string()
 }
 
 /// A canary upstream whose failure rate can be changed while it runs.
@@ -107,11 +110,15 @@ struct Setup {
 }
 
 async fn setup_with(canary: Canary) -> Setup {
+    setup_configured(canary, &config()).await
+}
+
+async fn setup_configured(canary: Canary, plugin_config: &str) -> Setup {
     let stable = Upstream::start("stable").await;
     let envoy = Envoy::builder()
         .variant("stable", &stable)
         .variant_at("canary", canary.addr)
-        .plugin_config(&config())
+        .plugin_config(plugin_config)
         .stats_flush_interval(FLUSH)
         .start()
         .await;
@@ -131,17 +138,20 @@ fn target(envoy: &Envoy) -> String {
 }
 
 /// The canary's weight in the live configuration.
-fn canary_weight(envoy: &Envoy) -> f64 {
+async fn canary_weight(envoy: &Envoy) -> f64 {
     let target: Target = target(envoy).parse().expect("target");
-    let config = target.read().expect("read the ECDS file");
-    config["routes"][0]["variants"][1]["weight"]
-        .as_f64()
-        .expect("a weight")
+    let config = target
+        .read(&Clients::default())
+        .await
+        .expect("read the ECDS file");
+    config.routes[0].variants[1].weight
 }
 
-fn record(envoy: &Envoy) -> Option<Record> {
+async fn record(envoy: &Envoy) -> Option<Record> {
     let target: Target = target(envoy).parse().expect("target");
-    state::load(&target, "web").expect("read the record")
+    state::load(&target, &Clients::default(), "web")
+        .await
+        .expect("read the record")
 }
 
 /// `canaryctl rollout` on route `web`, variant `canary`, with these options on top.
@@ -229,8 +239,11 @@ async fn promoted(s: &Setup, metrics: &str, options: &[&str]) -> (String, String
     ] {
         assert!(out.contains(step), "{step:?} missing:\n{out}");
     }
-    assert_eq!(canary_weight(&s.envoy), 100.0);
-    assert_eq!(record(&s.envoy).map(|r| r.state), Some(State::Promoted));
+    assert_eq!(canary_weight(&s.envoy).await, 100.0);
+    assert_eq!(
+        record(&s.envoy).await.map(|r| r.state),
+        Some(State::Promoted)
+    );
     assert!(
         served(&s.envoy, 50).await.iter().all(|u| u == "canary"),
         "every user is on the canary"
@@ -262,7 +275,7 @@ async fn a_failing_canary_is_rolled_back_within_one_interval() {
     let run = tokio::spawn(finish(child));
     // The canary breaks as soon as the second step's weight is live.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while canary_weight(&s.envoy) < 50.0 {
+    while canary_weight(&s.envoy).await < 50.0 {
         assert!(Instant::now() < deadline, "the rollout never reached 50 %");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -287,8 +300,8 @@ async fn a_failing_canary_is_rolled_back_within_one_interval() {
         (5.0..=40.0).contains(&seen),
         "error rate {seen} % in:\n{out}"
     );
-    assert_eq!(canary_weight(&s.envoy), 0.0);
-    let record = record(&s.envoy).expect("a record");
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
+    let record = record(&s.envoy).await.expect("a record");
     assert_eq!(record.state, State::RolledBack);
     assert!(record.message.unwrap_or_default().contains("error rate"));
     assert!(
@@ -336,8 +349,8 @@ async fn without_traffic_the_rollout_says_no_data_and_does_not_promote() {
         "never past the first step:\n{out}"
     );
     assert!(out.contains("rolled back"), "{out}");
-    assert_eq!(canary_weight(&s.envoy), 0.0);
-    let record = record(&s.envoy).expect("a record");
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
+    let record = record(&s.envoy).await.expect("a record");
     assert_eq!(record.state, State::RolledBack);
     assert!(record.message.unwrap_or_default().contains("no data"));
 }
@@ -353,7 +366,7 @@ async fn a_killed_rollout_resumes_at_its_recorded_step() {
         .spawn()
         .expect("start canaryctl");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while record(&s.envoy).map(|r| r.step) != Some(2) {
+    while record(&s.envoy).await.map(|r| r.step) != Some(2) {
         assert!(
             Instant::now() < deadline,
             "the rollout never reached step 2"
@@ -364,7 +377,7 @@ async fn a_killed_rollout_resumes_at_its_recorded_step() {
     assert_eq!(code, 1, "a second rollout while the first runs: {err}");
     assert!(err.contains("is being driven by process"), "{err}");
     first.kill().await.expect("kill canaryctl");
-    let recorded = record(&s.envoy).expect("a record");
+    let recorded = record(&s.envoy).await.expect("a record");
     assert_eq!((recorded.step, recorded.state), (2, State::Running));
 
     let (code, out, err) = finish(rollout(&s.envoy, &metrics, &options)).await;
@@ -381,8 +394,8 @@ async fn a_killed_rollout_resumes_at_its_recorded_step() {
     for step in ["step 2/4 passed", "step 3/4 passed", "step 4/4 passed"] {
         assert!(out.contains(step), "{step:?} missing:\n{out}");
     }
-    assert_eq!(canary_weight(&s.envoy), 100.0);
-    let done = record(&s.envoy).expect("a record");
+    assert_eq!(canary_weight(&s.envoy).await, 100.0);
+    let done = record(&s.envoy).await.expect("a record");
     assert_eq!((done.state, done.id), (State::Promoted, recorded.id));
 }
 
@@ -425,7 +438,7 @@ async fn a_slow_canary_is_rolled_back_on_the_latency_check() {
         !out.contains("step 2/3"),
         "rolled back at the first step:\n{out}"
     );
-    assert_eq!(canary_weight(&envoy), 0.0);
+    assert_eq!(canary_weight(&envoy).await, 0.0);
 }
 
 /// A manual gate holds the rollout until `canaryctl resume`; `canaryctl abort` stops it.
@@ -454,16 +467,16 @@ async fn a_pause_waits_for_resume_and_abort_stops_the_rollout() {
     assert_eq!(nothing_paused.status.code(), Some(1), "{nothing_paused:?}");
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    while record(&s.envoy).map(|r| r.state) != Some(State::Paused) {
+    while record(&s.envoy).await.map(|r| r.state) != Some(State::Paused) {
         assert!(Instant::now() < deadline, "the rollout never paused");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(canary_weight(&s.envoy), 10.0, "held at the gate");
+    assert_eq!(canary_weight(&s.envoy).await, 10.0, "held at the gate");
     let resumed = canaryctl("resume").await.expect("canaryctl ran");
     assert!(resumed.status.success(), "{resumed:?}");
 
-    while canary_weight(&s.envoy) < 50.0 {
+    while canary_weight(&s.envoy).await < 50.0 {
         assert!(
             Instant::now() < deadline,
             "the rollout never went on to 50 %"
@@ -489,8 +502,11 @@ async fn a_pause_waits_for_resume_and_abort_stops_the_rollout() {
         out.contains("aborted by canaryctl abort at step 2/3"),
         "{out}"
     );
-    assert_eq!(canary_weight(&s.envoy), 0.0);
-    assert_eq!(record(&s.envoy).map(|r| r.state), Some(State::Aborted));
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
+    assert_eq!(
+        record(&s.envoy).await.map(|r| r.state),
+        Some(State::Aborted)
+    );
 }
 
 /// The Envoy admin source, with a check relative to the baseline: a canary failing one request
@@ -522,7 +538,7 @@ async fn the_envoy_admin_source_rolls_back_on_a_relative_check() {
         "error rate {seen} % in:\n{out}"
     );
     assert!(out.contains("against the baseline's 0.00 %"), "{out}");
-    assert_eq!(canary_weight(&s.envoy), 0.0);
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
 }
 
 /// A secret made for one test (a password, a token): nothing a reader of the tests could know.
@@ -711,4 +727,146 @@ async fn a_healthy_canary_is_promoted_through_a_proxy_checking_a_bearer_token() 
         "three queries per step"
     );
     assert_eq!(proxy.refused.load(Ordering::Relaxed), 0);
+}
+
+/// The configuration of the cluster-source tests: without `metrics`, so with the filter's
+/// response metrics at their default, off. The cluster stats must do without them.
+fn config_without_response_metrics() -> String {
+    serde_json::json!({ "routes": [route()] }).to_string()
+}
+
+/// The cluster a variant's requests go to in the test Envoy (see `tests/src/envoy.rs`).
+fn cluster_of(variant: &str) -> String {
+    format!("variant-{variant}")
+}
+
+/// `--metrics envoy:URL` reading each variant's upstream cluster instead of the filter's stats.
+fn cluster_source(envoy: &Envoy) -> (String, [String; 4]) {
+    (
+        format!("envoy:{}", envoy.admin_url("")),
+        [
+            "--envoy-cluster".to_owned(),
+            format!("stable={}", cluster_of("stable")),
+            "--envoy-cluster".to_owned(),
+            format!("canary={}", cluster_of("canary")),
+        ],
+    )
+}
+
+/// The cluster source: a healthy canary on its own cluster is promoted through every step,
+/// measured from Envoy's `cluster.variant-canary.*` stats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_source_promotes_a_healthy_canary() {
+    let s = setup_configured(Canary::start().await, &config_without_response_metrics()).await;
+    let (metrics, clusters) = cluster_source(&s.envoy);
+    let clusters: Vec<&str> = clusters.iter().map(String::as_str).collect();
+    let (out, _) = promoted(&s, &metrics, &clusters).await;
+    assert!(
+        out.contains("(clusters canary=variant-canary, stable=variant-stable)"),
+        "{out}"
+    );
+}
+
+/// The cluster source: a canary whose cluster answers one request in five with a 500 is rolled
+/// back at the first step on the error rate, which the report gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_source_rolls_back_a_failing_canary() {
+    let canary = Canary::start().await;
+    canary.fail_every.store(5, Ordering::Relaxed);
+    let s = setup_configured(canary, &config_without_response_metrics()).await;
+    let load = Load::start(&s.envoy, 8, 300);
+    let (metrics, clusters) = cluster_source(&s.envoy);
+    let mut options = vec!["--steps", "10,50,100", "--interval", "2s"];
+    options.extend(clusters.iter().map(String::as_str));
+    let (code, out, err) = finish(rollout(&s.envoy, &metrics, &options)).await;
+    load.stop().await;
+
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    let seen = rate_in_report(&out, "step 1/3 at 10 % failed: error rate ");
+    assert!(
+        (15.0..=25.0).contains(&seen),
+        "error rate {seen} % in:\n{out}"
+    );
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
+    assert_eq!(
+        record(&s.envoy).await.map(|r| r.state),
+        Some(State::RolledBack)
+    );
+    assert!(
+        served(&s.envoy, 50).await.iter().all(|u| u == "stable"),
+        "every user is back on the baseline"
+    );
+}
+
+/// The cluster source: a canary whose cluster answers in 80 ms is rolled back on p99, read from
+/// the cluster's `upstream_rq_time` histogram.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_source_rolls_back_a_slow_canary() {
+    let stable = Upstream::start("stable").await;
+    let slow = Upstream::builder("canary")
+        .delay(Duration::from_millis(80))
+        .start()
+        .await;
+    let envoy = Envoy::builder()
+        .variant("stable", &stable)
+        .variant("canary", &slow)
+        .plugin_config(&config_without_response_metrics())
+        .stats_flush_interval(FLUSH)
+        .start()
+        .await;
+    let load = Load::start(&envoy, 8, 300);
+    let (metrics, clusters) = cluster_source(&envoy);
+    let mut options = vec![
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "3s",
+        "--max-p99-ms",
+        "40",
+    ];
+    options.extend(clusters.iter().map(String::as_str));
+    let (code, out, err) = finish(rollout(&envoy, &metrics, &options)).await;
+    load.stop().await;
+
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("step 1/3 at 10 % failed: p99 latency "),
+        "{out}"
+    );
+    assert!(out.contains("is over the maximum 40 ms"), "{out}");
+    assert!(
+        !out.contains("error rate"),
+        "only the latency check failed:\n{out}"
+    );
+    assert_eq!(canary_weight(&envoy).await, 0.0);
+}
+
+/// The cluster source: a cluster Envoy does not have stops the rollout before its first step,
+/// with an error naming it and the clusters Envoy has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_source_names_a_missing_cluster() {
+    let s = setup().await;
+    let metrics = format!("envoy:{}", s.envoy.admin_url(""));
+    let options = [
+        "--envoy-cluster",
+        "stable=variant-stable",
+        "--envoy-cluster",
+        "canary=reviews-v2",
+    ];
+    let (code, out, err) = finish(rollout(&s.envoy, &metrics, &options)).await;
+
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains(r#"has no cluster "reviews-v2" (--envoy-cluster canary=reviews-v2)"#),
+        "{err}"
+    );
+    assert!(err.contains("variant-canary, variant-stable"), "{err}");
+    assert!(!out.contains("step 1/"), "no step was run:\n{out}");
+    assert_eq!(canary_weight(&s.envoy).await, 0.0);
+    assert!(record(&s.envoy).await.is_none(), "nothing recorded");
+
+    let options = ["--envoy-cluster", "canary=variant-canary"];
+    let (code, _, err) = finish(rollout(&s.envoy, &metrics, &options)).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("variant stable has no cluster"), "{err}");
 }

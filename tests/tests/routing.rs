@@ -1,14 +1,20 @@
 //! The routing filter in a real Envoy: split, stickiness, live weight changes, targeting,
-//! the decision header, the identity cookie, rejected updates and metrics.
+//! the decision header, the identity cookie, rejected updates and metrics. Each test runs
+//! against both builds, the proxy-wasm filter (`wasm::`) and the dynamic module
+//! (`dynamic_module::`).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use canary_e2e::{client, concurrently, get, variants_of, Envoy, Load, Upstream};
+use canary_e2e::{
+    client, concurrently, for_each_build, get, variants_of, Build, Envoy, Load, Upstream,
+};
 
 fn config(canary_weight: f64) -> String {
     serde_json::json!({
         "debugHeader": true,
+        // Test 8 counts responses per status class.
+        "metrics": { "responses": true },
         "routes": [{
             "name": "web",
             "variants": [
@@ -39,7 +45,7 @@ struct Setup {
     _canary: Upstream,
 }
 
-async fn setup(canary_weight: f64) -> Setup {
+async fn setup(canary_weight: f64, build: Build) -> Setup {
     let stable = Upstream::builder("stable")
         .set_cookie("upstream_session=abc; Path=/")
         .start()
@@ -49,6 +55,7 @@ async fn setup(canary_weight: f64) -> Setup {
         .start()
         .await;
     let envoy = Envoy::builder()
+        .build(build)
         .variant("stable", &stable)
         .variant("canary", &canary)
         .plugin_config(&config(canary_weight))
@@ -79,10 +86,9 @@ fn share(variants: &[String], name: &str) -> f64 {
     variants.iter().filter(|v| *v == name).count() as f64 * 100.0 / variants.len() as f64
 }
 
-/// 1. 20,000 distinct user ids at 90/10: the canary share is within one point of 10 %.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_matches_weights_for_20000_users() {
-    let s = setup(10.0).await;
+/// 20,000 distinct user ids at 90/10: the canary share is within one point of 10 %.
+async fn split_matches_weights_for_20000_users(build: Build) {
+    let s = setup(10.0, build).await;
     let variants = served(&variants_of(&s.envoy, &users(20_000, "split"), 64).await);
     let canary = share(&variants, "canary");
     assert!(
@@ -96,11 +102,10 @@ async fn split_matches_weights_for_20000_users() {
     }
 }
 
-/// 2. Each user keeps their variant over 20 requests and gets the same from a second Envoy.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn assignment_is_sticky_across_requests_and_envoys() {
-    let first = setup(30.0).await;
-    let second = setup(30.0).await;
+/// Each user keeps their variant over 20 requests and gets the same from a second Envoy.
+async fn assignment_is_sticky_across_requests_and_envoys(build: Build) {
+    let first = setup(30.0, build).await;
+    let second = setup(30.0, build).await;
     let ids = users(300, "sticky");
     let reference = served(&variants_of(&first.envoy, &ids, 32).await);
     assert!(reference.iter().any(|v| v == "canary") && reference.iter().any(|v| v == "stable"));
@@ -112,11 +117,10 @@ async fn assignment_is_sticky_across_requests_and_envoys() {
     assert_eq!(other, reference, "a second Envoy process disagrees");
 }
 
-/// 3. Weights changed live from 10 to 30 by rewriting the ECDS file: canary users stay, the
+/// Weights changed live from 10 to 30 by rewriting the ECDS file: canary users stay, the
 /// share moves to about 30 %, and no request fails during the change.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_weight_change_keeps_canary_users_and_fails_nothing() {
-    let s = setup(10.0).await;
+async fn live_weight_change_keeps_canary_users_and_fails_nothing(build: Build) {
+    let s = setup(10.0, build).await;
     let ids = users(5_000, "live");
     let before = served(&variants_of(&s.envoy, &ids, 64).await);
 
@@ -145,22 +149,18 @@ async fn live_weight_change_keeps_canary_users_and_fails_nothing() {
     );
     // The counters live in Envoy's stats store by name: they kept counting across the update,
     // every request counted once, before and after it.
-    let mut counted = 0;
-    for variant in ["stable", "canary"] {
-        let name = format!("canary.route.web.variant.{variant}.decision.hash");
-        counted += s.envoy.counter(&name).await.unwrap_or(0);
-    }
+    let names = ["stable", "canary"].map(|v| format!("canary.route.web.variant.{v}.decision.hash"));
+    let want = 2 * ids.len() as u64 + sent;
     assert_eq!(
-        counted,
-        2 * ids.len() as u64 + sent,
+        s.envoy.counted(&names, want).await,
+        want,
         "hash decisions counted"
     );
 }
 
-/// 4. Header and cookie rules, into canary and out of it, win over hashing, in rule order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn targeting_rules_win_over_hashing_in_order() {
-    let s = setup(50.0).await;
+/// Header and cookie rules, into canary and out of it, win over hashing, in rule order.
+async fn targeting_rules_win_over_hashing_in_order(build: Build) {
+    let s = setup(50.0, build).await;
     let c = client();
     let url = s.envoy.url("/");
     // Users the hash puts on each side, so every rule's effect is visible.
@@ -244,11 +244,10 @@ async fn targeting_rules_win_over_hashing_in_order() {
     }
 }
 
-/// 5. A client-sent decision header changes nothing: same variant, and the upstream sees only
+/// A client-sent decision header changes nothing: same variant, and the upstream sees only
 /// the filter's decision.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_sent_decision_header_changes_nothing() {
-    let s = setup(10.0).await;
+async fn client_sent_decision_header_changes_nothing(build: Build) {
+    let s = setup(10.0, build).await;
     let c = client();
     let url = s.envoy.url("/");
     let ids = users(300, "forge");
@@ -277,11 +276,10 @@ async fn client_sent_decision_header_changes_nothing() {
     }
 }
 
-/// 6. A request without identity gets the identity cookie with the configured attributes,
+/// A request without identity gets the identity cookie with the configured attributes,
 /// beside the upstream's own Set-Cookie; replaying the cookie keeps the variant.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anonymous_clients_get_an_identity_cookie_that_keeps_their_variant() {
-    let s = setup(50.0).await;
+async fn anonymous_clients_get_an_identity_cookie_that_keeps_their_variant(build: Build) {
+    let s = setup(50.0, build).await;
     let c = client();
     let url = s.envoy.url("/");
     let mut identities = HashSet::new();
@@ -342,11 +340,10 @@ async fn anonymous_clients_get_an_identity_cookie_that_keeps_their_variant() {
     );
 }
 
-/// 7. An invalid configuration pushed live is rejected by Envoy, the previous one keeps serving
+/// An invalid configuration pushed live is rejected by Envoy, the previous one keeps serving
 /// with no failed request, and the log names the JSON path.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_update_is_rejected_and_the_last_good_one_serves() {
-    let s = setup(10.0).await;
+async fn invalid_update_is_rejected_and_the_last_good_one_serves(build: Build) {
+    let s = setup(10.0, build).await;
     let ids = users(1_000, "reject");
     let before = served(&variants_of(&s.envoy, &ids, 32).await);
 
@@ -377,13 +374,13 @@ async fn invalid_update_is_rejected_and_the_last_good_one_serves() {
     );
 }
 
-/// 8. Decision counters per route, variant and reason, and response counters per status class,
+/// Decision counters per route, variant and reason, and response counters per status class,
 /// on `/stats/prometheus` with the right counts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_decisions_and_responses() {
+async fn metrics_count_decisions_and_responses(build: Build) {
     let stable = Upstream::start("stable").await;
     let canary = Upstream::builder("canary").fail_one_in(4).start().await;
     let envoy = Envoy::builder()
+        .build(build)
         .variant("stable", &stable)
         .variant("canary", &canary)
         .plugin_config(&config(20.0))
@@ -413,6 +410,14 @@ async fn metrics_count_decisions_and_responses() {
     let canary_5xx = canary.served() / 4;
     let canary_2xx = canary.served() - canary_5xx;
 
+    // Every decision has reached Envoy (the filter hands its counts over once a second).
+    let decisions = ["stable", "canary"].into_iter().flat_map(|v| {
+        ["hash", "rule", "new"].map(|r| format!("canary.route.web.variant.{v}.decision.{r}"))
+    });
+    assert_eq!(
+        envoy.counted(&decisions.collect::<Vec<_>>(), 413).await,
+        413
+    );
     let text = envoy.prometheus().await;
     let value = |name: &str, labels: &[(&str, &str)]| -> u64 {
         let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
@@ -464,3 +469,14 @@ async fn metrics_count_decisions_and_responses() {
         Some(8)
     );
 }
+
+for_each_build!(
+    split_matches_weights_for_20000_users,
+    assignment_is_sticky_across_requests_and_envoys,
+    live_weight_change_keeps_canary_users_and_fails_nothing,
+    targeting_rules_win_over_hashing_in_order,
+    client_sent_decision_header_changes_nothing,
+    anonymous_clients_get_an_identity_cookie_that_keeps_their_variant,
+    invalid_update_is_rejected_and_the_last_good_one_serves,
+    metrics_count_decisions_and_responses,
+);

@@ -55,6 +55,8 @@ fn canaryctl_bin() -> PathBuf {
 fn initial_config() -> String {
     json!({
         "debugHeader": true,
+        // The soak runs the whole response path too.
+        "metrics": { "responses": true },
         "routes": [{
             "name": "web",
             "variants": [ { "name": "stable", "weight": 90 }, { "name": "canary", "weight": 10 } ],

@@ -14,12 +14,29 @@ pub mod validate;
 
 use std::process::ExitCode;
 
-use crate::args::{Args, Command};
+use anyhow::Context;
 
+use crate::args::{Args, Command};
+use crate::targets::Clients;
+
+/// Runs the command. Those that reach a target share one runtime and one set of clients, made
+/// here once for the process.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the runtime")
+    };
+    let clients = Clients::default();
     match args.command {
         Command::Validate { file } => validate::run(&file),
-        Command::Render { file, api, rbac } => render::run(&file, api, rbac.as_ref()),
+        Command::Render {
+            file,
+            api,
+            module_kind,
+            rbac,
+        } => render::run(&file, api, module_kind, rbac.as_ref()),
         Command::Seal => seal::run(),
         Command::Assign {
             file,
@@ -32,16 +49,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             target,
             route,
             weights,
-        } => set_weight::run(&target.target, &route, &weights),
+        } => runtime()?.block_on(set_weight::run(&clients, &target.target, &route, &weights)),
         Command::Promote {
             target,
             route,
             variant,
-        } => promote::run(&target.target, &route, &variant),
-        Command::Abort { target, route } => abort::run(&target.target, &route),
-        Command::Rollout(args) => rollout::run(*args),
-        Command::Resume { target, route } => crate::rollout::resume(&target.target, &route),
-        Command::Serve(args) => serve::run(*args),
+        } => runtime()?.block_on(promote::run(&clients, &target.target, &route, &variant)),
+        Command::Abort { target, route } => {
+            runtime()?.block_on(abort::run(&clients, &target.target, &route))
+        }
+        Command::Rollout(args) => rollout::run(runtime()?.handle(), clients, *args),
+        Command::Resume { target, route } => {
+            runtime()?.block_on(crate::rollout::resume(&clients, &target.target, &route))
+        }
+        Command::Serve(args) => runtime()?.block_on(serve::run(clients, *args)),
         Command::Package(args) => package::run(args),
         Command::Status {
             target,
@@ -49,6 +70,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             envoy_admin_http,
             output,
         } => status::run(
+            &runtime()?,
+            &clients,
             &target.target,
             envoy_admin.as_deref(),
             &envoy_admin_http.options(),

@@ -1,7 +1,14 @@
 use std::process::ExitCode;
 
+use crate::targets::Clients;
 use crate::weights::Change;
 
-pub fn run(target: &str, route: &str, variant: &str) -> anyhow::Result<ExitCode> {
-    super::set_weight::apply(target, route, &Change::Promote(variant.to_owned()))
+pub async fn run(
+    clients: &Clients,
+    target: &str,
+    route: &str,
+    variant: &str,
+) -> anyhow::Result<ExitCode> {
+    let change = Change::Promote(variant.to_owned());
+    super::set_weight::apply(clients, target, route, &change).await
 }

@@ -1,5 +1,6 @@
-//! `canaryctl render FILE [--api ...] [--rbac NAMESPACE/NAME]`: the Istio resources of a canary
-//! spec, as YAML, and if asked the Role and RoleBinding a controller needs to change them.
+//! `canaryctl render FILE [--api ...] [--module-kind ...] [--rbac NAMESPACE/NAME]`: the Istio
+//! (or Envoy Gateway) resources of a canary spec, as YAML, and if asked the Role and RoleBinding
+//! a controller needs to change them.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -8,12 +9,17 @@ use std::process::ExitCode;
 use canary_filter::ConfigError;
 
 use super::validate::{malformed, report};
-use crate::args::Api;
+use crate::args::{Api, ModuleKind};
 use crate::document::{self, Kind};
 use crate::render::{self, ServiceAccount};
 use crate::spec::Spec;
 
-pub fn run(file: &Path, api: Api, rbac: Option<&ServiceAccount>) -> anyhow::Result<ExitCode> {
+pub fn run(
+    file: &Path,
+    api: Api,
+    module_kind: Option<ModuleKind>,
+    rbac: Option<&ServiceAccount>,
+) -> anyhow::Result<ExitCode> {
     let value = match document::load(file) {
         Ok(value) => value,
         Err(error) => return malformed(error),
@@ -31,11 +37,11 @@ pub fn run(file: &Path, api: Api, rbac: Option<&ServiceAccount>) -> anyhow::Resu
         Ok(spec) => spec,
         Err(errors) => return Ok(report(&errors)),
     };
-    let mut resources = render::resources(&spec, api)?;
+    let mut resources = render::resources(&spec, api, module_kind)?;
     if let Some(account) = rbac {
         resources.extend(render::rbac::role_and_binding(&spec, api, account));
     }
-    tracing::debug!(file = %file.display(), ?api, resources = resources.len(), "rendered");
+    tracing::debug!(file = %file.display(), ?api, ?module_kind, resources = resources.len(), "rendered");
     let yaml = render::to_yaml(&resources);
     std::io::stdout().lock().write_all(yaml.as_bytes())?;
     Ok(ExitCode::SUCCESS)

@@ -6,14 +6,19 @@ use anyhow::{bail, Context};
 
 use crate::args::RolloutArgs;
 use crate::rollout::analysis::Thresholds;
-use crate::rollout::metrics::{prometheus::Metrics, Source};
+use crate::rollout::metrics::{envoy::Clusters, prometheus::Metrics, Source};
 use crate::rollout::{parse_percent, Outcome, Plan, Runner, EXIT_ABORTED, EXIT_ROLLED_BACK};
-use crate::targets::Target;
+use crate::targets::{Clients, Target};
 use crate::weights::weight_text;
 
-pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
+/// Runs the rollout loop here, reaching the target through `clients` on `runtime`.
+pub fn run(
+    runtime: &tokio::runtime::Handle,
+    clients: Clients,
+    args: RolloutArgs,
+) -> anyhow::Result<ExitCode> {
     let plan = plan_of(&args)?;
-    let outcome = Runner::new(plan, args.progress).run()?;
+    let outcome = Runner::new(plan, args.progress, runtime.clone(), clients).run()?;
     Ok(match outcome {
         Outcome::Promoted => ExitCode::SUCCESS,
         Outcome::RolledBack => ExitCode::from(EXIT_ROLLED_BACK),
@@ -76,9 +81,13 @@ pub fn plan_of(args: &RolloutArgs) -> anyhow::Result<Plan> {
     } else {
         Metrics::Filter
     };
-    let source = Source::parse(&args.metrics, metrics, &args.metrics_http.options())?;
+    let mut source = Source::parse(&args.metrics, metrics, &args.metrics_http.options())?;
     if args.istio && matches!(source, Source::Envoy(_)) {
         bail!("--istio reads Istio's metrics from Prometheus: give --metrics prometheus:URL");
+    }
+    let clusters = Clusters::parse(&args.envoy_cluster)?;
+    if !clusters.is_empty() {
+        source = source.with_clusters(clusters)?;
     }
     Ok(Plan {
         target,
@@ -160,13 +169,25 @@ mod tests {
             .queries("web", "canary", Duration::from_secs(30))
             .requests
             .contains(r#"destination_version="v2""#));
+        let envoy = plan(&["--metrics", "envoy:http://127.0.0.1:15000"]).unwrap();
+        assert_eq!(envoy.steps.len(), 6, "default steps 1,5,10,25,50,100");
+        let Source::Envoy(admin) = &envoy.source else {
+            panic!("{:?}", envoy.source)
+        };
+        assert_eq!(admin.clusters(), None, "the filter's stats by default");
+        let clusters = plan(&[
+            "--metrics",
+            "envoy:http://127.0.0.1:15000",
+            "--envoy-cluster",
+            "canary=variant-canary",
+            "--envoy-cluster",
+            "stable=outbound|80|v1|web.shop.svc.cluster.local",
+        ])
+        .unwrap();
         assert_eq!(
-            plan(&["--metrics", "envoy:http://127.0.0.1:15000"])
-                .unwrap()
-                .steps
-                .len(),
-            6,
-            "default steps 1,5,10,25,50,100"
+            clusters.source.to_string(),
+            "Envoy admin http://127.0.0.1:15000 (clusters canary=variant-canary, \
+             stable=outbound|80|v1|web.shop.svc.cluster.local)"
         );
     }
 
@@ -192,6 +213,25 @@ mod tests {
             let error = format!("{:#}", plan(&args).expect_err(fragment));
             assert!(error.contains(fragment), "{extra:?}: {error}");
         }
+        let prometheus = ["--metrics", "prometheus:http://prometheus:9090"];
+        let cluster_cases: &[(&[&str], &str)] = &[
+            (&["--envoy-cluster", "canary=c"], "give --metrics envoy:URL"),
+            (
+                &["--istio", "--envoy-cluster", "canary=c"],
+                "cannot be used with",
+            ),
+        ];
+        for (extra, fragment) in cluster_cases {
+            let mut args = prometheus.to_vec();
+            args.extend(*extra);
+            let error = format!("{:#}", plan(&args).expect_err(fragment));
+            assert!(error.contains(fragment), "{extra:?}: {error}");
+        }
+        let error = format!(
+            "{:#}",
+            plan(&["--metrics", envoy[1], "--envoy-cluster", "canary"]).unwrap_err()
+        );
+        assert!(error.contains("expected VARIANT=CLUSTER"), "{error}");
         let error = plan(&["--metrics", "graphite:http://x"]).unwrap_err();
         assert!(error.to_string().contains("prometheus:URL or envoy:URL"));
     }

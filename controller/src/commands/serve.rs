@@ -8,10 +8,10 @@ use tracing::warn;
 
 use crate::args::ServeArgs;
 use crate::serve::{ApiTls, Config, GrpcSecurity, Limits, Module, TlsFiles, Token};
-use crate::targets::Target;
+use crate::targets::{Clients, Target};
 
-pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    crate::serve::run(config(args)?)
+pub async fn run(clients: Clients, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    crate::serve::run(config(args)?, clients).await
 }
 
 fn config(args: ServeArgs) -> anyhow::Result<Config> {

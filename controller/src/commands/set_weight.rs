@@ -4,22 +4,33 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::targets::Target;
+use crate::targets::{Clients, Target};
 use crate::weights::{self, Change};
 
-pub fn run(target: &str, route: &str, weights: &[String]) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    clients: &Clients,
+    target: &str,
+    route: &str,
+    weights: &[String],
+) -> anyhow::Result<ExitCode> {
     let assignments = weights
         .iter()
         .map(|a| weights::parse_assignment(a))
         .collect::<Result<Vec<_>, _>>()?;
-    apply(target, route, &Change::Set(assignments))
+    apply(clients, target, route, &Change::Set(assignments)).await
 }
 
 /// Applies `change` to `route` on the target and prints the route's weights now live.
-pub(super) fn apply(target: &str, route: &str, change: &Change) -> anyhow::Result<ExitCode> {
+pub(super) async fn apply(
+    clients: &Clients,
+    target: &str,
+    route: &str,
+    change: &Change,
+) -> anyhow::Result<ExitCode> {
     let target: Target = target.parse()?;
     let update = target
-        .update(&|config| change.apply(config, route))
+        .update(clients, &|config| change.apply(config, route))
+        .await
         .with_context(|| format!("{target}: route {route:?} not changed"))?;
     let routes = weights::read_routes(&update.config)?;
     let live = weights::find_route(&routes, route)?;

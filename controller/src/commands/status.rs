@@ -11,20 +11,24 @@ use crate::args::Output;
 use crate::http::HttpOptions;
 use crate::observed::{self, Observed};
 use crate::ramps::{self, RampView};
-use crate::targets::Target;
+use crate::targets::{Clients, Target};
 use crate::weights::{self, weight_json, weight_text, RouteWeights};
 
 const BAR_WIDTH: usize = 40;
 
+/// Reads the target on `runtime`; Envoy's admin endpoint is read outside it (its client is
+/// blocking).
 pub fn run(
+    runtime: &tokio::runtime::Runtime,
+    clients: &Clients,
     target: &str,
     envoy_admin: Option<&str>,
     http: &HttpOptions,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     let target: Target = target.parse()?;
-    let config = target.read()?;
-    if let Err(errors) = crate::document::compile(&config) {
+    let config = runtime.block_on(target.read(clients))?;
+    if let Err(errors) = canary_filter::RoutingTable::try_from(&config) {
         eprintln!("warning: the filter rejects the live configuration of {target}:\n{errors}");
     }
     let mut routes = weights::read_routes(&config)?;
@@ -188,8 +192,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn fixture() -> (Target, Vec<RouteWeights>, Observed) {
-        let config = json!({"routes": [{"name": "reviews", "variants": [
-            {"name": "stable", "weight": 70}, {"name": "canary", "weight": 30}]}]});
+        let config = canary_filter::config::decode(
+            br#"{"routes": [{"name": "reviews", "variants": [
+            {"name": "stable", "weight": 70}, {"name": "canary", "weight": 30}]}]}"#,
+        )
+        .unwrap();
         let routes = weights::read_routes(&config).unwrap();
         let counts = BTreeMap::from([("stable".to_owned(), 75), ("canary".to_owned(), 25)]);
         let observed = Observed(BTreeMap::from([("reviews".to_owned(), counts)]));
@@ -225,10 +232,13 @@ mod tests {
 
     #[test]
     fn a_ramping_route_shows_its_weights_now_and_at_the_end() {
-        let config = json!({"routes": [{"name": "reviews", "variants": [
+        let config = canary_filter::config::decode(
+            br#"{"routes": [{"name": "reviews", "variants": [
             {"name": "stable", "weight": 100}, {"name": "canary", "weight": 0}],
             "ramp": {"variant": "canary", "from": 0, "to": 50,
-                     "start": "2026-12-07T12:00:00Z", "duration": "2h"}}]});
+                     "start": "2026-12-07T12:00:00Z", "duration": "2h"}}]}"#,
+        )
+        .unwrap();
         let mut routes = weights::read_routes(&config).unwrap();
         let at = ramps::parse_at("2026-12-07T13:00:00Z").unwrap();
         let ramps = ramps::views(&config, at);

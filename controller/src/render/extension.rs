@@ -1,4 +1,5 @@
-//! The resource that puts the filter into Envoy: WasmPlugin, TrafficExtension or EnvoyFilter.
+//! The resource that puts the filter into Envoy: WasmPlugin, TrafficExtension or EnvoyFilter
+//! in Istio, EnvoyExtensionPolicy in Envoy Gateway.
 //!
 //! All three attach the filter where Istio routes: the client side. A VirtualService bound to
 //! `mesh` is applied by the calling sidecar's outbound listener, one bound to a gateway by the
@@ -9,13 +10,23 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{metadata, Result, PHASE, PLUGIN_NAME};
+use super::{metadata, ModuleKind, RenderError, Result, PHASE, PLUGIN_NAME};
 use crate::ecds::{self, ModuleSource};
 use crate::spec::{Spec, MESH};
 
 const RBAC: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
 const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
 const ROUTER: &str = "envoy.filters.http.router";
+
+/// `dynamic_module_config.name` of the native dynamic module: Envoy loads `lib<name>.so` from
+/// the directories in its `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`.
+pub const DYNAMIC_MODULE: &str = "canary_router";
+
+/// The name an EnvoyProxy's `dynamicModules` registers the dynamic module under, which the
+/// EnvoyExtensionPolicy refers to (Envoy Gateway allows no `_` there).
+pub const ENVOY_GATEWAY_MODULE: &str = "canary-router";
+
+const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
 
 pub fn wasm_plugin(spec: &Spec) -> Value {
     let mut body = attachment(spec, ISTIO_SELECTOR);
@@ -56,20 +67,31 @@ pub fn traffic_extension(spec: &Spec) -> Value {
     })
 }
 
-/// The Wasm filter delivered over ECDS, as istiod delivers a WasmPlugin: an `EXTENSION_CONFIG`
-/// patch holds the filter configuration (the istio-agent fetches a remote module, `oci://`
-/// included, and checks its sha256), and an `HTTP_FILTER` patch per listener context inserts a
-/// filter that takes its configuration from it, just before the router.
-pub fn envoy_filter(spec: &Spec) -> Result<Value> {
+/// The filter delivered over ECDS, as istiod delivers a WasmPlugin: an `EXTENSION_CONFIG`
+/// patch holds the filter configuration, and an `HTTP_FILTER` patch per listener context
+/// inserts a filter that takes its configuration from it, just before the router. For the Wasm
+/// module, the istio-agent fetches a remote module, `oci://` included, and checks its sha256;
+/// the dynamic module ([`DYNAMIC_MODULE`]) must already be on the proxy's file system, in a
+/// directory of its `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`.
+pub fn envoy_filter(spec: &Spec, kind: ModuleKind) -> Result<Value> {
     let name = format!("{}.{}", spec.namespace, spec.name);
-    let module = match spec.module.url.strip_prefix("file://") {
-        Some(path) => ModuleSource::Local(path.to_owned()),
-        None => ModuleSource::Remote {
+    let module = match (kind, spec.module.url.strip_prefix("file://")) {
+        (ModuleKind::Dynamic, _) => ModuleSource::Dynamic {
+            name: DYNAMIC_MODULE.to_owned(),
+        },
+        (ModuleKind::Wasm, Some(path)) => ModuleSource::Local(path.to_owned()),
+        (ModuleKind::Wasm, None) => ModuleSource::Remote {
             uri: spec.module.url.clone(),
             // Not used: the istio-agent fetches the module itself.
             cluster: "_".to_owned(),
             sha256: spec.module.sha256.clone(),
         },
+    };
+    let type_urls = match kind {
+        // RBAC: the istio-agent substitutes an allow-all RBAC filter when a fail-open module
+        // cannot be fetched.
+        ModuleKind::Wasm => json!([ecds::WASM, RBAC]),
+        ModuleKind::Dynamic => json!([ecds::DYNAMIC_MODULE]),
     };
     let plugin_config = serde_json::to_string(&spec.plugin_config)?;
     let mut extension_config = ecds::document(&name, &module, &plugin_config)
@@ -107,9 +129,7 @@ pub fn envoy_filter(spec: &Spec) -> Result<Value> {
                             "initial_fetch_timeout": "0s",
                             "resource_api_version": "V3",
                         },
-                        // RBAC: the istio-agent substitutes an allow-all RBAC filter when a
-                        // fail-open module cannot be fetched.
-                        "type_urls": [ecds::WASM, RBAC],
+                        "type_urls": type_urls,
                     },
                 },
             },
@@ -122,6 +142,43 @@ pub fn envoy_filter(spec: &Spec) -> Result<Value> {
         "kind": "EnvoyFilter",
         "metadata": metadata(spec, &spec.name),
         "spec": body,
+    }))
+}
+
+/// Envoy Gateway's EnvoyExtensionPolicy: the dynamic module's filter, with the plugin
+/// configuration, on the Gateways and HTTPRoutes of the spec's `targetRefs`. The EnvoyProxy of
+/// those Gateways must register the module as [`ENVOY_GATEWAY_MODULE`] (see the README).
+pub fn envoy_extension_policy(spec: &Spec) -> Result<Value> {
+    let Some(refs) = &spec.attachment.target_refs else {
+        return Err(RenderError::Unsupported(
+            "attachment: an EnvoyExtensionPolicy attaches to Gateways and HTTPRoutes by \
+             targetRefs; the spec has a selector"
+                .to_owned(),
+        ));
+    };
+    // Envoy Gateway requires the group, which Istio's references may leave out.
+    let refs: Vec<Value> = refs
+        .iter()
+        .map(|r| {
+            json!({
+                "group": r.group.as_deref().unwrap_or(GATEWAY_API_GROUP),
+                "kind": r.kind,
+                "name": r.name,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyExtensionPolicy",
+        "metadata": metadata(spec, &spec.name),
+        "spec": {
+            "targetRefs": refs,
+            "dynamicModule": [{
+                "name": ENVOY_GATEWAY_MODULE,
+                "filterName": ecds::DYNAMIC_MODULE_FILTER,
+                "config": spec.plugin_config,
+            }],
+        },
     }))
 }
 

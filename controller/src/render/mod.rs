@@ -2,10 +2,12 @@
 //! TrafficExtension or EnvoyFilter), then per route its DestinationRule and VirtualService, in
 //! the order they should be applied (subsets exist before a VirtualService names them); and, on
 //! request, the Role and RoleBinding a controller needs to change the filter resource ([`rbac`]).
+//! For Envoy Gateway, the filter resource is an EnvoyExtensionPolicy running the native dynamic
+//! module, alone: Envoy Gateway routes with HTTPRoutes, not Istio's routing resources.
 //!
 //! Output is deterministic: the same spec renders the same bytes.
 
-mod extension;
+pub mod extension;
 pub mod rbac;
 mod routing;
 mod yaml;
@@ -27,25 +29,66 @@ pub const PHASE: &str = "STATS";
 pub enum RenderError {
     #[error("cannot write JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub type Result<T, E = RenderError> = std::result::Result<T, E>;
 
-/// The Istio API that delivers the filter: `--api` of `canaryctl render`.
+/// The API that delivers the filter: `--api` of `canaryctl render`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Api {
     Wasmplugin,
     Trafficextension,
     Envoyfilter,
+    /// Envoy Gateway's policy; it runs the dynamic module.
+    Envoyextensionpolicy,
 }
 
-/// Every resource of the spec, in apply order.
-pub fn resources(spec: &Spec, api: Api) -> Result<Vec<Value>> {
-    let mut docs = vec![match api {
-        Api::Wasmplugin => extension::wasm_plugin(spec),
-        Api::Trafficextension => extension::traffic_extension(spec),
-        Api::Envoyfilter => extension::envoy_filter(spec)?,
-    }];
+/// Which build of the filter the resources run: `--module-kind` of `canaryctl render`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModuleKind {
+    /// The proxy-wasm module of the spec's `module`.
+    Wasm,
+    /// The native dynamic module, `libcanary_router.so`, already on the proxies' file system.
+    Dynamic,
+}
+
+impl Api {
+    /// The module kind this API runs when none is asked for.
+    pub fn default_module_kind(self) -> ModuleKind {
+        match self {
+            Api::Wasmplugin | Api::Trafficextension | Api::Envoyfilter => ModuleKind::Wasm,
+            Api::Envoyextensionpolicy => ModuleKind::Dynamic,
+        }
+    }
+}
+
+/// Every resource of the spec, in apply order, running `module` (by default the API's own,
+/// [`Api::default_module_kind`]).
+pub fn resources(spec: &Spec, api: Api, module: Option<ModuleKind>) -> Result<Vec<Value>> {
+    let module = module.unwrap_or(api.default_module_kind());
+    let unsupported = |what: &str| Err(RenderError::Unsupported(what.to_owned()));
+    let filter =
+        match (api, module) {
+            (Api::Wasmplugin, ModuleKind::Wasm) => extension::wasm_plugin(spec),
+            (Api::Trafficextension, ModuleKind::Wasm) => extension::traffic_extension(spec),
+            (Api::Envoyfilter, _) => extension::envoy_filter(spec, module)?,
+            (Api::Envoyextensionpolicy, ModuleKind::Dynamic) => {
+                return Ok(vec![extension::envoy_extension_policy(spec)?]);
+            }
+            (Api::Wasmplugin | Api::Trafficextension, ModuleKind::Dynamic) => {
+                return unsupported(
+                    "--module-kind dynamic: a WasmPlugin or TrafficExtension runs wasm only; use \
+                 --api envoyfilter for the dynamic module in Istio",
+                )
+            }
+            (Api::Envoyextensionpolicy, ModuleKind::Wasm) => return unsupported(
+                "--module-kind wasm: the EnvoyExtensionPolicy is rendered for the dynamic module \
+                 only",
+            ),
+        };
+    let mut docs = vec![filter];
     for route in &spec.config.routes {
         if let Some(service) = spec.services.get(&route.name) {
             docs.push(routing::destination_rule(spec, route, service));

@@ -65,6 +65,7 @@ pub fn api_resource(api: Api) -> (&'static str, &'static str) {
         Api::Wasmplugin => ("extensions.istio.io", "wasmplugins"),
         Api::Trafficextension => ("extensions.istio.io", "trafficextensions"),
         Api::Envoyfilter => ("networking.istio.io", "envoyfilters"),
+        Api::Envoyextensionpolicy => ("gateway.envoyproxy.io", "envoyextensionpolicies"),
     }
 }
 

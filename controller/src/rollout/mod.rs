@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::targets::Target;
+use crate::targets::{Clients, Target};
 
 /// Exit code of a rollout rolled back by a failed check or for lack of data.
 pub const EXIT_ROLLED_BACK: u8 = 2;
@@ -28,9 +28,10 @@ pub const EXIT_ROLLED_BACK: u8 = 2;
 pub const EXIT_ABORTED: u8 = 3;
 
 /// `canaryctl resume`: lifts the pause of a rollout waiting at a manual gate.
-pub fn resume(target: &str, route: &str) -> anyhow::Result<ExitCode> {
+pub async fn resume(clients: &Clients, target: &str, route: &str) -> anyhow::Result<ExitCode> {
     let target: Target = target.parse()?;
-    let kept = state::resume(&target, route)
+    let kept = state::resume(&target, clients, route)
+        .await
         .with_context(|| format!("{target}: the rollout of route {route:?} not resumed"))?;
     match kept {
         Some(record) if record.state == state::State::Running => {
@@ -44,7 +45,7 @@ pub fn resume(target: &str, route: &str) -> anyhow::Result<ExitCode> {
         }
         other => {
             let now = other
-                .or(state::load(&target, route)?)
+                .or(state::load(&target, clients, route).await?)
                 .map_or("no rollout recorded".to_owned(), |r| {
                     format!("the rollout of {} is {}", r.variant, r.state)
                 });
@@ -56,8 +57,13 @@ pub fn resume(target: &str, route: &str) -> anyhow::Result<ExitCode> {
 
 /// For `canaryctl abort`: marks a rollout under way on `route` aborted, so the `rollout`
 /// process stops. The aborted rollout's variant, if there was one.
-pub fn mark_aborted(target: &Target, route: &str) -> anyhow::Result<Option<String>> {
-    let aborted = state::abort(target, route)
+pub async fn mark_aborted(
+    clients: &Clients,
+    target: &Target,
+    route: &str,
+) -> anyhow::Result<Option<String>> {
+    let aborted = state::abort(target, clients, route)
+        .await
         .with_context(|| format!("{target}: the rollout of route {route:?} not marked aborted"))?;
     Ok(aborted.map(|record| record.variant))
 }

@@ -15,10 +15,10 @@ use canary_filter::Weight;
 use tracing::{debug, info, warn};
 
 use super::analysis::{judge, percent, Measured, Thresholds, Verdict};
-use super::metrics::{Source, Window};
+use super::metrics::{MetricsError, Source, Window};
 use super::progress::{self, Progress, Row, Tick};
 use super::state::{self, Record, State};
-use crate::targets::Target;
+use crate::targets::{Clients, Target};
 use crate::weights::{self, weight_text, Change};
 
 /// A weight written as a percentage (`12.5`, `12.5%`).
@@ -83,8 +83,12 @@ impl Plan {
     }
 }
 
+/// The loop is synchronous (its metrics clients are blocking); the target is reached on the
+/// process's runtime, through the process's clients.
 pub struct Runner {
     plan: Plan,
+    runtime: tokio::runtime::Handle,
+    clients: Clients,
     progress: Progress,
     rows: Vec<Row>,
     baseline: String,
@@ -92,7 +96,13 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn new(plan: Plan, mode: progress::Mode) -> Self {
+    /// A rollout reaching its target through `clients` on `runtime`, from outside it.
+    pub fn new(
+        plan: Plan,
+        mode: progress::Mode,
+        runtime: tokio::runtime::Handle,
+        clients: Clients,
+    ) -> Self {
         let record = Record {
             id: String::new(),
             route: plan.route.clone(),
@@ -105,6 +115,8 @@ impl Runner {
         };
         Self {
             plan,
+            runtime,
+            clients,
             progress: Progress::new(mode),
             rows: Vec::new(),
             baseline: String::new(),
@@ -114,7 +126,7 @@ impl Runner {
 
     pub fn run(mut self) -> anyhow::Result<Outcome> {
         let (plan, steps) = (&self.plan, self.plan.steps.len());
-        let config = plan.target.read()?;
+        let config = self.runtime.block_on(plan.target.read(&self.clients))?;
         let routes = weights::read_routes(&config)?;
         let route = weights::find_route(&routes, &plan.route)?;
         let Some(position) = route.variants.iter().position(|v| v.name == plan.variant) else {
@@ -138,6 +150,10 @@ impl Runner {
             );
         }
         self.baseline = route.variants[0].name.clone();
+        self.plan
+            .source
+            .check(&self.plan.route, &[&self.plan.variant, &self.baseline])
+            .with_context(|| format!("metrics: {}", self.plan.source))?;
         let (mut index, mut paused) = self.start()?;
         self.progress.line(&format!(
             "rollout of {} on {} route {}: steps {} % every {:?}; checks: {}; metrics: {}",
@@ -205,6 +221,14 @@ impl Runner {
                     )
                 }
                 Ok(_) => bail!("the metrics source answered for the wrong number of variants"),
+                Err(error @ MetricsError::NoResponses { .. }) => {
+                    warn!(%error, route = %self.plan.route, "no response metrics");
+                    (
+                        Measured::default(),
+                        Measured::default(),
+                        Verdict::NoData(format!("no data: {error}")),
+                    )
+                }
                 Err(error) => {
                     warn!(%error, route = %self.plan.route, "cannot read the metrics");
                     let reason = format!("no data: cannot read the metrics: {error}");
@@ -282,7 +306,7 @@ impl Runner {
     /// The step to start at, and whether it is paused: where a recorded rollout of the same
     /// variant left off, or the first.
     fn start(&mut self) -> anyhow::Result<(usize, bool)> {
-        let recorded = state::load(&self.plan.target, &self.plan.route)?;
+        let recorded = self.load_record()?;
         match recorded {
             Some(record)
                 if record.state.active()
@@ -342,24 +366,33 @@ impl Runner {
 
     /// Records progress; true when this rollout was aborted meanwhile.
     fn save(&mut self) -> anyhow::Result<bool> {
-        let kept = state::save(&self.plan.target, &self.record)
+        let saved = state::save(&self.plan.target, &self.clients, &self.record);
+        let kept = self
+            .runtime
+            .block_on(saved)
             .context("cannot record the rollout's progress")?;
         Ok(kept.is_some_and(|r| r.id == self.record.id && r.state == State::Aborted))
     }
 
+    /// The route's rollout record.
+    fn load_record(&self) -> crate::targets::Result<Option<Record>> {
+        let load = state::load(&self.plan.target, &self.clients, &self.plan.route);
+        self.runtime.block_on(load)
+    }
+
     /// Whether this rollout has been aborted.
     fn aborted(&self) -> anyhow::Result<bool> {
-        let record = state::load(&self.plan.target, &self.plan.route)?;
+        let record = self.load_record()?;
         Ok(record.is_some_and(|r| r.id == self.record.id && r.state == State::Aborted))
     }
 
     /// Sets the variant's weight, the baseline taking the remainder; the baseline's weight now.
     fn set_weight(&self, weight: Weight) -> anyhow::Result<Weight> {
         let change = Change::Set(vec![(self.plan.variant.clone(), weight)]);
+        let edit = |config: &mut _| change.apply(config, &self.plan.route);
         let update = self
-            .plan
-            .target
-            .update(&|config| change.apply(config, &self.plan.route))
+            .runtime
+            .block_on(self.plan.target.update(&self.clients, &edit))
             .with_context(|| {
                 format!(
                     "{}: route {:?} not changed to {} {} %",
@@ -445,7 +478,7 @@ impl Runner {
         ));
         loop {
             std::thread::sleep(self.plan.poll());
-            let record = match state::load(&self.plan.target, &self.plan.route) {
+            let record = match self.load_record() {
                 Ok(record) => record,
                 Err(error) => {
                     warn!(%error, "cannot read the rollout record; waiting");
@@ -498,10 +531,10 @@ impl Runner {
 
     fn promote(mut self) -> anyhow::Result<Outcome> {
         let change = Change::Promote(self.plan.variant.clone());
+        let edit = |config: &mut _| change.apply(config, &self.plan.route);
         let promoted = self
-            .plan
-            .target
-            .update(&|config| change.apply(config, &self.plan.route))
+            .runtime
+            .block_on(self.plan.target.update(&self.clients, &edit))
             .with_context(|| format!("{}: {} not promoted", self.plan.target, self.plan.variant));
         if let Err(error) = promoted {
             return self.roll_back(&format!("cannot promote: {error:#}"));

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::targets::{self, Target};
+use crate::targets::{self, Clients, Target};
 
 /// Where a rollout is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,73 +91,101 @@ impl Owner {
 }
 
 /// The route's rollout record; a record that does not parse counts as none.
-pub fn load(target: &Target, route: &str) -> targets::Result<Option<Record>> {
+pub async fn load(
+    target: &Target,
+    clients: &Clients,
+    route: &str,
+) -> targets::Result<Option<Record>> {
     Ok(target
-        .read_record(route)?
+        .read_record(clients, route)
+        .await?
         .and_then(|text| serde_json::from_str(&text).ok()))
 }
 
 /// Replaces the record with `change(current)`, or leaves it when that is None; redone if someone
 /// else writes the record meanwhile. Returns the record now kept.
-pub fn transition(
+pub async fn transition(
     target: &Target,
+    clients: &Clients,
     route: &str,
-    change: &dyn Fn(Option<Record>) -> Option<Record>,
+    change: &(dyn Fn(Option<Record>) -> Option<Record> + Send + Sync),
 ) -> targets::Result<Option<Record>> {
-    let kept = target.update_record(route, &|current| {
+    let edit = |current: Option<&str>| {
         let current = current.and_then(|text| serde_json::from_str(text).ok());
         change(current).and_then(|record| serde_json::to_string(&record).ok())
-    })?;
+    };
+    let kept = target.update_record(clients, route, &edit).await?;
     Ok(kept.and_then(|text| serde_json::from_str(&text).ok()))
 }
 
 /// Records `record` as this run's progress, unless the run was aborted meanwhile. Returns the
 /// record now kept: `record`, or the aborted one.
-pub fn save(target: &Target, record: &Record) -> targets::Result<Option<Record>> {
-    transition(target, &record.route, &|current| match current {
+pub async fn save(
+    target: &Target,
+    clients: &Clients,
+    record: &Record,
+) -> targets::Result<Option<Record>> {
+    transition(target, clients, &record.route, &|current| match current {
         Some(current) if current.id == record.id && current.state == State::Aborted => None,
         _ => Some(record.clone()),
     })
+    .await
 }
 
 /// Marks an active rollout of `route` aborted. The aborted record, or None when no rollout was
 /// under way.
-pub fn abort(target: &Target, route: &str) -> targets::Result<Option<Record>> {
-    changed(target, route, &|mut record| {
+pub async fn abort(
+    target: &Target,
+    clients: &Clients,
+    route: &str,
+) -> targets::Result<Option<Record>> {
+    changed(target, clients, route, &|mut record| {
         record.state.active().then(|| {
             record.state = State::Aborted;
             record.message = Some("aborted by canaryctl abort".to_owned());
             record
         })
     })
+    .await
 }
 
 /// Lifts the pause of a paused rollout of `route`. The resumed record, or None when no rollout
 /// was paused.
-pub fn resume(target: &Target, route: &str) -> targets::Result<Option<Record>> {
-    changed(target, route, &|mut record| {
+pub async fn resume(
+    target: &Target,
+    clients: &Clients,
+    route: &str,
+) -> targets::Result<Option<Record>> {
+    changed(target, clients, route, &|mut record| {
         (record.state == State::Paused).then(|| {
             record.state = State::Running;
             record.message = Some("resumed by canaryctl resume".to_owned());
             record
         })
     })
+    .await
 }
 
 /// Applies `change` to the record, if there is one; the changed record, or None when `change`
 /// left it alone.
-fn changed(
+async fn changed(
     target: &Target,
+    clients: &Clients,
     route: &str,
-    change: &dyn Fn(Record) -> Option<Record>,
+    change: &(dyn Fn(Record) -> Option<Record> + Send + Sync),
 ) -> targets::Result<Option<Record>> {
-    let made = std::cell::RefCell::new(None);
-    transition(target, route, &|current| {
+    let made = std::sync::Mutex::new(None);
+    transition(target, clients, route, &|current| {
         let new = current.and_then(change);
-        made.replace(new.clone());
+        *made
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new.clone();
         new
-    })?;
-    Ok(made.into_inner())
+    })
+    .await?;
+    Ok(made
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
 #[cfg(test)]
@@ -207,37 +235,66 @@ mod tests {
         assert!(!other_host.alive_elsewhere());
     }
 
-    #[test]
-    fn transitions_on_a_file_target() {
+    #[tokio::test]
+    async fn transitions_on_a_file_target() {
         let dir = tempfile::tempdir().unwrap();
         let target = Target::File(dir.path().join("filter.json"));
-        assert_eq!(load(&target, "web").unwrap(), None);
-        assert_eq!(abort(&target, "web").unwrap(), None, "nothing to abort");
-
-        save(&target, &record("a", State::Running)).unwrap();
-        assert_eq!(resume(&target, "web").unwrap(), None, "not paused");
-        save(&target, &record("a", State::Paused)).unwrap();
+        let clients = &Clients::default();
+        assert_eq!(load(&target, clients, "web").await.unwrap(), None);
         assert_eq!(
-            resume(&target, "web").unwrap().unwrap().state,
+            abort(&target, clients, "web").await.unwrap(),
+            None,
+            "nothing to abort"
+        );
+
+        save(&target, clients, &record("a", State::Running))
+            .await
+            .unwrap();
+        assert_eq!(
+            resume(&target, clients, "web").await.unwrap(),
+            None,
+            "not paused"
+        );
+        save(&target, clients, &record("a", State::Paused))
+            .await
+            .unwrap();
+        assert_eq!(
+            resume(&target, clients, "web")
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
             State::Running
         );
 
-        let aborted = abort(&target, "web").unwrap().unwrap();
+        let aborted = abort(&target, clients, "web").await.unwrap().unwrap();
         assert_eq!(aborted.state, State::Aborted);
-        assert_eq!(abort(&target, "web").unwrap(), None, "already aborted");
-        let kept = save(&target, &record("a", State::Running))
+        assert_eq!(
+            abort(&target, clients, "web").await.unwrap(),
+            None,
+            "already aborted"
+        );
+        let kept = save(&target, clients, &record("a", State::Running))
+            .await
             .unwrap()
             .unwrap();
         assert_eq!(kept.state, State::Aborted, "the aborted run cannot go on");
-        let fresh = save(&target, &record("b", State::Running))
+        let fresh = save(&target, clients, &record("b", State::Running))
+            .await
             .unwrap()
             .unwrap();
         assert_eq!(fresh.state, State::Running, "a new run starts over it");
 
-        save(&target, &record("b", State::Promoted)).unwrap();
-        assert_eq!(abort(&target, "web").unwrap(), None, "a finished rollout");
+        save(&target, clients, &record("b", State::Promoted))
+            .await
+            .unwrap();
         assert_eq!(
-            load(&target, "web").unwrap().unwrap().state,
+            abort(&target, clients, "web").await.unwrap(),
+            None,
+            "a finished rollout"
+        );
+        assert_eq!(
+            load(&target, clients, "web").await.unwrap().unwrap().state,
             State::Promoted
         );
     }

@@ -206,15 +206,17 @@ mod tests {
     use std::collections::BTreeSet;
 
     use axum::http::HeaderValue;
-    use serde_json::json;
 
     use super::*;
 
     fn snapshot() -> Snapshot {
         Snapshot {
             version: "v2".into(),
-            plugin_config: json!({"routes": [{"name": "web", "variants": [
-                {"name": "stable", "weight": 87.5}, {"name": "canary", "weight": 12.5}]}]}),
+            plugin_config: canary_filter::config::decode(
+                br#"{"routes": [{"name": "web", "variants": [
+                {"name": "stable", "weight": 87.5}, {"name": "canary", "weight": 12.5}]}]}"#,
+            )
+            .unwrap(),
             resource: None,
         }
     }

@@ -38,7 +38,7 @@ pub use self::https::ApiTls;
 pub use self::module::Module;
 pub use self::resource::{Resource, ResourceError};
 pub use self::store::{Snapshot, StoreError};
-use crate::targets::Target;
+use crate::targets::{Clients, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -78,9 +78,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Reads the target, binds both listeners and starts serving.
+    /// Reads the target, binds both listeners and starts serving, with clients of its own.
     pub async fn start(config: Config) -> Result<Server, ServeError> {
-        let store = Arc::new(store::Store::open(config.target).await?);
+        Self::start_with(config, Clients::default()).await
+    }
+
+    /// Reads the target through `clients`, binds both listeners and starts serving.
+    pub async fn start_with(config: Config, clients: Clients) -> Result<Server, ServeError> {
+        let store = Arc::new(store::Store::open(config.target, clients).await?);
         let fleet = Arc::new(fleet::Fleet::new(config.fleet));
         let (stop, stopped) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(true));
@@ -205,24 +210,19 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// Serves `config` until SIGTERM or SIGINT, then stops gracefully.
-pub fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(async {
-        let server = Server::start(config).await?;
-        println!(
-            "serving: http {} grpc {}",
-            server.http_addr(),
-            server.grpc_addr()
-        );
-        termination().await?;
-        info!("shutting down");
-        server.shutdown().await?;
-        Ok(ExitCode::SUCCESS)
-    })
+/// Serves `config`, reaching the target through `clients`, until SIGTERM or SIGINT, then stops
+/// gracefully.
+pub async fn run(config: Config, clients: Clients) -> anyhow::Result<ExitCode> {
+    let server = Server::start_with(config, clients).await?;
+    println!(
+        "serving: http {} grpc {}",
+        server.http_addr(),
+        server.grpc_addr()
+    );
+    termination().await?;
+    info!("shutting down");
+    server.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -60,14 +60,6 @@ impl Resource {
     }
 }
 
-/// The plugin configuration the document carries (its JSON `StringValue`), as JSON.
-pub fn plugin_config(document: &Value) -> Result<Value> {
-    const AT: &str = "resources[0].typed_config.config.configuration.value";
-    // The shape's reasons name their own paths.
-    let text = crate::ecds::plugin_config_text(document).map_err(|reason| error("$", reason))?;
-    serde_json::from_str(text).map_err(|e| error(AT, format!("is not JSON: {e}")))
-}
-
 fn typed_extension_config(document: &Value) -> Result<TypedExtensionConfig> {
     let top = Object::at("$", document)?;
     top.only(&["resources"])?;
@@ -436,20 +428,5 @@ mod tests {
             let got = Resource::from_document(&doc).unwrap_err().to_string();
             assert!(got.contains(want), "{label}: {got}");
         }
-    }
-
-    #[test]
-    fn reads_the_plugin_configuration() {
-        let doc = document(
-            "canary",
-            &ModuleSource::Local("/m.wasm".into()),
-            r#"{"a":1}"#,
-        );
-        assert_eq!(plugin_config(&doc).unwrap(), json!({"a": 1}));
-        let broken = document("canary", &ModuleSource::Local("/m.wasm".into()), "{");
-        assert!(plugin_config(&broken)
-            .unwrap_err()
-            .to_string()
-            .contains("is not JSON"));
     }
 }

@@ -1,8 +1,8 @@
 //! The live configuration, read from the target (the only source of truth) and published to
 //! the gRPC streams and the API as a [`Snapshot`].
 //!
-//! Changes from the API go through the target's read → edit → validate → write cycle; the
-//! target is then read back and the new snapshot published. The target is also polled, so an
+//! Changes from the API go through the target's parse → edit → validate → write cycle, awaited
+//! on the server's own runtime; the target is then read back and the new snapshot published. The target is also polled, so an
 //! edit made by someone else (an operator, `canaryctl set-weight`, a rollout) is pushed too.
 //! A configuration the filter's parser rejects is never published: the last good snapshot
 //! stays, and the error is kept for `/readyz` and the API.
@@ -11,12 +11,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use canary_filter::{PluginConfig, RoutingTable};
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use super::resource::{self, Resource, ResourceError};
-use crate::targets::{self, Target};
+use super::resource::{Resource, ResourceError};
+use crate::ecds::{EcdsError, EcdsFile, Format};
+use crate::targets::{self, Clients, Target};
 use crate::weights::Change;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +30,6 @@ pub enum StoreError {
     Resource { path: String, error: ResourceError },
     #[error("{0}: the filter rejects the live configuration:\n{1}")]
     Invalid(String, canary_filter::ConfigErrors),
-    #[error("the target task failed: {0}")]
-    Task(String),
 }
 
 /// One version of the configuration.
@@ -38,13 +37,14 @@ pub enum StoreError {
 pub struct Snapshot {
     /// The content version: the resource's for an ECDS file, else the plugin configuration's.
     pub version: String,
-    pub plugin_config: Value,
+    pub plugin_config: PluginConfig,
     /// The ECDS resource, for a `file:` target; a Kubernetes target is delivered by istiod.
     pub resource: Option<Resource>,
 }
 
 pub struct Store {
     target: Target,
+    clients: Clients,
     published: watch::Sender<Arc<Snapshot>>,
     /// Why the target's current content was not published, if it was not.
     last_error: Mutex<Option<String>>,
@@ -54,11 +54,12 @@ pub struct Store {
 
 impl Store {
     /// Reads the target; fails if it holds nothing the filter would accept.
-    pub async fn open(target: Target) -> Result<Store, StoreError> {
-        let snapshot = load_blocking(target.clone()).await?;
+    pub async fn open(target: Target, clients: Clients) -> Result<Store, StoreError> {
+        let snapshot = load(&target, &clients).await?;
         info!(target = %target, version = %snapshot.version, "configuration loaded");
         Ok(Store {
             target,
+            clients,
             published: watch::Sender::new(Arc::new(snapshot)),
             last_error: Mutex::new(None),
             writing: tokio::sync::Mutex::new(()),
@@ -84,10 +85,9 @@ impl Store {
     /// Applies `change` to `route` on the target, then publishes what the target now holds.
     pub async fn change(&self, route: &str, change: Change) -> Result<Arc<Snapshot>, StoreError> {
         let _writing = self.writing.lock().await;
-        let (target, route) = (self.target.clone(), route.to_owned());
-        tokio::task::spawn_blocking(move || target.update(&|config| change.apply(config, &route)))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
+        self.target
+            .update(&self.clients, &|config| change.apply(config, route))
+            .await?;
         self.reload_locked().await
     }
 
@@ -98,7 +98,7 @@ impl Store {
     }
 
     async fn reload_locked(&self) -> Result<Arc<Snapshot>, StoreError> {
-        match load_blocking(self.target.clone()).await {
+        match load(&self.target, &self.clients).await {
             Ok(snapshot) => {
                 self.set_error(None);
                 self.published.send_if_modified(|current| {
@@ -140,35 +140,27 @@ impl Store {
     }
 }
 
-async fn load_blocking(target: Target) -> Result<Snapshot, StoreError> {
-    tokio::task::spawn_blocking(move || load(&target))
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
-}
-
-fn load(target: &Target) -> Result<Snapshot, StoreError> {
+async fn load(target: &Target, clients: &Clients) -> Result<Snapshot, StoreError> {
+    let invalid = |errors| StoreError::Invalid(target.to_string(), errors);
     let (plugin_config, resource) = match target {
         Target::File(path) => {
-            let document = read_document(path)?;
-            let at = |error| StoreError::Resource {
-                path: path.display().to_string(),
-                error,
-            };
-            let resource = Resource::from_document(&document).map_err(at)?;
-            (
-                resource::plugin_config(&document).map_err(at)?,
-                Some(resource),
-            )
+            let file = read_file(target, path)?;
+            let resource =
+                Resource::from_document(&file.document).map_err(|error| StoreError::Resource {
+                    path: path.display().to_string(),
+                    error,
+                })?;
+            (file.config, Some(resource))
         }
-        Target::Kube { .. } => (target.read()?, None),
+        Target::Kube { .. } => (target.read(clients).await?, None),
     };
-    crate::document::compile(&plugin_config)
-        .map_err(|errors| StoreError::Invalid(target.to_string(), errors))?;
+    RoutingTable::try_from(&plugin_config).map_err(invalid)?;
     let version = match &resource {
         Some(resource) => resource.version.clone(),
         None => {
             use sha2::{Digest, Sha256};
-            let digest = Sha256::digest(plugin_config.to_string().as_bytes());
+            let text = serde_json::to_string(&plugin_config).unwrap_or_default();
+            let digest = Sha256::digest(text.as_bytes());
             hex::encode(digest).chars().take(16).collect()
         }
     };
@@ -179,14 +171,15 @@ fn load(target: &Target) -> Result<Snapshot, StoreError> {
     })
 }
 
-/// An ECDS file, JSON or YAML by its extension as Envoy reads it.
-fn read_document(path: &Path) -> Result<Value, StoreError> {
+/// The ECDS file of `target`, JSON or YAML by its extension as Envoy reads it.
+fn read_file(target: &Target, path: &Path) -> Result<EcdsFile, StoreError> {
     let read_error = |reason: String| StoreError::Read {
         path: path.display().to_string(),
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| read_error(e.to_string()))?;
-    crate::ecds::Format::of(path)
-        .parse(&bytes)
-        .map_err(read_error)
+    EcdsFile::parse(bytes, Format::of(path)).map_err(|error| match error {
+        EcdsError::PluginConfig(errors) => StoreError::Invalid(target.to_string(), errors),
+        other => read_error(other.to_string()),
+    })
 }

@@ -14,11 +14,11 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use canary_filter::PluginConfig;
 use tracing::debug;
 
-use super::{atomic, block_on, edited, read_edit_write, Edit, Error, Slot, Update};
-use crate::ecds::{plugin_config_slot, plugin_config_text, Format};
+use super::{atomic, edited, read_edit_write, Edit, Error, Slot, Update};
+use crate::ecds::{EcdsError, EcdsFile, Format};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -38,23 +38,13 @@ pub enum FileError {
     Contended { path: PathBuf, attempts: u32 },
 }
 
-/// The file as read: its bytes, the document and the plugin configuration in it.
-struct EcdsFile {
-    bytes: Vec<u8>,
-    format: Format,
-    document: Value,
-    config: Value,
-    /// Whether the plugin configuration string was written over several lines.
-    config_pretty: bool,
-}
-
-pub fn read(path: &Path) -> Result<Value, FileError> {
+pub fn read(path: &Path) -> Result<PluginConfig, FileError> {
     Ok(load(path)?.config)
 }
 
-pub fn update(path: &Path, edit: &Edit<'_>) -> Result<Update, Error> {
+pub async fn update(path: &Path, edit: &Edit<'_>) -> Result<Update, Error> {
     let slot = ConfigSlot(path);
-    let (config, written) = block_on(read_edit_write(&slot, |live| edited(live, edit).map(Some)))??;
+    let (config, written) = read_edit_write(&slot, |live| edited(live, edit).map(Some)).await?;
     Ok(Update { config, written })
 }
 
@@ -63,15 +53,15 @@ struct ConfigSlot<'a>(&'a Path);
 
 impl Slot for ConfigSlot<'_> {
     type Version = EcdsFile;
-    type Value = Value;
+    type Value = PluginConfig;
 
-    async fn load(&self) -> Result<(EcdsFile, Value), Error> {
+    async fn load(&self) -> Result<(EcdsFile, PluginConfig), Error> {
         let file = load(self.0)?;
         let config = file.config.clone();
         Ok((file, config))
     }
 
-    async fn compare_and_swap(&self, file: EcdsFile, config: &Value) -> Result<bool, Error> {
+    async fn compare_and_swap(&self, file: EcdsFile, config: &PluginConfig) -> Result<bool, Error> {
         let path = self.0;
         let write_error = |error| FileError::Write {
             path: path.to_owned(),
@@ -102,62 +92,30 @@ fn load(path: &Path) -> Result<EcdsFile, FileError> {
         error,
     })?;
     let format = Format::of(path);
-    let syntax = |reason: String| FileError::Syntax {
-        path: path.to_owned(),
-        format,
-        reason,
-    };
-    let document = format.parse(&bytes).map_err(syntax)?;
-    let text = plugin_config_text(&document).map_err(|reason| FileError::Shape {
-        path: path.to_owned(),
-        reason,
-    })?;
-    let config = crate::document::parse_json(text).map_err(|e| FileError::Shape {
-        path: path.to_owned(),
-        reason: format!("the plugin configuration: {e}"),
+    let file = EcdsFile::parse(bytes, format).map_err(|error| match error {
+        EcdsError::Syntax { format, reason } => FileError::Syntax {
+            path: path.to_owned(),
+            format,
+            reason,
+        },
+        EcdsError::Shape(reason) => FileError::Shape {
+            path: path.to_owned(),
+            reason,
+        },
+        EcdsError::PluginConfig(errors) => FileError::Shape {
+            path: path.to_owned(),
+            reason: format!("the plugin configuration: {errors}"),
+        },
     })?;
     debug!(path = %path.display(), %format, "read ECDS file");
-    Ok(EcdsFile {
-        config_pretty: text.trim_end().contains('\n'),
-        bytes,
-        format,
-        document,
-        config,
-    })
-}
-
-impl EcdsFile {
-    /// The whole file with `config` in place of the plugin configuration.
-    fn render(&self, config: &Value) -> Result<Vec<u8>, String> {
-        let text = if self.config_pretty {
-            serde_json::to_string_pretty(config)
-        } else {
-            serde_json::to_string(config)
-        }
-        .map_err(|e| e.to_string())?;
-        let mut document = self.document.clone();
-        *plugin_config_slot(&mut document)? = Value::String(text);
-        let mut bytes = match self.format {
-            Format::Json if self.bytes.contains(&b'\n') => {
-                serde_json::to_vec_pretty(&document).map_err(|e| e.to_string())?
-            }
-            Format::Json => serde_json::to_vec(&document).map_err(|e| e.to_string())?,
-            Format::Yaml => serde_yaml::to_string(&document)
-                .map_err(|e| e.to_string())?
-                .into_bytes(),
-        };
-        if self.bytes.ends_with(b"\n") && !bytes.ends_with(b"\n") {
-            bytes.push(b'\n');
-        }
-        Ok(bytes)
-    }
+    Ok(file)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ecds::{document, ModuleSource};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn plugin_config() -> String {
         json!({"routes": [{"name": "reviews", "variants": [
@@ -165,8 +123,10 @@ mod tests {
         .to_string()
     }
 
-    fn set_canary(weight: u32) -> impl Fn(&mut Value) -> Result<(), crate::weights::WeightError> {
-        move |config: &mut Value| {
+    fn set_canary(
+        weight: u32,
+    ) -> impl Fn(&mut PluginConfig) -> Result<(), crate::weights::WeightError> + Send + Sync {
+        move |config: &mut PluginConfig| {
             crate::weights::Change::Set(vec![(
                 "canary".to_owned(),
                 canary_filter::Weight(weight * 1000),
@@ -175,8 +135,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn update_keeps_json_shape_and_every_other_field() {
+    #[tokio::test]
+    async fn update_keeps_json_shape_and_every_other_field() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ecds.json");
         let mut doc = document(
@@ -187,7 +147,7 @@ mod tests {
         doc["version_info"] = json!("7");
         fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
 
-        let update = update(&path, &set_canary(30)).unwrap();
+        let update = update(&path, &set_canary(30)).await.unwrap();
         assert!(update.written);
         let after: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         let mut want = doc.clone();
@@ -199,8 +159,8 @@ mod tests {
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
     }
 
-    #[test]
-    fn update_writes_yaml_back_as_yaml() {
+    #[tokio::test]
+    async fn update_writes_yaml_back_as_yaml() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ecds.yaml");
         let doc = document(
@@ -210,15 +170,15 @@ mod tests {
         );
         fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
 
-        update(&path, &set_canary(25)).unwrap();
+        update(&path, &set_canary(25)).await.unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("resources:"), "still YAML: {text}");
         let config = read(&path).unwrap();
-        assert_eq!(config["routes"][0]["variants"][1]["weight"], json!(25));
+        assert_eq!(config.routes[0].variants[1].weight, 25.0);
     }
 
-    #[test]
-    fn a_refused_change_leaves_the_file_byte_for_byte() {
+    #[tokio::test]
+    async fn a_refused_change_leaves_the_file_byte_for_byte() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ecds.json");
         let doc = document(
@@ -229,19 +189,19 @@ mod tests {
         let before = serde_json::to_vec_pretty(&doc).unwrap();
         fs::write(&path, &before).unwrap();
 
-        let error = update(&path, &set_canary(101)).unwrap_err();
+        let error = update(&path, &set_canary(101)).await.unwrap_err();
         assert!(error.to_string().contains("below 0"), "{error}");
-        let invalid_name = |config: &mut Value| {
-            config["routes"][0]["variants"][1]["weight"] = json!(10.0001);
+        let invalid_weight = |config: &mut PluginConfig| {
+            config.routes[0].variants[1].weight = 10.0001;
             Ok(())
         };
-        let error = update(&path, &invalid_name).unwrap_err();
+        let error = update(&path, &invalid_weight).await.unwrap_err();
         assert!(matches!(error, Error::Invalid(_)), "{error}");
         assert_eq!(fs::read(&path).unwrap(), before);
     }
 
-    #[test]
-    fn an_unchanged_configuration_is_not_rewritten() {
+    #[tokio::test]
+    async fn an_unchanged_configuration_is_not_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ecds.json");
         let doc = document(
@@ -251,7 +211,7 @@ mod tests {
         );
         let before = serde_json::to_vec(&doc).unwrap();
         fs::write(&path, &before).unwrap();
-        let update = update(&path, &set_canary(10)).unwrap();
+        let update = update(&path, &set_canary(10)).await.unwrap();
         assert!(!update.written);
         assert_eq!(fs::read(&path).unwrap(), before);
     }

@@ -2,14 +2,18 @@
 //! (`file:PATH`), or a WasmPlugin / TrafficExtension / EnvoyFilter in Kubernetes
 //! (`kube://NAMESPACE/NAME`, or `kube://NAMESPACE/KIND/NAME` to name the kind).
 //!
-//! Every change is read → edit → validate → write: the configuration is read from the target
-//! (the only source of truth), edited in place, checked with the filter's own parser, and
-//! written back only if the filter would accept it. Both targets detect a concurrent writer
-//! and redo the whole cycle on the fresh configuration.
+//! Every change is parse → edit → validate → write: the configuration is read from the target
+//! (the only source of truth) into the filter's typed [`PluginConfig`], edited there, written
+//! out as JSON, checked by the filter's own parser on exactly those bytes, and written back only
+//! if the filter would accept it. Both targets detect a concurrent writer and redo the whole
+//! cycle on the fresh configuration.
 //!
 //! Each thing a target keeps — the plugin configuration, a route's rollout record — is a
 //! [`Slot`]: it can be loaded with a version, and replaced only if still at that version.
 //! [`read_edit_write`] is the one loop over a slot that every change goes through.
+//!
+//! Every function is async and runs on the caller's runtime; the clients a target is reached
+//! through ([`Clients`]) are made once per process and shared by every call.
 
 mod atomic;
 mod file;
@@ -19,10 +23,11 @@ pub mod record;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use canary_filter::ConfigErrors;
-use serde_json::Value;
+use canary_filter::{ConfigErrors, PluginConfig};
+use tokio::sync::OnceCell;
 use tracing::{debug, info, warn};
 
 pub use self::file::FileError;
@@ -37,8 +42,6 @@ pub const MAX_ATTEMPTS: u32 = 5;
 pub enum Error {
     #[error("invalid target {0:?}: expected file:PATH, kube://NAMESPACE/NAME or kube://NAMESPACE/KIND/NAME (KIND: wasmplugin, trafficextension or envoyfilter)")]
     Syntax(String),
-    #[error("cannot start the runtime the target is reached from: {0}")]
-    Runtime(std::io::Error),
     #[error(transparent)]
     File(#[from] FileError),
     #[error(transparent)]
@@ -79,7 +82,7 @@ pub enum Target {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Update {
     /// The plugin configuration now live.
-    pub config: Value,
+    pub config: PluginConfig,
     /// False when the change left the configuration as it was, and nothing was written.
     pub written: bool,
 }
@@ -134,45 +137,78 @@ impl fmt::Display for Target {
     }
 }
 
+/// The clients targets are reached through: made once per process and shared by every call
+/// (cheap to clone). The Kubernetes client is connected on first use, so a process that only
+/// reaches files never looks for a Kubernetes configuration.
+#[derive(Clone, Default)]
+pub struct Clients {
+    kube: Arc<OnceCell<kube::Connection>>,
+    /// The Kubernetes client configuration, when not the ambient one.
+    kube_config: Option<::kube::Config>,
+}
+
+impl Clients {
+    /// Clients whose Kubernetes client is configured by `config` rather than by the environment.
+    pub fn with_kube_config(config: ::kube::Config) -> Self {
+        Clients {
+            kube: Arc::default(),
+            kube_config: Some(config),
+        }
+    }
+
+    async fn kube(&self) -> Result<&kube::Connection, KubeError> {
+        self.kube
+            .get_or_try_init(|| kube::Connection::connect(self.kube_config.clone()))
+            .await
+    }
+}
+
 impl Target {
     /// The live plugin configuration.
-    pub fn read(&self) -> Result<Value> {
+    pub async fn read(&self, clients: &Clients) -> Result<PluginConfig> {
         match self {
             Target::File(path) => Ok(file::read(path)?),
-            Target::Kube { .. } => Ok(kube::read(self.location()?)?),
+            Target::Kube { .. } => kube::read(clients.kube().await?, self.location()?).await,
         }
     }
 
     /// Applies `edit` to the live plugin configuration and writes the result back, if the
     /// filter accepts it and it differs from what is live.
-    pub fn update(&self, edit: &Edit<'_>) -> Result<Update> {
+    pub async fn update(&self, clients: &Clients, edit: &Edit<'_>) -> Result<Update> {
         match self {
-            Target::File(path) => file::update(path, edit),
-            Target::Kube { .. } => kube::update(self.location()?, edit),
+            Target::File(path) => file::update(path, edit).await,
+            Target::Kube { .. } => {
+                kube::update(clients.kube().await?, self.location()?, edit).await
+            }
         }
     }
 
     /// The rollout record kept for `route` (see [`record`]), if there is one.
-    pub fn read_record(&self, route: &str) -> Result<Option<String>> {
+    pub async fn read_record(&self, clients: &Clients, route: &str) -> Result<Option<String>> {
         match self {
             Target::File(path) => Ok(record::read_file(path, route)?),
-            Target::Kube { .. } => Ok(kube::read_annotation(
-                self.location()?,
-                &record::annotation(route),
-            )?),
+            Target::Kube { .. } => {
+                let key = record::annotation(route);
+                kube::read_annotation(clients.kube().await?, self.location()?, &key).await
+            }
         }
     }
 
     /// Replaces the rollout record of `route` with what `edit` makes of the current one, redoing
     /// the edit if someone else wrote it meanwhile. Returns the record now kept.
-    pub fn update_record(&self, route: &str, edit: &RecordEdit<'_>) -> Result<Option<String>> {
+    pub async fn update_record(
+        &self,
+        clients: &Clients,
+        route: &str,
+        edit: &RecordEdit<'_>,
+    ) -> Result<Option<String>> {
         match self {
-            Target::File(path) => Ok(record::update_file(path, route, edit)?),
-            Target::Kube { .. } => Ok(kube::update_annotation(
-                self.location()?,
-                &record::annotation(route),
-                edit,
-            )?),
+            Target::File(path) => record::update_file(path, route, edit).await,
+            Target::Kube { .. } => {
+                let key = record::annotation(route);
+                let connection = clients.kube().await?;
+                kube::update_annotation(connection, self.location()?, &key, edit).await
+            }
         }
     }
 
@@ -240,23 +276,17 @@ pub(crate) async fn read_edit_write<S: Slot>(
     Err(slot.contended(MAX_ATTEMPTS))
 }
 
-/// Runs a target's future to completion on a runtime of its own.
-fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?;
-    Ok(runtime.block_on(future))
-}
-
 /// A change to the plugin configuration, applied in place.
-pub type Edit<'a> = dyn Fn(&mut Value) -> Result<(), WeightError> + 'a;
+pub type Edit<'a> = dyn Fn(&mut PluginConfig) -> Result<(), WeightError> + Send + Sync + 'a;
 
-/// The edited configuration, if the filter's own parser accepts it.
-fn edited(live: &Value, edit: &Edit<'_>) -> Result<Value> {
+/// The edited configuration, if the filter's own parser accepts it as it will be written.
+fn edited(live: &PluginConfig, edit: &Edit<'_>) -> Result<PluginConfig> {
     let mut config = live.clone();
     edit(&mut config)?;
-    crate::document::compile(&config).map_err(Error::Invalid)?;
+    let written = serde_json::to_vec(&config).map_err(|error| {
+        Error::Invalid(canary_filter::ConfigError::new("$", error.to_string()).into())
+    })?;
+    canary_filter::parse(&written).map_err(Error::Invalid)?;
     Ok(config)
 }
 
@@ -316,10 +346,13 @@ mod tests {
 
     #[test]
     fn edited_refuses_what_the_filter_rejects() {
-        let live = serde_json::json!({"routes": [{"name": "r", "variants": [
-            {"name": "stable", "weight": 100}, {"name": "canary", "weight": 0}]}]});
-        let breaks_it = |config: &mut Value| {
-            config["routes"][0]["variants"][1]["name"] = "Canary!".into();
+        let live = canary_filter::config::decode(
+            br#"{"routes": [{"name": "r", "variants": [
+            {"name": "stable", "weight": 100}, {"name": "canary", "weight": 0}]}]}"#,
+        )
+        .unwrap();
+        let breaks_it = |config: &mut PluginConfig| {
+            config.routes[0].variants[1].name = "Canary!".into();
             Ok(())
         };
         let error = edited(&live, &breaks_it).unwrap_err().to_string();

@@ -13,10 +13,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{atomic, block_on, read_edit_write, Error, FileError, Result, Slot};
+use super::{atomic, read_edit_write, Error, FileError, Result, Slot};
 
 /// Makes the new record from the current one; None leaves the record as it is.
-pub type RecordEdit<'a> = dyn Fn(Option<&str>) -> Option<String> + 'a;
+pub type RecordEdit<'a> = dyn Fn(Option<&str>) -> Option<String> + Send + Sync + 'a;
 
 /// The annotation holding a route's rollout record on a WasmPlugin or TrafficExtension.
 pub fn annotation(route: &str) -> String {
@@ -53,11 +53,16 @@ fn read_optional(path: &Path) -> Result<Option<String>, FileError> {
 
 /// Replaces the record with `edit`'s, unless someone else changed it meanwhile, in which case
 /// the edit is made again on the fresh record. Returns the record now stored.
-pub fn update_file(ecds: &Path, route: &str, edit: &RecordEdit<'_>) -> Result<Option<String>> {
+pub async fn update_file(
+    ecds: &Path,
+    route: &str,
+    edit: &RecordEdit<'_>,
+) -> Result<Option<String>> {
     let slot = RecordFile(file_path(ecds, route));
-    let (record, _) = block_on(read_edit_write(&slot, |current: &Option<String>| {
+    let (record, _) = read_edit_write(&slot, |current: &Option<String>| {
         Ok(edit(current.as_deref()).map(Some))
-    }))??;
+    })
+    .await?;
     Ok(record)
 }
 
@@ -117,8 +122,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_record_is_written_read_and_left_alone_on_none() {
+    #[tokio::test]
+    async fn a_record_is_written_read_and_left_alone_on_none() {
         use std::fs;
 
         let dir = tempfile::tempdir().unwrap();
@@ -128,10 +133,11 @@ mod tests {
             assert_eq!(current, None);
             Some("{\"step\":1}".into())
         })
+        .await
         .unwrap();
         assert_eq!(written.as_deref(), Some("{\"step\":1}"));
         assert_eq!(read_file(&ecds, "web").unwrap(), written);
-        let kept = update_file(&ecds, "web", &|_| None).unwrap();
+        let kept = update_file(&ecds, "web", &|_| None).await.unwrap();
         assert_eq!(kept, written);
         assert_eq!(read_file(&ecds, "other").unwrap(), None);
         let names: Vec<String> = fs::read_dir(dir.path())

@@ -1,4 +1,5 @@
-//! The Istio CRDs of `tests/fixtures/istio-crds/`, and a strict check of a resource against them:
+//! The Istio CRDs of `tests/fixtures/istio-crds/` and Envoy Gateway's of
+//! `tests/fixtures/envoy-gateway-crds/`, and a strict check of a resource against them:
 //! the API server's validation (`support/schema.rs`: the structural schema and the CEL rules),
 //! plus what a closed schema adds: no field the server would prune (schemas are closed except
 //! where they say `x-kubernetes-preserve-unknown-fields`), a served `apiVersion`, the CRD's
@@ -14,25 +15,30 @@ use crate::schema;
 pub struct Crds(Vec<Value>);
 
 impl Crds {
-    /// Every `*.yaml` in `tests/fixtures/istio-crds/`.
+    /// Every `*.yaml` in `tests/fixtures/istio-crds/` and `tests/fixtures/envoy-gateway-crds/`.
     pub fn load() -> Crds {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/istio-crds");
-        let entries = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("the Istio CRDs in {}: {e}", dir.display()));
-        let crds: Vec<Value> = entries
-            .map(|entry| entry.expect("directory entry").path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
-            .map(|path| {
-                let text = std::fs::read_to_string(&path).expect("read a CRD");
-                serde_yaml::from_str(&text).expect("parse a CRD")
-            })
-            .collect();
-        assert!(
-            crds.len() >= 5,
-            "found {} CRDs in {}",
-            crds.len(),
-            dir.display()
-        );
+        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut crds = Vec::new();
+        for (dir, at_least) in [("istio-crds", 5), ("envoy-gateway-crds", 1)] {
+            let dir = fixtures.join(dir);
+            let entries = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("the CRDs in {}: {e}", dir.display()));
+            let found: Vec<Value> = entries
+                .map(|entry| entry.expect("directory entry").path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+                .map(|path| {
+                    let text = std::fs::read_to_string(&path).expect("read a CRD");
+                    serde_yaml::from_str(&text).expect("parse a CRD")
+                })
+                .collect();
+            assert!(
+                found.len() >= at_least,
+                "found {} CRDs in {}",
+                found.len(),
+                dir.display()
+            );
+            crds.extend(found);
+        }
         Crds(crds)
     }
 
@@ -47,11 +53,17 @@ impl Crds {
             )];
         };
         let mut errors = check_metadata(&doc["metadata"]);
-        let mut pruned = doc.clone();
+        // The API server checks `metadata` as ObjectMeta whatever the CRD's schema says of it
+        // (Envoy Gateway's says only `type: object`): `check_metadata` stands in for that.
+        let mut body = doc.clone();
+        if let Some(fields) = body.as_object_mut() {
+            fields.shift_remove("metadata");
+        }
+        let mut pruned = body.clone();
         for (path, message) in schema::validate(schema, &mut pruned) {
             errors.push(format!("{path}: {message}"));
         }
-        unknown_fields(doc, &pruned, "", &mut errors);
+        unknown_fields(&body, &pruned, "", &mut errors);
         errors
     }
 

@@ -41,6 +41,7 @@ impl TryFrom<PluginConfig> for RoutingTable {
             decision_header,
             debug_header,
             seal,
+            metrics,
             routes: configs,
         } = config;
         let mut errors = Errors::default();
@@ -96,6 +97,7 @@ impl TryFrom<PluginConfig> for RoutingTable {
         Ok(RoutingTable {
             decision_header,
             debug_header,
+            response_metrics: metrics.responses,
             routes,
             index,
         })

@@ -45,6 +45,8 @@ pub struct RoutingTable {
     /// Lowercase header name the decision is written to.
     pub decision_header: String,
     pub debug_header: bool,
+    /// `metrics.responses`: count responses and record `upstream_time` per variant.
+    pub response_metrics: bool,
     pub routes: Vec<Route>,
     pub(crate) index: RouteIndex,
 }

@@ -50,8 +50,12 @@ struct Args {
     #[arg(long = "module", value_name = "LABEL=PATH", value_parser = parse_module)]
     modules: Vec<(String, PathBuf)>,
     /// Measure only this part, and replace only its section of an existing output file.
-    #[arg(long, value_name = "PART")]
+    #[arg(long, value_name = "PART", conflicts_with = "skip")]
     only: Option<Part>,
+    /// Measure everything but this part, and keep its section of the existing output file
+    /// as it is (the section names the run that produced it).
+    #[arg(long, value_name = "PART")]
+    skip: Option<Part>,
     /// Users sent through each configuration of the churn measurement.
     #[arg(long, value_name = "N", default_value_t = churn::USERS)]
     churn_users: usize,
@@ -96,14 +100,23 @@ async fn run(args: Args) -> Result<()> {
         return Ok(());
     }
 
-    // Churn first: the cost measurement pins this process to one CPU for the rest of its life.
-    let churn = churn::run(churn::Options {
-        users: args.churn_users,
-        ..churn::Options::default()
-    })
-    .await?
-    .markdown(&args.command);
     let previous = std::fs::read_to_string(&args.out).unwrap_or_default();
+    // Churn first: the cost measurement pins this process to one CPU for the rest of its life.
+    let churn = if args.skip == Some(Part::Churn) {
+        churn_section(&previous).with_context(|| {
+            format!(
+                "--skip churn keeps the churn section of {}, which has none",
+                args.out.display()
+            )
+        })?
+    } else {
+        churn::run(churn::Options {
+            users: args.churn_users,
+            ..churn::Options::default()
+        })
+        .await?
+        .markdown(&args.command)
+    };
     if args.only == Some(Part::Churn) {
         let text = replace_section(&previous, &churn);
         std::fs::write(&args.out, &text)
@@ -138,6 +151,16 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The churn section of `report`, heading included, up to the next section.
+fn churn_section(report: &str) -> Option<String> {
+    let heading = format!("\n{}\n", churn::CHURN_HEADING);
+    let start = report.find(&heading)? + 1;
+    let end = report[start + heading.len() - 1..]
+        .find("\n## ")
+        .map_or(report.len(), |i| start + heading.len() - 1 + i + 1);
+    Some(format!("{}\n", report[start..end].trim_end()))
+}
+
 /// `report` with its churn section replaced by `section`, or `section` put before the notes (or
 /// at the end) if it has none.
 fn replace_section(report: &str, section: &str) -> String {
@@ -170,7 +193,7 @@ fn replace_section(report: &str, section: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::replace_section;
+    use super::{churn_section, replace_section};
 
     #[test]
     fn churn_section_is_replaced_in_place() {
@@ -186,5 +209,17 @@ mod tests {
             "# B\n\n## Targets\n\nt\n\n## Churn\n\nnew\n\n## Notes\n\nn\n"
         );
         assert_eq!(replace_section("", section), section);
+    }
+
+    #[test]
+    fn churn_section_is_kept_as_it_was() {
+        let report = "# B\n\n## Targets\n\nt\n\n## Churn\n\nold\n| a |\n\n## Notes\n\nn\n";
+        assert_eq!(
+            churn_section(report).as_deref(),
+            Some("## Churn\n\nold\n| a |\n")
+        );
+        let last = "# B\n\n## Churn\n\nold\n";
+        assert_eq!(churn_section(last).as_deref(), Some("## Churn\n\nold\n"));
+        assert_eq!(churn_section("# B\n\n## Targets\n\nt\n"), None);
     }
 }

@@ -2,12 +2,13 @@
 //! filter, a few thousand simulated users, and what they got: the split, its stickiness,
 //! targeting, the identity cookie, and a live weight change that keeps every canary user.
 //! Last, progressive rollouts with `canaryctl rollout`: a healthy canary promoted step by step,
-//! then a failing canary rolled back, with the live split at every step.
+//! then a failing canary rolled back, with the live split at every step. `--module dynamic`
+//! (`make demo MODULE=dynamic`) runs the native dynamic module instead of the wasm filter.
 
 use std::time::{Duration, Instant};
 
 use canary_e2e::canaryctl::canaryctl_bin;
-use canary_e2e::{client, get, variants_of, Envoy, Load, Reply, Upstream};
+use canary_e2e::{client, get, variants_of, Build, Envoy, Load, Reply, Upstream};
 use clap::Parser;
 
 const USERS: usize = 5_000;
@@ -16,6 +17,8 @@ const REPEATS: usize = 5;
 fn config(canary: u32) -> String {
     serde_json::json!({
         "debugHeader": true,
+        // The demo's rollout reads the filter's response counters and latency.
+        "metrics": { "responses": true },
         "routes": [{
             "name": "web",
             "variants": [
@@ -38,26 +41,58 @@ fn config(canary: u32) -> String {
 }
 
 /// Two real upstreams behind a real Envoy running the filter, a few thousand simulated users,
-/// and what they got; then progressive rollouts with `canaryctl rollout`. Takes no options.
+/// and what they got; then progressive rollouts with `canaryctl rollout`.
 #[derive(Debug, Parser)]
 #[command(name = "canary-demo", version)]
-struct Args {}
+struct Args {
+    /// The build of the filter Envoy runs.
+    #[arg(long, value_enum, default_value_t = Module::Wasm)]
+    module: Module,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Module {
+    /// The proxy-wasm filter, canary_filter.wasm.
+    Wasm,
+    /// The native dynamic module, libcanary_router.so.
+    Dynamic,
+}
+
+impl Module {
+    fn build(self) -> Build {
+        match self {
+            Module::Wasm => Build::Wasm,
+            Module::Dynamic => Build::DynamicModule,
+        }
+    }
+
+    fn path(self) -> std::path::PathBuf {
+        match self {
+            Module::Wasm => canary_e2e::wasm_path(),
+            Module::Dynamic => canary_e2e::dynmod_dir().join("libcanary_router.so"),
+        }
+    }
+}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    Args::parse();
+    let args = Args::parse();
+    let build = args.module.build();
     let v1 = Upstream::start("stable").await;
     let v2 = Upstream::start("canary").await;
     let envoy = Envoy::builder()
+        .build(build)
         .variant("stable", &v1)
         .variant("canary", &v2)
         .plugin_config(&config(10))
         .stats_flush_interval(Duration::from_secs(1))
         .start()
         .await;
-    let module = std::fs::metadata(canary_e2e::wasm_path()).map_or(0, |m| m.len());
+    let path = args.module.path();
+    let module = std::fs::metadata(&path).map_or(0, |m| m.len());
     println!(
-        "canary-router demo: a real Envoy running canary_filter.wasm ({} KB)",
+        "canary-router demo: a real Envoy running {} ({} KB)",
+        path.file_name().unwrap_or_default().to_string_lossy(),
         module / 1024
     );
     println!(
@@ -180,15 +215,16 @@ async fn main() {
         .lines()
         .find(|l| l.contains("configuration rejected"))
     {
-        println!("  {}", line.split("wasm log ").last().unwrap_or(line));
+        // From the filter's own words on, whichever build logged it.
+        println!("  {}", line.find("[canary").map_or(line, |at| &line[at..]));
     }
 
-    progressive_rollouts(&envoy).await;
+    progressive_rollouts(&envoy, build).await;
 }
 
 /// `canaryctl rollout` twice, under steady traffic: the healthy v2 promoted step by step, then
 /// a canary that fails one request in five rolled back at its first step.
-async fn progressive_rollouts(envoy: &Envoy) {
+async fn progressive_rollouts(envoy: &Envoy, build: Build) {
     println!("\nProgressive rollout: canaryctl steps the canary up and checks it at every step");
     envoy.push_config(&config(0)).await;
     let traffic = Load::start(envoy, 8, 500);
@@ -200,6 +236,7 @@ async fn progressive_rollouts(envoy: &Envoy) {
     let stable = Upstream::start("stable").await;
     let broken = Upstream::builder("canary").fail_one_in(5).start().await;
     let envoy = Envoy::builder()
+        .build(build)
         .variant("stable", &stable)
         .variant("canary", &broken)
         .plugin_config(&config(0))

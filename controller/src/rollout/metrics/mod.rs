@@ -1,7 +1,7 @@
 //! Where a step's numbers come from: Prometheus (PromQL over the filter's metrics or Istio's
-//! standard metrics) or a standalone Envoy's admin endpoint. Either way a step is measured
-//! over its own window only: what the counters and histograms gained between its start and
-//! its end.
+//! standard metrics) or a standalone Envoy's admin endpoint (the filter's stats or the
+//! variants' upstream clusters' stats). Either way a step is measured over its own window
+//! only: what the counters and histograms gained between its start and its end.
 
 pub mod envoy;
 pub mod prometheus;
@@ -21,6 +21,24 @@ pub enum MetricsError {
     Http(#[from] HttpError),
     #[error("{url}: unexpected answer: {reason}")]
     Answer { url: String, reason: String },
+    #[error("--envoy-cluster: {0}")]
+    ClusterMapping(String),
+    #[error(
+        "Envoy has no cluster {cluster:?} (--envoy-cluster {variant}={cluster}); its clusters: \
+         {known}"
+    )]
+    MissingCluster {
+        variant: String,
+        cluster: String,
+        known: String,
+    },
+    #[error(
+        "the filter decided {decisions:.0} requests on route {route:?} in the window but counted \
+         no response for any variant: its `metrics.responses` is off (or not one response came \
+         back). Set `\"metrics\": {{\"responses\": true}}` in the plugin configuration, or \
+         measure without it: --istio (Prometheus) or --envoy-cluster VARIANT=CLUSTER (Envoy admin)"
+    )]
+    NoResponses { route: String, decisions: f64 },
 }
 
 pub type Result<T, E = MetricsError> = std::result::Result<T, E>;
@@ -62,6 +80,33 @@ impl Source {
         }
     }
 
+    /// Reads the upstream stats of these clusters instead of the filter's; only for an Envoy
+    /// admin source.
+    pub fn with_clusters(self, clusters: envoy::Clusters) -> Result<Source> {
+        match self {
+            Source::Envoy(admin) => Ok(Source::Envoy(admin.with_clusters(clusters))),
+            Source::Prometheus(_) => Err(MetricsError::ClusterMapping(
+                "cluster stats are read from an Envoy admin endpoint: give --metrics envoy:URL"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// Checks, before a rollout starts, what can be checked without a window: for cluster
+    /// stats, that `variants` each have a cluster and that Envoy has those clusters.
+    pub fn check(&self, route: &str, variants: &[&str]) -> Result<()> {
+        match self {
+            Source::Envoy(admin) => match admin.clusters() {
+                Some(clusters) => {
+                    clusters.covers(variants)?;
+                    admin.snapshot(route).map(drop)
+                }
+                None => Ok(()),
+            },
+            Source::Prometheus(_) => Ok(()),
+        }
+    }
+
     /// Starts a window on `route`.
     pub fn begin(&self, route: &str) -> Result<Window> {
         let started = SystemTime::now();
@@ -86,7 +131,7 @@ impl Source {
                 .collect(),
             (Source::Envoy(admin), Some(start)) => {
                 let end = admin.snapshot(route)?;
-                Ok(variants.iter().map(|v| end.since(start, v)).collect())
+                admin.measure(start, &end, route, variants)
             }
             (Source::Envoy(admin), None) => Err(MetricsError::Answer {
                 url: admin.url().to_owned(),
@@ -100,7 +145,10 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Prometheus(p) => write!(f, "Prometheus {} ({})", p.url(), p.metrics()),
-            Source::Envoy(e) => write!(f, "Envoy admin {}", e.url()),
+            Source::Envoy(e) => match e.clusters() {
+                Some(clusters) => write!(f, "Envoy admin {} (clusters {clusters})", e.url()),
+                None => write!(f, "Envoy admin {} (the filter's stats)", e.url()),
+            },
         }
     }
 }

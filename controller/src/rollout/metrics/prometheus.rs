@@ -7,6 +7,10 @@
 //! - 5xx: the same with `canary_class="5xx"`
 //! - p99: `histogram_quantile(0.99, sum by (le) (increase(canary_upstream_time_bucket{…}[W])))`
 //!
+//! A variant without responses in the window is checked further over the filter's metrics:
+//! if the filter decided requests on the route (`canary_decision`) but counted no response for
+//! any variant, its response metrics are off, and the step says so instead of "no data".
+//!
 //! Over Istio's standard metrics (`--istio`), the mapping is: variant ↔ `destination_version`
 //! (the subset's `version` label: the variant's name unless `--istio-version VARIANT=VERSION`
 //! says otherwise), route ↔ `destination_service_name` (or
@@ -61,6 +65,20 @@ pub struct Queries {
 }
 
 impl Metrics {
+    /// Over the filter's metrics, the route's decisions and responses, all variants together,
+    /// over `range`: a window with decisions and no responses means the filter does not count
+    /// responses. None over Istio's metrics.
+    pub fn unanswered_queries(&self, route: &str, range: Duration) -> Option<(String, String)> {
+        let Metrics::Filter = self else {
+            return None;
+        };
+        let (route, range) = (escape(route), range_selector(range));
+        Some((
+            format!(r#"sum(increase(canary_decision{{canary_route="{route}"}}{range}))"#),
+            format!(r#"sum(increase(canary_response{{canary_route="{route}"}}{range}))"#),
+        ))
+    }
+
     pub fn queries(&self, route: &str, variant: &str, range: Duration) -> Queries {
         let range = range_selector(range);
         let (requests_metric, error_matcher, bucket_metric, selector) = match self {
@@ -156,8 +174,12 @@ impl Prometheus {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
+        let requests = self.query(&queries.requests, at)?.unwrap_or(0.0);
+        if requests <= 0.0 {
+            self.check_responses(route, elapsed, at)?;
+        }
         let measured = Measured {
-            requests: self.query(&queries.requests, at)?.unwrap_or(0.0),
+            requests,
             errors: self.query(&queries.errors, at)?.unwrap_or(0.0),
             p99_ms: self.query(&queries.p99, at)?,
         };
@@ -169,6 +191,25 @@ impl Prometheus {
             "measured from Prometheus"
         );
         Ok(measured)
+    }
+
+    /// An error if, over `range` before `at`, the filter decided requests on `route` but counted
+    /// no responses.
+    fn check_responses(&self, route: &str, range: Duration, at: f64) -> Result<()> {
+        let Some((decisions, responses)) = self.metrics.unanswered_queries(route, range) else {
+            return Ok(());
+        };
+        let decisions = self.query(&decisions, at)?.unwrap_or(0.0);
+        if decisions <= 0.0 {
+            return Ok(());
+        }
+        match self.query(&responses, at)?.unwrap_or(0.0) {
+            responses if responses > 0.0 => Ok(()),
+            _ => Err(MetricsError::NoResponses {
+                route: route.to_owned(),
+                decisions,
+            }),
+        }
     }
 
     /// The single value of an instant query at `at` (Unix seconds); None when the result is
@@ -290,6 +331,31 @@ mod tests {
                 .requests
                 .contains(r#"destination_version="v3""#),
             "a variant mapped to its pods' version label"
+        );
+    }
+
+    #[test]
+    fn unanswered_queries_cover_the_whole_route() {
+        let (decisions, responses) = Metrics::Filter
+            .unanswered_queries("web", Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(
+            decisions,
+            r#"sum(increase(canary_decision{canary_route="web"}[30s]))"#
+        );
+        assert_eq!(
+            responses,
+            r#"sum(increase(canary_response{canary_route="web"}[30s]))"#
+        );
+        let istio = Metrics::Istio {
+            service: None,
+            reporter: "source".into(),
+            versions: BTreeMap::new(),
+        };
+        assert_eq!(
+            istio.unanswered_queries("web", Duration::from_secs(30)),
+            None,
+            "Istio counts its own responses"
         );
     }
 

@@ -14,22 +14,26 @@
 //! the API server refuses it with 409 Conflict if anyone wrote the object in between; the
 //! change is then recomputed on a fresh read, at most [`MAX_ATTEMPTS`] times.
 //!
-//! Every call survives a briefly unavailable API server (see [`retry`]). A 401 or 403 is
-//! reported with what the client's credentials or RBAC role lack.
+//! One client is connected per process, on first use ([`super::Clients`]), and shared by every
+//! call, concurrent ones included. Every call survives a briefly unavailable API server (see
+//! [`retry`]). A 401 or 403 is reported with what the client's credentials or RBAC role lack.
 //!
 //! Without a kind, the name is looked up as each kind; a kind the client's role may not read
 //! (403) is not a candidate, so a role granting only the one resource is enough.
 
 mod retry;
 
+use std::sync::{Mutex, PoisonError};
+
+use canary_filter::{ConfigErrors, PluginConfig};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::client::ClientBuilder;
 use kube::Client;
 use serde_json::{json, Value};
 use tracing::debug;
 
-use self::retry::{retrying, Budget, RetryAfter};
-use super::{block_on, edited, read_edit_write, Edit, Error, Slot, Update};
+use self::retry::{retrying, Budget};
+use super::{edited, read_edit_write, Edit, Error, RecordEdit, Slot, Update};
 use crate::ecds;
 
 pub const GROUP: &str = "extensions.istio.io";
@@ -96,13 +100,15 @@ pub enum KubeError {
         name: String,
         field: &'static str,
     },
-    #[error("{kind} {namespace}/{name}: the plugin configuration in {field} is not JSON: {error}")]
-    PluginConfigNotJson {
+    #[error(
+        "{kind} {namespace}/{name}: the plugin configuration in {field} cannot be read:\n{errors}"
+    )]
+    PluginConfigUnreadable {
         kind: Kind,
         namespace: String,
         name: String,
         field: &'static str,
-        error: serde_json::Error,
+        errors: ConfigErrors,
     },
     #[error(
         "the Kubernetes API refused to {verb} {kind} {namespace}/{name}: {}",
@@ -267,32 +273,36 @@ impl Kind {
         }
     }
 
-    /// The plugin configuration, if the object has one where this kind keeps it.
-    fn config(self, object: &DynamicObject) -> Option<Result<Value, serde_json::Error>> {
+    /// The plugin configuration, read by the filter's own decoder, if the object has one where
+    /// this kind keeps it.
+    fn config(self, object: &DynamicObject) -> Option<Result<PluginConfig, ConfigErrors>> {
         let spec = object.data.get("spec")?;
         if self == Kind::EnvoyFilter {
             let pointer = envoy_filter_config_pointer(spec)?;
             let text = spec.pointer(&pointer)?.as_str()?;
-            return Some(serde_json::from_str(text));
+            return Some(canary_filter::config::decode(text.as_bytes()));
         }
-        self.config_path()
+        let value = self
+            .config_path()
             .iter()
-            .try_fold(spec, |value, key| value.get(key))
-            .cloned()
-            .map(Ok)
+            .try_fold(spec, |value, key| value.get(key))?;
+        Some(canary_filter::config::decode(value.to_string().as_bytes()))
     }
 
     /// The merge patch that turns the plugin configuration `live` of `object` into `config`,
-    /// valid only against the object's resourceVersion.
+    /// valid only against the object's resourceVersion. For a WasmPlugin or TrafficExtension it
+    /// holds only the members of the plugin configuration that differ, as each is written
+    /// back; for an EnvoyFilter, `spec.configPatches` with the one string replaced.
     fn change(
         self,
         object: &DynamicObject,
-        live: &Value,
-        config: &Value,
+        live: &PluginConfig,
+        config: &PluginConfig,
     ) -> Result<Value, serde_json::Error> {
         let resource_version = object.metadata.resource_version.as_deref();
         if self != Kind::EnvoyFilter {
-            return Ok(self.patch(resource_version, merge_diff(live, config)));
+            let diff = merge_diff(&serde_json::to_value(live)?, &serde_json::to_value(config)?);
+            return Ok(self.patch(resource_version, diff));
         }
         let mut spec = object.data.get("spec").cloned().unwrap_or_default();
         let text = serde_json::to_string(config)?;
@@ -378,15 +388,38 @@ fn merge_diff(from: &Value, to: &Value) -> Value {
     }
 }
 
+/// The process's Kubernetes client, and how long each of its calls is retried.
+pub struct Connection {
+    client: Client,
+    budget: Budget,
+}
+
+impl Connection {
+    /// Connects with `config`, or else the ambient configuration: `KUBECONFIG` or
+    /// `~/.kube/config`, else the in-cluster service account.
+    pub async fn connect(config: Option<kube::Config>) -> Result<Self, KubeError> {
+        let budget = Budget::from_env().map_err(KubeError::RetryBudget)?;
+        let config = match config {
+            Some(config) => config,
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| KubeError::Config(Box::new(e)))?,
+        };
+        let client = ClientBuilder::try_from(config)
+            .map_err(|e| KubeError::Client(Box::new(e)))?
+            .with_layer(&retry::retry_after_layer())
+            .build();
+        Ok(Connection { client, budget })
+    }
+}
+
 /// One WasmPlugin, TrafficExtension or EnvoyFilter, by namespace and name, of the kind given
 /// or else of whichever kind has that name.
 struct Resource<'a> {
-    client: Client,
-    budget: Budget,
-    retry_after: RetryAfter,
+    connection: &'a Connection,
     kind: Option<Kind>,
     /// The kind the name was last found as.
-    last_kind: std::cell::Cell<Option<Kind>>,
+    last_kind: Mutex<Option<Kind>>,
     namespace: &'a str,
     name: &'a str,
 }
@@ -399,19 +432,18 @@ pub struct Location<'a> {
     pub name: &'a str,
 }
 
-pub fn read(at: Location<'_>) -> Result<Value, Error> {
-    block_on(async {
-        let resource = Resource::connect(at).await?;
-        let (kind, object) = resource.get().await?;
-        Ok(resource.config(kind, &object)?)
-    })?
+pub async fn read(connection: &Connection, at: Location<'_>) -> Result<PluginConfig, Error> {
+    let resource = Resource::new(connection, at);
+    let (kind, object) = resource.get().await?;
+    Ok(resource.config(kind, &object)?)
 }
 
-pub fn update(at: Location<'_>, edit: &Edit<'_>) -> Result<Update, Error> {
-    block_on(async {
-        let resource = Resource::connect(at).await?;
-        resource.update(edit).await
-    })?
+pub async fn update(
+    connection: &Connection,
+    at: Location<'_>,
+    edit: &Edit<'_>,
+) -> Result<Update, Error> {
+    Resource::new(connection, at).update(edit).await
 }
 
 /// What the API said of one kind of the name.
@@ -423,29 +455,22 @@ enum Lookup {
 }
 
 impl<'a> Resource<'a> {
-    async fn connect(at: Location<'a>) -> Result<Self, KubeError> {
-        let budget = Budget::from_env().map_err(KubeError::RetryBudget)?;
-        let config = kube::Config::infer()
-            .await
-            .map_err(|e| KubeError::Config(Box::new(e)))?;
-        let retry_after = RetryAfter::default();
-        let client = ClientBuilder::try_from(config)
-            .map_err(|e| KubeError::Client(Box::new(e)))?
-            .with_layer(&retry_after.layer())
-            .build();
-        Ok(Self {
-            client,
-            budget,
-            retry_after,
+    fn new(connection: &'a Connection, at: Location<'a>) -> Self {
+        Self {
+            connection,
             kind: at.kind,
-            last_kind: std::cell::Cell::new(None),
+            last_kind: Mutex::new(None),
             namespace: at.namespace,
             name: at.name,
-        })
+        }
     }
 
     fn api(&self, kind: Kind) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), self.namespace, &kind.api_resource())
+        Api::namespaced_with(
+            self.connection.client.clone(),
+            self.namespace,
+            &kind.api_resource(),
+        )
     }
 
     /// The object of the kind given; else the one object of this name among the kinds the
@@ -502,7 +527,7 @@ impl<'a> Resource<'a> {
     async fn get_kind(&self, kind: Kind) -> Result<Lookup, KubeError> {
         let api = self.api(kind);
         let what = format!("get {kind} {}/{}", self.namespace, self.name);
-        match retrying(self.budget, &self.retry_after, &what, || api.get(self.name)).await {
+        match retrying(self.connection.budget, &what, || api.get(self.name)).await {
             Ok(object) => {
                 debug!(%kind, namespace = self.namespace, name = self.name,
                     resource_version = ?object.metadata.resource_version, "read");
@@ -528,7 +553,7 @@ impl<'a> Resource<'a> {
         };
         let patch = Patch::Merge(patch);
         let what = format!("patch {kind} {}/{}", self.namespace, self.name);
-        retrying(self.budget, &self.retry_after, &what, || {
+        retrying(self.connection.budget, &what, || {
             api.patch(self.name, &params, &patch)
         })
         .await
@@ -543,15 +568,15 @@ impl<'a> Resource<'a> {
         }
     }
 
-    fn config(&self, kind: Kind, object: &DynamicObject) -> Result<Value, KubeError> {
+    fn config(&self, kind: Kind, object: &DynamicObject) -> Result<PluginConfig, KubeError> {
         match kind.config(object) {
             Some(Ok(config)) => Ok(config),
-            Some(Err(error)) => Err(KubeError::PluginConfigNotJson {
+            Some(Err(errors)) => Err(KubeError::PluginConfigUnreadable {
                 kind,
                 namespace: self.namespace.to_owned(),
                 name: self.name.to_owned(),
                 field: kind.config_field(),
-                error,
+                errors,
             }),
             None => Err(KubeError::NoPluginConfig {
                 kind,
@@ -562,14 +587,29 @@ impl<'a> Resource<'a> {
         }
     }
 
-    fn config_error(&self, kind: Kind, error: serde_json::Error) -> KubeError {
-        KubeError::PluginConfigNotJson {
+    fn config_error(&self, kind: Kind, error: &serde_json::Error) -> KubeError {
+        KubeError::PluginConfigUnreadable {
             kind,
             namespace: self.namespace.to_owned(),
             name: self.name.to_owned(),
             field: kind.config_field(),
-            error,
+            errors: canary_filter::ConfigError::new("$", error.to_string()).into(),
         }
+    }
+
+    fn found_as(&self, kind: Kind) {
+        *self
+            .last_kind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(kind);
+    }
+
+    /// The kind the name was last found as, else the kind given.
+    fn known_kind(&self) -> Option<Kind> {
+        self.last_kind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .or(self.kind)
     }
 
     /// The error for `source`, the answer to `verb` (`get`, `patch`): for 401 and 403, what
@@ -603,25 +643,26 @@ impl<'a> Resource<'a> {
 }
 
 /// The annotation `key` on the resource at `at`.
-pub fn read_annotation(at: Location<'_>, key: &str) -> Result<Option<String>, Error> {
-    block_on(async {
-        let resource = Resource::connect(at).await?;
-        let (_, object) = resource.get().await?;
-        Ok(annotation(&object, key))
-    })?
+pub async fn read_annotation(
+    connection: &Connection,
+    at: Location<'_>,
+    key: &str,
+) -> Result<Option<String>, Error> {
+    let (_, object) = Resource::new(connection, at).get().await?;
+    Ok(annotation(&object, key))
 }
 
 /// Sets the annotation `key` to what `edit` makes of it, by a merge patch carrying the
 /// `resourceVersion` it was computed from, redone on a fresh read after a conflict.
-pub fn update_annotation(
+pub async fn update_annotation(
+    connection: &Connection,
     at: Location<'_>,
     key: &str,
-    edit: &super::RecordEdit<'_>,
+    edit: &RecordEdit<'_>,
 ) -> Result<Option<String>, Error> {
-    block_on(async {
-        let resource = Resource::connect(at).await?;
-        resource.update_annotation(key, edit).await
-    })?
+    Resource::new(connection, at)
+        .update_annotation(key, edit)
+        .await
 }
 
 fn annotation(object: &DynamicObject, key: &str) -> Option<String> {
@@ -645,18 +686,18 @@ struct ConfigSlot<'r, 'a>(&'r Resource<'a>);
 struct Seen {
     kind: Kind,
     object: DynamicObject,
-    live: Value,
+    live: PluginConfig,
 }
 
 impl Slot for ConfigSlot<'_, '_> {
     type Version = Seen;
-    type Value = Value;
+    type Value = PluginConfig;
 
-    async fn load(&self) -> Result<(Seen, Value), Error> {
+    async fn load(&self) -> Result<(Seen, PluginConfig), Error> {
         let resource = self.0;
         let (kind, object) = resource.get().await?;
         let live = resource.config(kind, &object)?;
-        resource.last_kind.set(Some(kind));
+        resource.found_as(kind);
         Ok((
             Seen {
                 kind,
@@ -667,12 +708,12 @@ impl Slot for ConfigSlot<'_, '_> {
         ))
     }
 
-    async fn compare_and_swap(&self, seen: Seen, config: &Value) -> Result<bool, Error> {
+    async fn compare_and_swap(&self, seen: Seen, config: &PluginConfig) -> Result<bool, Error> {
         let resource = self.0;
         let patch = seen
             .kind
             .change(&seen.object, &seen.live, config)
-            .map_err(|error| resource.config_error(seen.kind, error))?;
+            .map_err(|error| resource.config_error(seen.kind, &error))?;
         Ok(resource.patch_unless_stale(seen.kind, &patch).await?)
     }
 
@@ -697,7 +738,7 @@ impl Slot for AnnotationSlot<'_, '_> {
 
     async fn load(&self) -> Result<((Kind, Option<String>), Option<String>), Error> {
         let (kind, object) = self.resource.get().await?;
-        self.resource.last_kind.set(Some(kind));
+        self.resource.found_as(kind);
         let version = object.metadata.resource_version.clone();
         Ok(((kind, version), annotation(&object, self.key)))
     }
@@ -732,7 +773,7 @@ impl Resource<'_> {
     async fn update_annotation(
         &self,
         key: &str,
-        edit: &super::RecordEdit<'_>,
+        edit: &RecordEdit<'_>,
     ) -> Result<Option<String>, Error> {
         let slot = AnnotationSlot {
             resource: self,
@@ -765,11 +806,7 @@ impl Resource<'_> {
 
     fn conflict(&self, attempts: u32) -> KubeError {
         KubeError::Conflict {
-            kind: self
-                .last_kind
-                .get()
-                .or(self.kind)
-                .unwrap_or(Kind::WasmPlugin),
+            kind: self.known_kind().unwrap_or(Kind::WasmPlugin),
             namespace: self.namespace.to_owned(),
             name: self.name.to_owned(),
             attempts,
@@ -779,7 +816,7 @@ impl Resource<'_> {
 
 impl std::fmt::Display for Resource<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.last_kind.get().or(self.kind) {
+        match self.known_kind() {
             Some(kind) => write!(f, "{kind} {}/{}", self.namespace, self.name),
             None => write!(f, "kube://{}/{}", self.namespace, self.name),
         }
@@ -801,6 +838,33 @@ mod tests {
             Kind::TrafficExtension.patch(Some("7"), config),
             json!({"metadata": {"resourceVersion": "7"},
                    "spec": {"wasm": {"pluginConfig": {"routes": []}}}})
+        );
+    }
+
+    /// A weight change patches the `routes` list and nothing else: not the defaults the object
+    /// spells out, which read the same as they are written back, nor the rest of the object.
+    #[test]
+    fn a_weight_change_patches_only_the_routes() {
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "extensions.istio.io/v1alpha1",
+            "kind": "WasmPlugin",
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "5"},
+            "spec": {"url": "oci://x", "pluginConfig": {
+                "decisionHeader": "x-canary-variant", "debugHeader": false,
+                "routes": [{"name": "web", "targeting": [], "variants": [
+                    {"name": "stable", "weight": 90.0}, {"name": "canary", "weight": 10}]}]}}
+        }))
+        .unwrap();
+        let live = Kind::WasmPlugin.config(&object).unwrap().unwrap();
+        let mut config = live.clone();
+        crate::weights::Change::Promote("canary".into())
+            .apply(&mut config, "web")
+            .unwrap();
+        assert_eq!(
+            Kind::WasmPlugin.change(&object, &live, &config).unwrap(),
+            json!({"metadata": {"resourceVersion": "5"}, "spec": {"pluginConfig": {"routes": [
+                {"name": "web", "variants": [
+                    {"name": "stable", "weight": 0}, {"name": "canary", "weight": 100}]}]}}})
         );
     }
 

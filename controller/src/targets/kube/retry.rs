@@ -10,11 +10,17 @@
 //! default), and the last error is returned. Every other answer (401, 403, 404, 409, 422) is
 //! returned at once: retrying would not change it.
 //!
+//! kube's error keeps only the answer's `Status` body, so a layer of the client's stack reads
+//! `Retry-After` as each answer passes and hands it to the call that is waiting for that very
+//! answer: each attempt runs in a task-local scope of its own ([`RETRY_AFTER`]), and the layer
+//! runs inside it, where the answer is awaited. Concurrent calls on the one shared client
+//! (`serve`) each see only their own answers' `Retry-After`.
+//!
 //! Retrying a write is safe because every write carries the `resourceVersion` it was computed
 //! from: a write that did land before its answer was lost is refused the second time with 409
 //! Conflict, and the change is then recomputed on a fresh read.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -44,41 +50,33 @@ impl Budget {
     }
 }
 
-/// The `Retry-After` of the client's last 429 or 503 answer. kube's error keeps only the
-/// answer's `Status` body, so a layer of the client's stack records the header here as each
-/// answer passes; a [`Resource`](super::Resource) makes one call at a time, so the slot holds
-/// the header of the error being handled.
-#[derive(Debug, Clone, Default)]
-pub struct RetryAfter(Arc<Mutex<Option<Duration>>>);
+tokio::task_local! {
+    /// The `Retry-After` of the answer to the attempt under way, set by [`retry_after_layer`].
+    static RETRY_AFTER: Cell<Option<Duration>>;
+}
 
-impl RetryAfter {
-    /// A layer for `kube::client::ClientBuilder::with_layer` that records each answer's
-    /// `Retry-After` here.
-    pub fn layer<B>(
-        &self,
-    ) -> tower::util::MapResponseLayer<impl FnOnce(Response<B>) -> Response<B> + Clone> {
-        let slot = self.clone();
-        tower::util::MapResponseLayer::new(move |response: Response<B>| {
-            slot.record(&response);
-            response
-        })
-    }
+/// A layer for `kube::client::ClientBuilder::with_layer` that records each answer's
+/// `Retry-After` for the attempt awaiting it. Outside an attempt of [`retrying`] it records
+/// nothing.
+pub fn retry_after_layer<B>(
+) -> tower::util::MapResponseLayer<impl FnOnce(Response<B>) -> Response<B> + Clone> {
+    tower::util::MapResponseLayer::new(|response: Response<B>| {
+        let wait = retry_after(&response);
+        let _ = RETRY_AFTER.try_with(|slot| slot.set(wait));
+        response
+    })
+}
 
-    fn record<B>(&self, response: &Response<B>) {
-        let wait = matches!(
-            response.status(),
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-        )
-        .then(|| response.headers().get(http::header::RETRY_AFTER))
-        .flatten()
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_retry_after);
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = wait;
-    }
-
-    fn take(&self) -> Option<Duration> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
+/// The wait a 429 or 503 answer asks for.
+fn retry_after<B>(response: &Response<B>) -> Option<Duration> {
+    matches!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    )
+    .then(|| response.headers().get(http::header::RETRY_AFTER))
+    .flatten()
+    .and_then(|value| value.to_str().ok())
+    .and_then(parse_retry_after)
 }
 
 /// `Retry-After` in delay-seconds, the form the Kubernetes API server sends. The HTTP-date form
@@ -127,13 +125,18 @@ fn connection_failure(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// An attempt's error, with the wait its answer asked for.
+struct Failed {
+    error: kube::Error,
+    retry_after: Option<Duration>,
+}
+
 /// Runs `call` until it succeeds, fails for good, or its retries would outlast `budget`.
 /// `what` names the call in the warnings logged before each retry.
 pub async fn retrying<T, Fut>(
     budget: Budget,
-    retry_after: &RetryAfter,
     what: &str,
-    call: impl FnMut() -> Fut,
+    mut call: impl FnMut() -> Fut,
 ) -> Result<T, kube::Error>
 where
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
@@ -145,21 +148,32 @@ where
         .with_factor(2.0)
         .with_jitter()
         .without_max_times();
-    call.retry(backoff)
+    let attempt = || {
+        let answer = call();
+        RETRY_AFTER.scope(Cell::new(None), async move {
+            answer.await.map_err(|error| Failed {
+                error,
+                retry_after: RETRY_AFTER.try_with(Cell::get).ok().flatten(),
+            })
+        })
+    };
+    attempt
+        .retry(backoff)
         .sleep(tokio::time::sleep)
-        .when(transient)
-        .adjust(|_, backoff| {
-            let wait = retry_after
-                .take()
+        .when(|failed: &Failed| transient(&failed.error))
+        .adjust(|failed: &Failed, backoff| {
+            let wait = failed
+                .retry_after
                 .map(|asked| asked.min(MAX_RETRY_AFTER))
                 .or(backoff)?;
             (started.elapsed() + wait <= budget.0).then_some(wait)
         })
-        .notify(|error, wait| {
-            warn!(call = what, error = %describe_briefly(error), retry_in = ?wait,
+        .notify(|failed: &Failed, wait| {
+            warn!(call = what, error = %describe_briefly(&failed.error), retry_in = ?wait,
                 "the Kubernetes API is unavailable; retrying")
         })
         .await
+        .map_err(|failed| failed.error)
 }
 
 fn describe_briefly(error: &kube::Error) -> String {
@@ -200,7 +214,6 @@ mod tests {
 
     #[test]
     fn retry_after_is_read_from_429_and_503_only() {
-        let slot = RetryAfter::default();
         let answer = |code: u16, header: Option<&str>| {
             let mut response = Response::builder().status(code);
             if let Some(value) = header {
@@ -208,21 +221,24 @@ mod tests {
             }
             response.body(()).unwrap()
         };
-        slot.record(&answer(429, Some("3")));
-        assert_eq!(slot.take(), Some(Duration::from_secs(3)));
-        slot.record(&answer(503, Some(" 1 ")));
-        assert_eq!(slot.take(), Some(Duration::from_secs(1)));
-        slot.record(&answer(500, Some("3")));
         assert_eq!(
-            slot.take(),
+            retry_after(&answer(429, Some("3"))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            retry_after(&answer(503, Some(" 1 "))),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            retry_after(&answer(500, Some("3"))),
             None,
             "a 500's Retry-After is not the API server's"
         );
-        slot.record(&answer(429, Some("Wed, 21 Oct 2026 07:28:00 GMT")));
-        assert_eq!(slot.take(), None);
-        slot.record(&answer(429, Some("3")));
-        slot.record(&answer(200, None));
-        assert_eq!(slot.take(), None, "each answer replaces the last");
+        assert_eq!(
+            retry_after(&answer(429, Some("Wed, 21 Oct 2026 07:28:00 GMT"))),
+            None
+        );
+        assert_eq!(retry_after(&answer(429, None)), None);
     }
 
     fn run<T>(future: impl std::future::Future<Output = T>) -> T {
@@ -238,7 +254,6 @@ mod tests {
         let calls = AtomicU32::new(0);
         let result = run(retrying(
             Budget(Duration::from_secs(10)),
-            &RetryAfter::default(),
             "test",
             || async {
                 match calls.fetch_add(1, Ordering::SeqCst) {
@@ -258,7 +273,6 @@ mod tests {
         let started = Instant::now();
         let result: Result<(), _> = run(retrying(
             Budget(Duration::from_millis(1500)),
-            &RetryAfter::default(),
             "test",
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -275,7 +289,6 @@ mod tests {
         let calls = AtomicU32::new(0);
         let result: Result<(), _> = run(retrying(
             Budget(Duration::from_secs(10)),
-            &RetryAfter::default(),
             "test",
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -288,17 +301,12 @@ mod tests {
 
     #[test]
     fn retry_after_beyond_the_budget_is_not_waited_for() {
-        let slot = RetryAfter::default();
         let started = Instant::now();
-        let result: Result<(), _> = run(retrying(
-            Budget(Duration::from_secs(2)),
-            &slot,
-            "test",
-            || async {
-                *slot.0.lock().unwrap() = Some(Duration::from_secs(20));
+        let result: Result<(), _> =
+            run(retrying(Budget(Duration::from_secs(2)), "test", || async {
+                RETRY_AFTER.with(|slot| slot.set(Some(Duration::from_secs(20))));
                 Err(api_error(429))
-            },
-        ));
+            }));
         assert!(result.is_err());
         assert!(
             started.elapsed() < Duration::from_secs(1),
