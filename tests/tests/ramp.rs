@@ -118,7 +118,7 @@ async fn a_ten_second_ramp_raises_the_canary_step_by_step_and_keeps_its_users() 
     let users: Vec<String> = (0..USERS).map(|i| format!("ramp-{i}")).collect();
 
     // One push; the ramp starts a little later, so that the first sample precedes it.
-    let start = now_ms() + 3_000;
+    let start = now_ms() + 4_000;
     let ramped = config(Some(start));
     let update = envoy.push_config(&ramped).await;
     assert_eq!(update.rejected, 0, "{}", envoy.log());
@@ -127,13 +127,16 @@ async fn a_ten_second_ramp_raises_the_canary_step_by_step_and_keeps_its_users() 
 
     // Samples at start − 2 s, start, +2 s, … +12 s: before, during and after the ramp.
     let target = format!("file:{}", envoy.ecds_path().display());
-    let mut samples: Vec<(u64, Vec<bool>)> = Vec::new();
+    // Each sample: when it started and finished, and who was on the canary.
+    let mut samples: Vec<(u64, u64, Vec<bool>)> = Vec::new();
     for k in 0..8 {
         let at = start - SAMPLE_EVERY_MS + k * SAMPLE_EVERY_MS;
         if let Some(wait) = at.checked_sub(now_ms()) {
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
-        samples.push((at, on_canary(&envoy, route, &users).await));
+        let started = now_ms();
+        let sample = on_canary(&envoy, route, &users).await;
+        samples.push((started, now_ms(), sample));
         if k == 3 {
             let status: Value = serde_json::from_str(&canaryctl(&[
                 "status", "--target", &target, "--output", "json",
@@ -154,27 +157,40 @@ async fn a_ten_second_ramp_raises_the_canary_step_by_step_and_keeps_its_users() 
             assert_eq!(status["routes"][0]["ramp"]["to"], json!(50), "{status}");
         }
     }
-    let shares: Vec<f64> = samples.iter().map(|(_, s)| share(s)).collect();
+    let shares: Vec<f64> = samples.iter().map(|(_, _, s)| share(s)).collect();
     eprintln!("canary shares every 2 s from 2 s before the ramp: {shares:?}");
 
+    let (_, first_finished, _) = samples[0];
+    assert!(first_finished < start, "the first sample ran into the ramp");
     assert_eq!(
         shares[0], 0.0,
         "nobody is on the canary before the ramp starts"
     );
     for pair in samples.windows(2) {
-        let ((t1, earlier), (t2, later)) = (&pair[0], &pair[1]);
+        let ((t1, _, earlier), (t2, _, later)) = (&pair[0], &pair[1]);
         for (user, (was, is)) in users.iter().zip(earlier.iter().zip(later)) {
             assert!(!was || *is, "{user} left the canary between {t1} and {t2}");
         }
     }
-    // During the ramp (start + 2 s to the end) each sample has more canary users than the last.
-    for k in 2..=6 {
-        assert!(
-            shares[k] > shares[k - 1],
-            "the share did not rise from sample {} to {k}: {shares:?}",
-            k - 1
-        );
+    // During the ramp, a sample taken a second or more after another that finished before the
+    // end has more canary users: the weight rises 5 points a second, about 50 users.
+    let end = start + DURATION_MS;
+    let mut rises = 0;
+    for (k, pair) in samples.windows(2).enumerate() {
+        let ((s1, f1, _), (s2, _, _)) = (&pair[0], &pair[1]);
+        if *s1 >= start && *f1 < end && s2 - s1 >= 1_000 {
+            assert!(
+                shares[k + 1] > shares[k],
+                "the share did not rise from sample {k} to {}: {shares:?}",
+                k + 1
+            );
+            rises += 1;
+        }
     }
+    assert!(
+        rises >= 4,
+        "only {rises} samples fell inside the ramp: {shares:?}"
+    );
     let last = shares[7];
     assert!(
         (last - 50.0).abs() < 6.0,
