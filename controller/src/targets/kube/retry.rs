@@ -95,8 +95,8 @@ pub fn transient(error: &kube::Error) -> bool {
     }
 }
 
-/// A connection refused, reset, dropped or timed out anywhere in the error's chain; not, say,
-/// a certificate the client does not trust.
+/// A connection refused, reset, dropped, closed before the request went out, or timed out
+/// anywhere in the error's chain; not, say, a certificate the client does not trust.
 fn connection_failure(error: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind::*;
     let mut source = Some(error);
@@ -116,7 +116,13 @@ fn connection_failure(error: &(dyn std::error::Error + 'static)) -> bool {
             }
         }
         if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
-            if hyper.is_incomplete_message() || hyper.is_closed() || hyper.is_timeout() {
+            // Canceled: the request was never sent, because its pooled connection closed
+            // first.
+            if hyper.is_incomplete_message()
+                || hyper.is_closed()
+                || hyper.is_canceled()
+                || hyper.is_timeout()
+            {
                 return true;
             }
         }
