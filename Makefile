@@ -89,7 +89,7 @@ bench: tools build
 ## fuzz: every fuzz target for FUZZ_SECONDS (default 60) each, on nightly with overflow checks.
 ## New inputs land in filter/fuzz/corpus/<target>, a crash in filter/fuzz/artifacts/<target>;
 ## `cargo test` replays the committed corpus on stable.
-FUZZ_TARGETS := config cookies stream
+FUZZ_TARGETS := config cookies stream validate
 FUZZ_SECONDS ?= 60
 fuzz:
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

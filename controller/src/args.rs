@@ -76,6 +76,10 @@ pub enum Command {
         user: Option<String>,
         #[command(flatten)]
         request: RequestArgs,
+        /// The time to assign at, RFC 3339 (e.g. 2026-12-07T13:00:00Z), for a route with a
+        /// ramp; default now.
+        #[arg(long, value_name = "RFC3339", value_parser = crate::ramps::parse_at)]
+        at: Option<u64>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },

@@ -11,6 +11,7 @@ pub mod ecds;
 pub mod http;
 pub mod observed;
 pub mod package;
+pub mod ramps;
 pub mod render;
 pub mod rollout;
 pub mod serve;

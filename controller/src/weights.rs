@@ -1,7 +1,8 @@
 //! Weight changes for `set-weight`, `promote` and `abort`: the pure arithmetic on a route's
 //! variants, and the edit of the typed plugin configuration that carries the result.
 //!
-//! The edit touches only the weights of one route's variants. Checking the result is the
+//! The edit touches only the weights of one route's variants, and ends a ramp on the route.
+//! Checking the result is the
 //! caller's job: it goes through the filter's own parser.
 
 use canary_filter::table::parse_weight;
@@ -137,14 +138,33 @@ impl Change {
     }
 
     /// Applies the change to `route` in the plugin configuration: only the weights of that
-    /// route's variants change.
+    /// route's variants change, and a ramp on the route is ended (see [`Change::apply_at`]).
     pub fn apply(&self, config: &mut PluginConfig, route: &str) -> Result<(), WeightError> {
+        self.apply_at(config, route, crate::ramps::now_millis())
+    }
+
+    /// [`Change::apply`] at `now_ms` (Unix milliseconds). On a route with a ramp, the change
+    /// starts from the weights in force at `now_ms` and removes the ramp: weights set by hand
+    /// (an abort among them) hold from then on, and nobody moves but the users the change moves.
+    pub fn apply_at(
+        &self,
+        config: &mut PluginConfig,
+        route: &str,
+        now_ms: u64,
+    ) -> Result<(), WeightError> {
         let routes = read_routes(config)?;
-        let weights = self.weights(find_route(&routes, route)?)?;
+        let mut current = find_route(&routes, route)?.clone();
+        if let Some(ramp) = crate::ramps::views(config, now_ms).remove(route) {
+            for (variant, weight) in current.variants.iter_mut().zip(ramp.now) {
+                variant.weight = weight;
+            }
+        }
+        let weights = self.weights(&current)?;
         if let Some(live) = config.routes.iter_mut().find(|r| r.name == route) {
             for (variant, weight) in live.variants.iter_mut().zip(weights) {
                 variant.weight = weight.percent();
             }
+            live.ramp = None;
         }
         Ok(())
     }
@@ -329,6 +349,49 @@ mod tests {
                     assert!(error.contains(fragment), "{label}: {error}");
                 }
             }
+        }
+    }
+
+    /// A change to a ramping route starts from the weights in force and ends the ramp.
+    #[test]
+    fn a_change_ends_a_ramp_from_the_weights_in_force() {
+        let ramped = config(json!({"routes": [{"name": "reviews", "variants": [
+            {"name": "stable", "weight": 80}, {"name": "canary", "weight": 0},
+            {"name": "blue", "weight": 20}],
+            "ramp": {"variant": "canary", "from": 0, "to": 50,
+                     "start": "2026-12-07T12:00:00Z", "duration": "2h"}}]}));
+        let after = |change: Change, at: &str| {
+            let mut live = ramped.clone();
+            let at = crate::ramps::parse_at(at).unwrap();
+            change.apply_at(&mut live, "reviews", at).unwrap();
+            let route = &live.routes[0];
+            let weights: Vec<f64> = route.variants.iter().map(|v| v.weight).collect();
+            (weights, route.ramp.is_some())
+        };
+        let hour_in = "2026-12-07T13:00:00Z";
+        let cases = [
+            ("abort", Change::Abort, hour_in, [100.0, 0.0, 0.0]),
+            (
+                "canary kept at its 25 % now",
+                set(&["blue=10"]),
+                hour_in,
+                [65.0, 25.0, 10.0],
+            ),
+            (
+                "promote",
+                Change::Promote("canary".into()),
+                hour_in,
+                [0.0, 100.0, 0.0],
+            ),
+            (
+                "before the start",
+                set(&["blue=10"]),
+                "2026-12-07T11:00:00Z",
+                [90.0, 0.0, 10.0],
+            ),
+        ];
+        for (label, change, at, want) in cases {
+            assert_eq!(after(change, at), (want.to_vec(), false), "{label}");
         }
     }
 

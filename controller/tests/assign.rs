@@ -277,4 +277,56 @@ fn verifies_a_signed_identity_cookie() {
     ]);
     assert_eq!(run.code, Some(1));
     assert_eq!(run.stderr, "--cookie: \"junk\" is not NAME=VALUE\n");
+/// On a route with a ramp, `--at` picks the time: before the start every user is on the
+/// baseline, from the end on about half are on the canary, and the answers agree with the
+/// filter's own assignment at each time.
+#[test]
+fn assigns_at_the_time_given_on_a_ramping_route() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.json");
+    let document = json!({"routes": [{"name": "reviews",
+        "variants": [{"name": "stable", "weight": 100}, {"name": "canary", "weight": 0}],
+        "ramp": {"variant": "canary", "from": 0, "to": 50,
+                 "start": "2026-12-07T12:00:00Z", "duration": "2h"}}]})
+    .to_string();
+    std::fs::write(&config, &document).expect("write");
+    let table = canary_filter::parse(document.as_bytes()).expect("valid");
+    let route = &table.routes[0];
+    let path = config.to_str().expect("utf-8 path");
+    for (at, ms, canary_share) in [
+        ("2026-12-07T11:59:59Z", 1_796_644_799_000u64, 0.0..=0.0),
+        ("2026-12-07T14:00:00Z", 1_796_652_000_000, 0.35..=0.65),
+    ] {
+        let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+        let mut on_canary = 0;
+        for user in &users {
+            let run = canaryctl(&[
+                "assign", path, "--route", "reviews", "--user", user, "--at", at,
+            ]);
+            assert_eq!(run.code, Some(0), "{user} at {at}: {}", run.stderr);
+            let want = &route.variants[route.assign_at(user.as_bytes(), ms)].name;
+            assert_eq!(
+                run.stdout.trim(),
+                format!("{want} (hash)"),
+                "{user} at {at}"
+            );
+            on_canary += usize::from(want == "canary");
+        }
+        let share = on_canary as f64 / users.len() as f64;
+        assert!(canary_share.contains(&share), "{share} on canary at {at}");
+    }
+    let run = canaryctl(&[
+        "assign", path, "--route", "reviews", "--user", "u", "--at", "noon",
+    ]);
+    assert_eq!(
+        run.code,
+        Some(2),
+        "a bad --at is a usage error: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("not an RFC 3339 time"),
+        "{}",
+        run.stderr
+    );
 }

@@ -444,3 +444,23 @@ proptest! {
         check(&json, &yaml)?;
     }
 }
+
+/// Every document of the configuration fuzz target's corpus gets the same verdict and table from
+/// canaryctl's readers, as JSON and written as YAML, as from the filter: the check the
+/// `validate` fuzz target runs on the documents it makes.
+#[test]
+fn the_fuzz_corpus_is_judged_alike() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../filter/fuzz/corpus/config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("the configuration fuzz corpus") {
+        let path = entry.expect("a corpus entry").path();
+        let data = std::fs::read(&path).expect("a corpus document");
+        if let Err(disagreement) =
+            document::agrees_with_filter(&data, |a, b| table_form(a) == table_form(b))
+        {
+            panic!("{}: {disagreement}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 100, "only {checked} documents in {}", dir.display());
+}

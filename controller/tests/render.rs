@@ -669,7 +669,9 @@ fn each_filter_decision_reaches_the_pods_of_its_variant() {
                 .map(|(n, v)| (n.clone(), v.as_bytes().to_vec()))
                 .collect(),
         );
-        let decision = table.decide(&request, |_| false).expect("a route matches");
+        let decision = table
+            .decide(&request, || 0, |_| false)
+            .expect("a route matches");
         let variant = &decision.variant.name;
         if let Some(want) = want {
             assert_eq!(variant, want, "{name} {headers:?}: the filter's decision");

@@ -122,13 +122,13 @@ fn decide(c: &mut Criterion) {
     ]);
     let mut group = c.benchmark_group("decide");
     group.bench_function("2-variants-header", |b| {
-        b.iter(|| two.decide(black_box(&identified), random))
+        b.iter(|| two.decide(black_box(&identified), || 0, random))
     });
     group.bench_function("1000-routes-10-rules", |b| {
-        b.iter(|| many.decide(black_box(&matched), random))
+        b.iter(|| many.decide(black_box(&matched), || 0, random))
     });
     group.bench_function("anonymous-new-identity", |b| {
-        b.iter(|| two.decide(black_box(&anonymous), random))
+        b.iter(|| two.decide(black_box(&anonymous), || 0, random))
     });
 
     let signed = parse(&query_and_signed());
@@ -152,10 +152,10 @@ fn decide(c: &mut Criterion) {
         ("cookie", value.as_bytes()),
     ]);
     group.bench_function("query-rule", |b| {
-        b.iter(|| signed.decide(black_box(&queried), random))
+        b.iter(|| signed.decide(black_box(&queried), || 0, random))
     });
     group.bench_function("signed-cookie-verified", |b| {
-        b.iter(|| signed.decide(black_box(&returning), random))
+        b.iter(|| signed.decide(black_box(&returning), || 0, random))
     });
     group.bench_function("signed-set-cookie", |b| {
         b.iter(|| cookie.with_set_cookie(black_box(&identity), |v| v.len()))

@@ -69,6 +69,8 @@ pub struct RouteConfig {
     pub targeting: Vec<TargetingRuleConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stickiness: Option<StickinessConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<RampConfig>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -87,6 +89,20 @@ pub struct VariantConfig {
     /// Percentage of traffic, at most three decimals.
     #[serde(serialize_with = "serialize_percent")]
     pub weight: f64,
+}
+
+/// A time ramp: `variant`'s weight goes linearly from `from` (its configured weight) to `to`
+/// between `start` and `start + duration`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RampConfig {
+    pub variant: String,
+    pub from: f64,
+    pub to: f64,
+    /// An RFC 3339 time.
+    pub start: String,
+    /// `30s`, `15m`, `2h`, as canaryctl's durations.
+    pub duration: String,
 }
 
 /// One targeting rule: exactly one source (`header`, `cookie` or `query`) and exactly one
@@ -415,6 +431,7 @@ mod tests {
                     }),
                     salt: Some("s".to_owned()),
                 }),
+                ramp: None,
             }],
         };
         assert_eq!(config, expected);

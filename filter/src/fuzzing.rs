@@ -235,7 +235,7 @@ fn run_stream(host: &MockHost, plugin: Rc<Plugin>, status: &str) {
     let seen = host.request_values(&header);
     assert!(seen.len() <= 1, "the upstream sees {seen:?}");
     let request = RequestHeaders(host.request_headers());
-    let route = table.decide(&request, |_| false).map(|d| d.route);
+    let route = table.decide(&request, || 0, |_| false).map(|d| d.route);
     // The variant whose decision value (`<variant>.<seal>`, or the bare name) the upstream saw.
     let variant = seen.first().and_then(|value| {
         route?

@@ -129,7 +129,9 @@ impl Stream {
             host.set_request_header(header, None);
         }
 
-        let decision = plugin.table.decide(&request, |buf| host.random(buf));
+        let decision = plugin
+            .table
+            .decide(&request, || host.now_millis(), |buf| host.random(buf));
         let Some(decision) = decision else {
             if client_sent {
                 host.clear_route_cache();
@@ -245,7 +247,12 @@ mod tests {
         let p = plugin(&host);
         run(&host, &p);
         let request = RequestHeaders(host.request_headers());
-        let want = &p.table.decide(&request, |_| false).unwrap().variant.name;
+        let want = &p
+            .table
+            .decide(&request, || 0, |_| false)
+            .unwrap()
+            .variant
+            .name;
         assert_eq!(host.request_values("x-canary-variant"), vec![want.clone()]);
         assert!(host.route_cache_cleared() >= 1);
     }

@@ -8,6 +8,7 @@ pub mod assign;
 pub mod config;
 pub mod cookie;
 mod de;
+pub mod duration;
 pub mod error;
 pub mod host;
 pub mod http;

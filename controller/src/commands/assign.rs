@@ -9,6 +9,7 @@
 //! else the request's identity keys and identity cookie (verified where cookies are signed).
 //! A request with no identity would be given a new random one (reason `new`), whose variant
 //! cannot be known offline.
+//! On a route with a ramp, the weights are those at `--at`, or now.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ pub fn run(
     route: &str,
     user: Option<&str>,
     request: &RequestArgs,
+    at: Option<u64>,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     let value = match document::load(file) {
@@ -59,15 +61,16 @@ pub fn run(
         Ok(headers) => headers,
         Err(errors) => return Ok(report(&errors)),
     };
+    let now = at.unwrap_or_else(crate::ramps::now_millis);
     let decided = if request.is_given() {
-        found.decide(&headers, |_| false)
+        found.decide(&headers, || now, |_| false)
     } else {
         None
     };
     let (variant, reason) = match (decided, user) {
         (Some(d), _) if matches!(d.reason, Reason::Rule(_)) => (Some(d.variant), d.reason),
         (_, Some(user)) => (
-            found.variants.get(found.assign(user.as_bytes())),
+            found.variants.get(found.assign_at(user.as_bytes(), now)),
             Reason::Hash,
         ),
         (Some(d), None) if d.reason == Reason::Hash => (Some(d.variant), Reason::Hash),

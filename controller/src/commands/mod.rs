@@ -43,8 +43,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             route,
             user,
             request,
+            at,
             output,
-        } => assign::run(&file, &route, user.as_deref(), &request, output),
+        } => assign::run(&file, &route, user.as_deref(), &request, at, output),
         Command::SetWeight {
             target,
             route,

@@ -1,13 +1,16 @@
-//! `status`: each route's live weights and, given an Envoy admin URL, the split Envoy made.
+//! `status`: each route's live weights and, given an Envoy admin URL, the split Envoy made. A
+//! ramping route shows its weights now and at the ramp's end.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use canary_filter::table::parse_weight;
 use serde_json::{json, Value};
 
 use crate::args::Output;
 use crate::http::HttpOptions;
 use crate::observed::{self, Observed};
+use crate::ramps::{self, RampView};
 use crate::targets::{Clients, Target};
 use crate::weights::{self, weight_json, weight_text, RouteWeights};
 
@@ -28,15 +31,28 @@ pub fn run(
     if let Err(errors) = canary_filter::RoutingTable::try_from(&config) {
         eprintln!("warning: the filter rejects the live configuration of {target}:\n{errors}");
     }
-    let routes = weights::read_routes(&config)?;
+    let mut routes = weights::read_routes(&config)?;
+    let ramps = ramps::views(&config, ramps::now_millis());
+    for route in &mut routes {
+        if let Some(ramp) = ramps.get(&route.name) {
+            for (variant, weight) in route.variants.iter_mut().zip(&ramp.now) {
+                variant.weight = *weight;
+            }
+        }
+    }
     let observed = envoy_admin
         .map(|url| observed::fetch(url, http))
         .transpose()?;
     match output {
-        Output::Text => print!("{}", text(&target, &routes, observed.as_ref())),
+        Output::Text => print!("{}", text(&target, &routes, &ramps, observed.as_ref())),
         Output::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&json_report(&target, &routes, observed.as_ref()))?
+            serde_json::to_string_pretty(&json_report(
+                &target,
+                &routes,
+                &ramps,
+                observed.as_ref()
+            ))?
         ),
     }
     Ok(ExitCode::SUCCESS)
@@ -54,7 +70,15 @@ fn observed_share(observed: &Observed, route: &str, variant: &str) -> (u64, Opti
     (count, share)
 }
 
-fn text(target: &Target, routes: &[RouteWeights], observed: Option<&Observed>) -> String {
+/// Ramping routes by name, with `routes` holding their weights now.
+type Ramps = std::collections::BTreeMap<String, RampView>;
+
+fn text(
+    target: &Target,
+    routes: &[RouteWeights],
+    ramps: &Ramps,
+    observed: Option<&Observed>,
+) -> String {
     let mut out = format!("{target}\n");
     let width = routes
         .iter()
@@ -64,16 +88,36 @@ fn text(target: &Target, routes: &[RouteWeights], observed: Option<&Observed>) -
         .unwrap_or(7);
     for route in routes {
         let _ = writeln!(out, "route {}", route.name);
-        if observed.is_some() {
+        let ramp = ramps.get(&route.name);
+        if let Some(ramp) = ramp {
+            let c = &ramp.config;
             let _ = writeln!(
                 out,
-                "  {:width$}  {:>9}  {:>9}  decisions since Envoy started",
-                "variant", "weight", "observed"
+                "  ramp of {} from {} % to {} %, {} from {}: {:.0} % done",
+                c.variant,
+                c.from,
+                c.to,
+                c.duration,
+                c.start,
+                ramp.progress * 100.0
             );
         }
-        for variant in &route.variants {
+        if observed.is_some() || ramp.is_some() {
+            let _ = write!(out, "  {:width$}  {:>9}", "variant", "weight");
+            if ramp.is_some() {
+                let _ = write!(out, "  {:>9}", "final");
+            }
+            if observed.is_some() {
+                let _ = write!(out, "  {:>9}  decisions since Envoy started", "observed");
+            }
+            out.push('\n');
+        }
+        for (k, variant) in route.variants.iter().enumerate() {
             let weight = format!("{} %", weight_text(variant.weight));
             let _ = write!(out, "  {:width$}  {weight:>9}", variant.name);
+            if let Some(end) = ramp.and_then(|r| r.end.get(k)) {
+                let _ = write!(out, "  {:>9}", format!("{} %", weight_text(*end)));
+            }
             if let Some(observed) = observed {
                 let (count, share) = observed_share(observed, &route.name, &variant.name);
                 let shown = share.map_or("-".to_owned(), |s| format!("{:.1} %", s * 100.0));
@@ -89,16 +133,26 @@ fn text(target: &Target, routes: &[RouteWeights], observed: Option<&Observed>) -
     out
 }
 
-fn json_report(target: &Target, routes: &[RouteWeights], observed: Option<&Observed>) -> Value {
+fn json_report(
+    target: &Target,
+    routes: &[RouteWeights],
+    ramps: &Ramps,
+    observed: Option<&Observed>,
+) -> Value {
     let routes: Vec<Value> = routes
         .iter()
         .map(|route| {
+            let ramp = ramps.get(&route.name);
             let variants: Vec<Value> = route
                 .variants
                 .iter()
-                .map(|variant| {
+                .enumerate()
+                .map(|(k, variant)| {
                     let mut v =
                         json!({ "name": variant.name, "weight": weight_json(variant.weight) });
+                    if let Some(end) = ramp.and_then(|r| r.end.get(k)) {
+                        v["final"] = weight_json(*end);
+                    }
                     if let Some(observed) = observed {
                         let (count, share) = observed_share(observed, &route.name, &variant.name);
                         v["observed"] = json!({
@@ -109,10 +163,26 @@ fn json_report(target: &Target, routes: &[RouteWeights], observed: Option<&Obser
                     v
                 })
                 .collect();
-            json!({ "name": route.name, "variants": variants })
+            let mut r = json!({ "name": route.name, "variants": variants });
+            if let Some(ramp) = ramp {
+                r["ramp"] = json!({
+                    "variant": ramp.config.variant,
+                    "from": percent_json(ramp.config.from),
+                    "to": percent_json(ramp.config.to),
+                    "start": ramp.config.start,
+                    "duration": ramp.config.duration,
+                    "progress": (ramp.progress * 1000.0).round() / 1000.0,
+                });
+            }
+            r
         })
         .collect();
     json!({ "target": target.to_string(), "routes": routes })
+}
+
+/// A percentage of the configuration as a weight is written: `50`, not `50.0`.
+fn percent_json(percent: f64) -> Value {
+    parse_weight(percent).map_or(Value::from(percent), weight_json)
 }
 
 #[cfg(test)]
@@ -141,7 +211,7 @@ mod tests {
     fn text_shows_weights() {
         let (target, routes, _) = fixture();
         assert_eq!(
-            text(&target, &routes, None),
+            text(&target, &routes, &Ramps::new(), None),
             "file:/etc/envoy/ecds.json\nroute reviews\n  stable        70 %\n  canary        30 %\n"
         );
     }
@@ -149,7 +219,7 @@ mod tests {
     #[test]
     fn text_shows_the_observed_split_as_bars() {
         let (target, routes, observed) = fixture();
-        let out = text(&target, &routes, Some(&observed));
+        let out = text(&target, &routes, &Ramps::new(), Some(&observed));
         let lines: Vec<&str> = out.lines().collect();
         assert!(
             lines[3]
@@ -161,19 +231,54 @@ mod tests {
     }
 
     #[test]
+    fn a_ramping_route_shows_its_weights_now_and_at_the_end() {
+        let config = canary_filter::config::decode(
+            br#"{"routes": [{"name": "reviews", "variants": [
+            {"name": "stable", "weight": 100}, {"name": "canary", "weight": 0}],
+            "ramp": {"variant": "canary", "from": 0, "to": 50,
+                     "start": "2026-12-07T12:00:00Z", "duration": "2h"}}]}"#,
+        )
+        .unwrap();
+        let mut routes = weights::read_routes(&config).unwrap();
+        let at = ramps::parse_at("2026-12-07T13:00:00Z").unwrap();
+        let ramps = ramps::views(&config, at);
+        for (variant, weight) in routes[0].variants.iter_mut().zip(&ramps["reviews"].now) {
+            variant.weight = *weight;
+        }
+        let target = Target::File("/etc/envoy/ecds.json".into());
+        assert_eq!(
+            text(&target, &routes, &ramps, None),
+            "file:/etc/envoy/ecds.json\nroute reviews\n  \
+             ramp of canary from 0 % to 50 %, 2h from 2026-12-07T12:00:00Z: 50 % done\n  \
+             variant     weight      final\n  \
+             stable        75 %       50 %\n  \
+             canary        25 %       50 %\n"
+        );
+        let report = json_report(&target, &routes, &ramps, None);
+        assert_eq!(
+            report["routes"][0],
+            json!({"name": "reviews", "variants": [
+                {"name": "stable", "weight": 75, "final": 50},
+                {"name": "canary", "weight": 25, "final": 50}],
+              "ramp": {"variant": "canary", "from": 0, "to": 50,
+                       "start": "2026-12-07T12:00:00Z", "duration": "2h", "progress": 0.5}})
+        );
+    }
+
+    #[test]
     fn json_lists_routes_variants_weights_and_observed() {
         let (target, mut routes, observed) = fixture();
         routes[0].variants[1].weight = Weight(30_500);
         routes[0].variants[0].weight = Weight(69_500);
         assert_eq!(
-            json_report(&target, &routes, Some(&observed)),
+            json_report(&target, &routes, &Ramps::new(), Some(&observed)),
             json!({"target": "file:/etc/envoy/ecds.json", "routes": [{"name": "reviews", "variants": [
                 {"name": "stable", "weight": 69.5, "observed": {"decisions": 75, "percent": 75.0}},
                 {"name": "canary", "weight": 30.5, "observed": {"decisions": 25, "percent": 25.0}}]}]})
         );
         let (target, routes, _) = fixture();
         let empty = Observed::default();
-        let report = json_report(&target, &routes, Some(&empty));
+        let report = json_report(&target, &routes, &Ramps::new(), Some(&empty));
         assert_eq!(
             report["routes"][0]["variants"][0]["observed"],
             json!({"decisions": 0, "percent": null})

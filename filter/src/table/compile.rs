@@ -3,6 +3,7 @@
 
 use regex_lite::RegexBuilder;
 
+use super::ramp::{parse_time, Ramp};
 use super::route::{
     Predicate, Route, RouteSources, Slot, Source, Stickiness, TargetingRule, ValueSet, Variant,
     VariantId,
@@ -17,10 +18,11 @@ use super::{
 };
 use crate::assign::Weight;
 use crate::config::{
-    IdentityCookieConfig, KeyConfig, PluginConfig, RouteConfig, SameSite, StickinessConfig,
-    TargetingRuleConfig, VariantConfig,
+    IdentityCookieConfig, KeyConfig, PluginConfig, RampConfig, RouteConfig, SameSite,
+    StickinessConfig, TargetingRuleConfig, VariantConfig,
 };
 use crate::cookie::{self, IdentityCookie, Signer};
+use crate::duration::parse_duration;
 use crate::error::ConfigErrors;
 use crate::router::RouteIndex;
 
@@ -122,6 +124,7 @@ fn compile_route(
         variants,
         targeting: rules,
         stickiness,
+        ramp,
     } = route;
     let at_match = at.key("match");
     if let Some(hosts) = hosts {
@@ -149,6 +152,7 @@ fn compile_route(
     }
 
     let variants = compile_variants(errors, &at.key("variants"), variants, seal);
+    let ramp = ramp.and_then(|r| compile_ramp(errors, &at.key("ramp"), r, &variants));
     let mut sources = RouteSources::default();
     let at_targeting = at.key("targeting");
     let mut targeting = Vec::with_capacity(rules.len());
@@ -187,6 +191,91 @@ fn compile_route(
         targeting,
         stickiness,
         sources,
+        ramp,
+    })
+}
+
+/// A ramp of one of `variants` other than the baseline, starting from that variant's configured
+/// weight.
+fn compile_ramp(
+    errors: &mut Errors,
+    at: &At<'_>,
+    ramp: RampConfig,
+    variants: &[Variant],
+) -> Option<Ramp> {
+    let before = errors.len();
+    let variant = match variants.iter().position(|v| v.name == ramp.variant) {
+        Some(0) => {
+            errors.push(
+                &at.key("variant"),
+                format!(
+                    "{:?} is the baseline; a ramp moves weight between the baseline and another variant",
+                    ramp.variant
+                ),
+            );
+            None
+        }
+        Some(k) => Some(k),
+        None => {
+            let known: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
+            errors.push(
+                &at.key("variant"),
+                format!(
+                    "unknown variant {:?} (variants: {})",
+                    ramp.variant,
+                    known.join(", ")
+                ),
+            );
+            None
+        }
+    };
+    let weight = |errors: &mut Errors, key: &'static str, value: f64| {
+        parse_weight(value)
+            .map_err(|reason| errors.push(&at.key(key), reason))
+            .ok()
+    };
+    let from = weight(errors, "from", ramp.from);
+    let to = weight(errors, "to", ramp.to);
+    let configured = variant.and_then(|k| variants.get(k));
+    if let (Some(from), Some(configured)) = (from, configured) {
+        if from != configured.weight {
+            errors.push(
+                &at.key("from"),
+                format!(
+                    "is {} but variant {:?} has weight {}; a ramp starts from the variant's configured weight",
+                    percent(u64::from(from.0)),
+                    configured.name,
+                    percent(u64::from(configured.weight.0)),
+                ),
+            );
+        }
+    }
+    if from.is_some() && from == to {
+        errors.push(&at.key("to"), "equals from; a ramp must change the weight");
+    }
+    let start_ms = parse_time(&ramp.start)
+        .map_err(|reason| errors.push(&at.key("start"), reason))
+        .ok();
+    let duration_ms = match parse_duration(&ramp.duration) {
+        Ok(d) if d.as_millis() >= 1 => u64::try_from(d.as_millis()).ok(),
+        Ok(_) => {
+            errors.push(&at.key("duration"), "must be at least 1ms");
+            None
+        }
+        Err(reason) => {
+            errors.push(&at.key("duration"), reason);
+            None
+        }
+    };
+    if errors.len() != before {
+        return None;
+    }
+    Some(Ramp {
+        variant: variant?,
+        from: from?,
+        to: to?,
+        start_ms: start_ms?,
+        duration_ms: duration_ms?,
     })
 }
 

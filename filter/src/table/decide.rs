@@ -90,16 +90,19 @@ impl fmt::Debug for NewIdentity {
 impl RoutingTable {
     /// Decides the variant for a request, or `None` when no route matches.
     ///
-    /// `random` fills a buffer from the host's random source and says whether it could; it is
-    /// called only when the request carries no identity. Without randomness the baseline is used.
+    /// `now_millis` reads the host's clock (Unix milliseconds); it is called only when a route
+    /// with a ramp assigns by weight, so other requests read no clock. `random` fills a buffer
+    /// from the host's random source and says whether it could; it is called only when the
+    /// request carries no identity. Without randomness the baseline is used.
     pub fn decide(
         &self,
         request: &RequestHeaders,
+        now_millis: impl FnOnce() -> u64,
         random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
     ) -> Option<Decision<'_>> {
         let (authority, path) = request.authority_and_path();
         let route = self.routes.get(self.route_for(authority, path)?)?;
-        route.decide(request, random)
+        route.decide(request, now_millis, random)
     }
 }
 
@@ -110,6 +113,7 @@ impl Route {
     pub fn decide(
         &self,
         request: &RequestHeaders,
+        now_millis: impl FnOnce() -> u64,
         random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
     ) -> Option<Decision<'_>> {
         let sources = &self.sources;
@@ -140,7 +144,7 @@ impl Route {
                 *slot = Some(value.as_bytes());
             }
         }
-        decide_with(self, values, random)
+        decide_with(self, values, now_millis, random)
     }
 }
 
@@ -149,6 +153,7 @@ impl Route {
 fn decide_with<'t>(
     route: &'t Route,
     values: &[Option<&[u8]>],
+    now_millis: impl FnOnce() -> u64,
     random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
 ) -> Option<Decision<'t>> {
     let decision = |variant: usize, reason, issue_identity| {
@@ -160,6 +165,10 @@ fn decide_with<'t>(
         })
     };
     let value = |Slot(i): Slot| values.get(i).copied().flatten();
+    let assign = |identity: &[u8]| match route.ramp {
+        Some(_) => route.assign_at(identity, now_millis()),
+        None => route.assign(identity),
+    };
 
     for (i, rule) in route.targeting.iter().enumerate() {
         if rule.predicate.holds(value(rule.slot)) {
@@ -181,14 +190,14 @@ fn decide_with<'t>(
             .filter(non_empty)
     };
     if let Some(identity) = key().or_else(cookie) {
-        return decision(route.assign(identity), Reason::Hash, None);
+        return decision(assign(identity), Reason::Hash, None);
     }
     let mut bytes = [0u8; IDENTITY_BYTES];
     if !random(&mut bytes) {
         return decision(0, Reason::New, None);
     }
     let identity = NewIdentity::from_random(&bytes);
-    let variant = route.assign(identity.as_bytes());
+    let variant = assign(identity.as_bytes());
     let issue = stickiness.cookie.as_ref().map(|_| identity);
     decision(variant, Reason::New, issue)
 }
@@ -255,7 +264,7 @@ mod tests {
             b.fill(7);
             true
         };
-        t.decide(req, random)
+        t.decide(req, || 0, random)
             .map(|d| (d.variant.name.clone(), d.reason))
     }
 
@@ -266,7 +275,7 @@ mod tests {
             .map(|i| format!("user-{i}"))
             .find(|id| {
                 let req = Req::new("reviews", "/").header("x-user-id", id);
-                t.decide(&req, never).map(|d| d.variant.name.as_str()) == Some("stable")
+                t.decide(&req, || 0, never).map(|d| d.variant.name.as_str()) == Some("stable")
             })
             .expect("some user on stable at 90 %")
     }
@@ -346,7 +355,7 @@ mod tests {
             .map(|i| format!("user-{i}"))
             .find(|id| {
                 let req = Req::new("reviews", "/").header("x-user-id", id);
-                t.decide(&req, never).map(|d| d.variant.name.as_str()) == Some("canary")
+                t.decide(&req, || 0, never).map(|d| d.variant.name.as_str()) == Some("canary")
             })
             .expect("some user on canary at 10 %");
         let req = Req::new("reviews", "/")
@@ -395,7 +404,7 @@ mod tests {
             ),
         ];
         for (label, req, identity) in cases {
-            let d = t.decide(&req, never).unwrap();
+            let d = t.decide(&req, || 0, never).unwrap();
             assert_eq!(
                 (d.variant, d.reason, d.issue_identity),
                 (&t.routes[0].variants[hashed(identity)], Reason::Hash, None),
@@ -408,17 +417,21 @@ mod tests {
     fn new_identity_is_issued_and_hashed() {
         let t = crate::parse(CONFIG.as_bytes()).unwrap();
         let d = t
-            .decide(&Req::new("reviews", "/"), |b| {
-                b.copy_from_slice(&[0xab; IDENTITY_BYTES]);
-                true
-            })
+            .decide(
+                &Req::new("reviews", "/"),
+                || 0,
+                |b| {
+                    b.copy_from_slice(&[0xab; IDENTITY_BYTES]);
+                    true
+                },
+            )
             .unwrap();
         let id = "ab".repeat(IDENTITY_BYTES);
         assert_eq!(d.reason, Reason::New);
         assert_eq!(d.issue_identity.as_deref(), Some(id.as_str()));
         // Replaying the issued cookie gives the same variant.
         let replay = Req::new("reviews", "/").cookie(&format!("canary_id={id}"));
-        let again = t.decide(&replay, never).unwrap();
+        let again = t.decide(&replay, || 0, never).unwrap();
         assert_eq!((again.variant, again.reason), (d.variant, Reason::Hash));
         assert!(std::ptr::eq(again.route, d.route));
     }
@@ -446,7 +459,9 @@ mod tests {
     #[test]
     fn without_randomness_the_baseline_serves_and_no_cookie_is_issued() {
         let t = crate::parse(CONFIG.as_bytes()).unwrap();
-        let d = t.decide(&Req::new("reviews", "/"), |_| false).unwrap();
+        let d = t
+            .decide(&Req::new("reviews", "/"), || 0, |_| false)
+            .unwrap();
         assert_eq!(
             (d.variant, d.reason, d.issue_identity),
             (&t.routes[0].variants[0], Reason::New, None)
@@ -460,10 +475,14 @@ mod tests {
         )
         .unwrap();
         let d = t
-            .decide(&Req::new("any", "/"), |b| {
-                b.fill(1);
-                true
-            })
+            .decide(
+                &Req::new("any", "/"),
+                || 0,
+                |b| {
+                    b.fill(1);
+                    true
+                },
+            )
             .unwrap();
         assert_eq!((d.reason, d.issue_identity), (Reason::New, None));
     }
@@ -495,7 +514,7 @@ mod tests {
             ),
         ];
         for (req, reason) in cases {
-            let d = t.decide(&req, never).unwrap();
+            let d = t.decide(&req, || 0, never).unwrap();
             assert_eq!(d.reason, reason);
         }
     }

@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 
 use regex_lite::Regex;
 
+use super::ramp::{Ramp, Weights};
 use crate::assign::Weight;
 use crate::cookie::IdentityCookie;
 
@@ -17,6 +18,8 @@ pub struct Route {
     pub stickiness: Stickiness,
     /// Every header, cookie and query parameter the route reads, each once.
     pub sources: RouteSources,
+    /// The variants' weights change over time; without it they are the configured weights.
+    pub ramp: Option<Ramp>,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -217,13 +220,47 @@ impl Route {
         self.variants.iter().position(|v| v.name == name)
     }
 
-    /// The variant an identity hashes to on this route (see [`crate::assign`]).
+    /// The variant an identity hashes to on this route at the configured weights (see
+    /// [`crate::assign`]): the weights in force on a route without a ramp, and before a ramp's
+    /// start.
     pub fn assign(&self, identity: &[u8]) -> usize {
         crate::assign::assign(
             self.stickiness.salt.as_bytes(),
             identity,
             self.variants.iter().map(|v| (v.name.as_bytes(), v.weight)),
         )
+    }
+
+    /// The variant an identity hashes to at `now_ms` (Unix milliseconds), with the weights of
+    /// [`Route::weights_at`].
+    pub fn assign_at(&self, identity: &[u8], now_ms: u64) -> usize {
+        let Some(ramp) = &self.ramp else {
+            return self.assign(identity);
+        };
+        let weights = ramp.weights_at(&self.variants, now_ms);
+        crate::assign::assign(
+            self.stickiness.salt.as_bytes(),
+            identity,
+            self.variants
+                .iter()
+                .zip(weights)
+                .map(|(v, w)| (v.name.as_bytes(), w)),
+        )
+    }
+
+    /// Every variant's weight at `now_ms`, in variant order: the ramp's weights, or the
+    /// configured ones.
+    pub fn weights_at(&self, now_ms: u64) -> Weights {
+        match &self.ramp {
+            Some(ramp) => ramp.weights_at(&self.variants, now_ms),
+            None => {
+                let mut weights = [Weight(0); super::MAX_VARIANTS];
+                for (weight, variant) in weights.iter_mut().zip(&self.variants) {
+                    *weight = variant.weight;
+                }
+                weights
+            }
+        }
     }
 }
 
