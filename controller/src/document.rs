@@ -103,6 +103,61 @@ pub fn kind(value: &Value) -> Kind {
     }
 }
 
+/// The differential check between canaryctl and the filter, run by the `validate` fuzz target
+/// (`filter/fuzz`) and by a `cargo test` over the fuzz corpus: canaryctl's verdict on `data`,
+/// read as JSON and also written as YAML and read back, is the filter's verdict on the bytes,
+/// with the same errors for JSON, and an accepted document compiles to a table `same` finds
+/// equal to the filter's (the fuzz helpers' `table_form` compares everything a table decides
+/// with). `Err` describes the first disagreement.
+pub fn agrees_with_filter(
+    data: &[u8],
+    same: impl Fn(&RoutingTable, &RoutingTable) -> bool,
+) -> Result<(), String> {
+    let Ok(text) = std::str::from_utf8(data) else {
+        // canaryctl reads files as text; a document that is not UTF-8 never reaches the
+        // filter's parser through it.
+        return Ok(());
+    };
+    let filter = canary_filter::parse(data);
+    let read = parse_json(text);
+    let json = match &read {
+        Ok(value) => compile(value),
+        Err(DocumentError::Refused(errors)) => Err(errors.clone()),
+        Err(other) => {
+            return Err(format!(
+                "JSON read failed outside the filter's reader: {other}"
+            ))
+        }
+    };
+    match (&filter, &json) {
+        (Ok(a), Ok(b)) if !same(a, b) => {
+            return Err("read as JSON, the document compiles to another table".into())
+        }
+        (Err(a), Err(b)) if a != b => {
+            return Err(format!(
+                "read as JSON, other errors: filter {a:?}, canaryctl {b:?}"
+            ))
+        }
+        (Ok(_), Err(e)) => return Err(format!("read as JSON, canaryctl refuses it: {e}")),
+        (Err(e), Ok(_)) => return Err(format!("read as JSON, the filter refuses it: {e}")),
+        _ => {}
+    }
+    let Ok(value) = read else {
+        return Ok(());
+    };
+    let yaml = serde_yaml::to_string(&value).map_err(|e| format!("cannot write YAML: {e}"))?;
+    let from_yaml = parse_yaml(&yaml)
+        .map_err(|e| format!("the document written as YAML does not read back: {e}"))?;
+    match (&filter, compile(&from_yaml)) {
+        (Ok(a), Ok(b)) if !same(a, &b) => {
+            Err("written as YAML, the document compiles to another table".into())
+        }
+        (Ok(_), Err(e)) => Err(format!("written as YAML, canaryctl refuses it: {e}")),
+        (Err(e), Ok(_)) => Err(format!("written as YAML, the filter refuses the JSON: {e}")),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,54 +234,5 @@ mod tests {
                 .is_some_and(|e| e.starts_with("$: invalid YAML")),
             "{error:?}"
         );
-    }
-}
-
-/// The differential check between canaryctl and the filter, run by the `validate` fuzz target
-/// (`filter/fuzz`) and by a `cargo test` over the fuzz corpus: canaryctl's verdict on `data`,
-/// read as JSON and also written as YAML and read back, is the filter's verdict on the bytes,
-/// with the same errors for JSON, and an accepted document compiles to a table `same` finds
-/// equal to the filter's (the fuzz helpers' `table_form` compares everything a table decides
-/// with). `Err` describes the first disagreement.
-pub fn agrees_with_filter(
-    data: &[u8],
-    same: impl Fn(&RoutingTable, &RoutingTable) -> bool,
-) -> Result<(), String> {
-    let Ok(text) = std::str::from_utf8(data) else {
-        // canaryctl reads files as text; a document that is not UTF-8 never reaches the
-        // filter's parser through it.
-        return Ok(());
-    };
-    let filter = canary_filter::parse(data);
-    let read = parse_json(text);
-    let json = match &read {
-        Ok(value) => compile(value),
-        Err(DocumentError::Refused(errors)) => Err(errors.clone()),
-        Err(other) => return Err(format!("JSON read failed outside the filter's reader: {other}")),
-    };
-    match (&filter, &json) {
-        (Ok(a), Ok(b)) if !same(a, b) => {
-            return Err("read as JSON, the document compiles to another table".into())
-        }
-        (Err(a), Err(b)) if a != b => {
-            return Err(format!("read as JSON, other errors: filter {a:?}, canaryctl {b:?}"))
-        }
-        (Ok(_), Err(e)) => return Err(format!("read as JSON, canaryctl refuses it: {e}")),
-        (Err(e), Ok(_)) => return Err(format!("read as JSON, the filter refuses it: {e}")),
-        _ => {}
-    }
-    let Ok(value) = read else {
-        return Ok(());
-    };
-    let yaml = serde_yaml::to_string(&value).map_err(|e| format!("cannot write YAML: {e}"))?;
-    let from_yaml = parse_yaml(&yaml)
-        .map_err(|e| format!("the document written as YAML does not read back: {e}"))?;
-    match (&filter, compile(&from_yaml)) {
-        (Ok(a), Ok(b)) if !same(a, &b) => {
-            Err("written as YAML, the document compiles to another table".into())
-        }
-        (Ok(_), Err(e)) => Err(format!("written as YAML, canaryctl refuses it: {e}")),
-        (Err(e), Ok(_)) => Err(format!("written as YAML, the filter refuses the JSON: {e}")),
-        _ => Ok(()),
     }
 }

@@ -277,6 +277,8 @@ fn verifies_a_signed_identity_cookie() {
     ]);
     assert_eq!(run.code, Some(1));
     assert_eq!(run.stderr, "--cookie: \"junk\" is not NAME=VALUE\n");
+}
+
 /// On a route with a ramp, `--at` picks the time: before the start every user is on the
 /// baseline, from the end on about half are on the canary, and the answers agree with the
 /// filter's own assignment at each time.

@@ -462,5 +462,9 @@ fn the_fuzz_corpus_is_judged_alike() {
         }
         checked += 1;
     }
-    assert!(checked >= 100, "only {checked} documents in {}", dir.display());
+    assert!(
+        checked >= 100,
+        "only {checked} documents in {}",
+        dir.display()
+    );
 }

@@ -55,10 +55,14 @@ fn request(path: &str, cookie: Option<&str>) -> RequestHeaders {
 /// Variant and reason, with the random identity fixed to `fill` bytes.
 fn decide(t: &RoutingTable, req: &RequestHeaders, fill: u8) -> (String, Reason, Option<String>) {
     let d = t
-        .decide(req, || 0, |b: &mut [u8; IDENTITY_BYTES]| {
-            b.fill(fill);
-            true
-        })
+        .decide(
+            req,
+            || 0,
+            |b: &mut [u8; IDENTITY_BYTES]| {
+                b.fill(fill);
+                true
+            },
+        )
         .unwrap();
     let issued = d.issue_identity.map(|identity| {
         let cookie = d.route.stickiness.cookie.as_ref().unwrap();

@@ -26,7 +26,10 @@ fn mutations(example: &str) -> Vec<(String, String)> {
         ("the example".into(), example.to_owned()),
         (
             "a duplicate top-level key".into(),
-            replace("\"debugHeader\": false,", "\"debugHeader\": false, \"debugHeader\": true,"),
+            replace(
+                "\"debugHeader\": false,",
+                "\"debugHeader\": false, \"debugHeader\": true,",
+            ),
         ),
         (
             "a duplicate key in a variant".into(),
@@ -41,7 +44,10 @@ fn mutations(example: &str) -> Vec<(String, String)> {
         ),
         (
             "an unknown field".into(),
-            replace("\"debugHeader\": false,", "\"debugHeader\": false, \"debug\": true,"),
+            replace(
+                "\"debugHeader\": false,",
+                "\"debugHeader\": false, \"debug\": true,",
+            ),
         ),
         (
             "weights that sum to 110".into(),
@@ -53,8 +59,11 @@ fn mutations(example: &str) -> Vec<(String, String)> {
         ),
         (
             "weights in thousandths".into(),
-            replace("\"weight\": 90", "\"weight\": 89.999")
-                .replacen("\"weight\": 10", "\"weight\": 10.001", 1),
+            replace("\"weight\": 90", "\"weight\": 89.999").replacen(
+                "\"weight\": 10",
+                "\"weight\": 10.001",
+                1,
+            ),
         ),
         (
             "a weight as a string".into(),
@@ -76,16 +85,25 @@ fn mutations(example: &str) -> Vec<(String, String)> {
         ),
         (
             "a targeting rule naming no variant of the route".into(),
-            replace("\"equals\": \"never\",  \"variant\": \"stable\"", "\"equals\": \"never\",  \"variant\": \"v3\""),
+            replace(
+                "\"equals\": \"never\",  \"variant\": \"stable\"",
+                "\"equals\": \"never\",  \"variant\": \"v3\"",
+            ),
         ),
         (
             "a rule reading the decision header".into(),
-            replace("\"header\": \"x-canary\",", "\"header\": \"x-canary-variant\","),
+            replace(
+                "\"header\": \"x-canary\",",
+                "\"header\": \"x-canary-variant\",",
+            ),
         ),
         (
             "SameSite None without secure".into(),
-            replace("\"secure\": true", "\"secure\": false")
-                .replacen("\"sameSite\": \"Lax\"", "\"sameSite\": \"None\"", 1),
+            replace("\"secure\": true", "\"secure\": false").replacen(
+                "\"sameSite\": \"Lax\"",
+                "\"sameSite\": \"None\"",
+                1,
+            ),
         ),
         (
             "an uppercase route name".into(),
@@ -93,7 +111,10 @@ fn mutations(example: &str) -> Vec<(String, String)> {
         ),
         (
             "a short seal".into(),
-            replace("\"debugHeader\": false,", "\"debugHeader\": false, \"seal\": \"short\","),
+            replace(
+                "\"debugHeader\": false,",
+                "\"debugHeader\": false, \"seal\": \"short\",",
+            ),
         ),
         (
             "a seal of 32 hexadecimal digits".into(),
@@ -108,11 +129,7 @@ fn mutations(example: &str) -> Vec<(String, String)> {
         ("null".into(), "null".into()),
         (
             "128 levels of nesting".into(),
-            format!(
-                "{{\"routes\": {}{}}}",
-                "[".repeat(127),
-                "]".repeat(127)
-            ),
+            format!("{{\"routes\": {}{}}}", "[".repeat(127), "]".repeat(127)),
         ),
         (
             "a document followed by another".into(),
@@ -197,6 +214,11 @@ async fn validate_and_envoy_agree_on_every_document(build: Build) {
         corpus.len()
     );
 
+    eprintln!(
+        "{} documents, {accepted} of them accepted by canaryctl validate",
+        corpus.len()
+    );
+
     let upstream = Upstream::start("stable").await;
     let envoy = Envoy::builder()
         .build(build)
@@ -208,7 +230,10 @@ async fn validate_and_envoy_agree_on_every_document(build: Build) {
     let mut disagreements = Vec::new();
     for ((label, document), &by_canaryctl) in corpus.iter().zip(&by_canaryctl) {
         let update = envoy.push_config(document).await;
-        let by_envoy = match (update.success - last.success, update.rejected - last.rejected) {
+        let by_envoy = match (
+            update.success - last.success,
+            update.rejected - last.rejected,
+        ) {
             (1, 0) => true,
             (0, 1) => false,
             counted => panic!("{label}: Envoy counted {counted:?} (success, rejected)"),
