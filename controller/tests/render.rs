@@ -663,12 +663,7 @@ fn each_filter_decision_reaches_the_pods_of_its_variant() {
     for (name, headers, want) in cases.into_iter().chain(hashed) {
         let spec = example(name);
         let table = RoutingTable::try_from(&spec.config).expect("compiles");
-        let request = RequestHeaders(
-            headers
-                .iter()
-                .map(|(n, v)| (n.clone(), v.as_bytes().to_vec()))
-                .collect(),
-        );
+        let request = RequestHeaders::from_pairs(&headers);
         let decision = table
             .decide(&request, || 0, |_| false)
             .expect("a route matches");

@@ -2,9 +2,11 @@
 //! pointer, metrics defined when the configuration was loaded, logs in Envoy's
 //! `dynamic_modules` logger.
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use canary_filter::host::{Host, LogLevel, MetricKind};
+use canary_filter::RequestHeaders;
 
 use crate::abi::{self, FilterEnvoyPtr, ModuleBuffer};
 use crate::config::MetricIds;
@@ -72,7 +74,8 @@ impl<'a> StreamHost<'a> {
 }
 
 impl Host for StreamHost<'_> {
-    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
+    /// Every request header, copied into one buffer: no allocation per header.
+    fn request_headers(&self) -> RequestHeaders {
         // SAFETY: `filter` is the live stream's pointer.
         let count = unsafe {
             abi::envoy_dynamic_module_callback_http_get_headers_size(
@@ -100,9 +103,10 @@ impl Host for StreamHost<'_> {
         };
         if !ok {
             self.failed("get request headers");
-            return Vec::new();
+            return RequestHeaders::default();
         }
-        raw.iter()
+        let pairs: Vec<(Cow<'_, [u8]>, &[u8])> = raw
+            .iter()
             .filter_map(|h| {
                 let key = abi::EnvoyBuffer {
                     ptr: h.key_ptr,
@@ -113,14 +117,18 @@ impl Host for StreamHost<'_> {
                     length: h.value_length,
                 };
                 // SAFETY: Envoy's header map owns these bytes until the hook returns or a
-                // header is set; they are copied out here.
+                // header is set; `RequestHeaders::from_pairs` copies them out before either.
                 let (key, value) = unsafe { (key.bytes()?, value.bytes().unwrap_or_default()) };
-                Some((
-                    String::from_utf8_lossy(key).to_ascii_lowercase(),
-                    value.to_vec(),
-                ))
+                // Envoy's names are lowercase already; a copy only for one that is not.
+                let key = if key.iter().any(u8::is_ascii_uppercase) {
+                    Cow::Owned(key.to_ascii_lowercase())
+                } else {
+                    Cow::Borrowed(key)
+                };
+                Some((key, value))
             })
-            .collect()
+            .collect();
+        RequestHeaders::from_pairs(&pairs)
     }
 
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
@@ -229,8 +237,8 @@ impl Host for StreamHost<'_> {
 pub struct ConfigHost;
 
 impl Host for ConfigHost {
-    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
-        Vec::new()
+    fn request_headers(&self) -> RequestHeaders {
+        RequestHeaders::default()
     }
     fn set_request_header(&self, _name: &str, _value: Option<&[u8]>) {}
     fn clear_route_cache(&self) {}

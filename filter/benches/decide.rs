@@ -83,15 +83,10 @@ fn many_routes() -> Value {
     json!({ "routes": routes })
 }
 
-/// A request's headers, held the way the filter holds them after one host call, and read
-/// through the filter's own [`RequestView`] implementation.
+/// A request's headers, held the way the filter holds them after one host call: proxy-wasm's
+/// serialised header map, read in place.
 fn request(headers: &[(&str, &[u8])]) -> RequestHeaders {
-    RequestHeaders(
-        headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
-            .collect(),
-    )
+    RequestHeaders::from_pairs(headers)
 }
 
 fn parse(config: &Value) -> RoutingTable {

@@ -14,7 +14,7 @@ use crate::config::{self, SameSite};
 use crate::cookie::{self, IdentityCookie};
 use crate::host::Host;
 use crate::http::{Plugin, Stream, DEBUG_HEADER};
-use crate::table::{RequestHeaders, RoutingTable, MAX_ROUTES, MAX_VARIANTS};
+use crate::table::{RoutingTable, MAX_ROUTES, MAX_VARIANTS};
 use crate::testing::MockHost;
 
 /// Configuration parsing: any bytes as a plugin configuration, parsed by [`crate::parse`].
@@ -234,7 +234,7 @@ fn run_stream(host: &MockHost, plugin: Rc<Plugin>, status: &str) {
 
     let seen = host.request_values(&header);
     assert!(seen.len() <= 1, "the upstream sees {seen:?}");
-    let request = RequestHeaders(host.request_headers());
+    let request = host.request_headers();
     let route = table.decide(&request, || 0, |_| false).map(|d| d.route);
     // The variant whose decision value (`<variant>.<seal>`, or the bare name) the upstream saw.
     let variant = seen.first().and_then(|value| {

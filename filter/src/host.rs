@@ -1,5 +1,7 @@
 //! The one seam between the filter and its host (Envoy through proxy-wasm, or a test double).
 
+use crate::table::RequestHeaders;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
     Trace,
@@ -20,7 +22,7 @@ pub enum MetricKind {
 /// `None` / `false` and never panic: the filter carries on without the result.
 pub trait Host {
     /// Every request header (lowercase names), in order, in one call.
-    fn request_headers(&self) -> Vec<(String, Vec<u8>)>;
+    fn request_headers(&self) -> RequestHeaders;
     /// Sets request header `name` to `value`, replacing every value; `None` removes it.
     fn set_request_header(&self, name: &str, value: Option<&[u8]>);
     /// Asks the host to pick the route again after the headers changed.

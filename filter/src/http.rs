@@ -6,7 +6,7 @@ use std::rc::Rc;
 use crate::config;
 use crate::host::{Host, LogLevel};
 use crate::metrics::{class_of, Metric, Metrics};
-use crate::table::{Decision, Reason, RequestHeaders, RoutingTable, VariantId};
+use crate::table::{Decision, Reason, RoutingTable, VariantId};
 
 /// Response header carrying the decision when `debugHeader` is on.
 pub const DEBUG_HEADER: &str = "x-canary-decision";
@@ -123,7 +123,7 @@ impl Stream {
         // Read from the host in one call: a call into the host costs more than scanning a dozen
         // headers, and a request is decided from several (`:authority`, `:path`, the decision
         // header, identity keys, targeting sources).
-        let request = RequestHeaders(host.request_headers());
+        let request = host.request_headers();
         let client_sent = request.header(header).is_some();
         if client_sent {
             host.set_request_header(header, None);
@@ -191,11 +191,7 @@ impl Stream {
 /// same, every value of it, so that no route can be chosen with it.
 pub fn strip_unconfigured(host: &impl Host) {
     let header = config::DEFAULT_DECISION_HEADER;
-    if host
-        .request_headers()
-        .iter()
-        .any(|(name, _)| name == header)
-    {
+    if host.request_headers().header(header).is_some() {
         host.set_request_header(header, None);
         host.clear_route_cache();
     }
@@ -246,7 +242,7 @@ mod tests {
         ]);
         let p = plugin(&host);
         run(&host, &p);
-        let request = RequestHeaders(host.request_headers());
+        let request = host.request_headers();
         let want = &p
             .table
             .decide(&request, || 0, |_| false)

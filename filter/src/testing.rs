@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 
 use crate::host::{Host, LogLevel, MetricKind};
+use crate::table::RequestHeaders;
 
 type Headers = Vec<(String, Vec<u8>)>;
 
@@ -114,8 +115,8 @@ impl MockHost {
 }
 
 impl Host for MockHost {
-    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
-        self.request.borrow().clone()
+    fn request_headers(&self) -> RequestHeaders {
+        RequestHeaders::from_pairs(&self.request.borrow())
     }
 
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) {

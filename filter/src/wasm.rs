@@ -1,6 +1,10 @@
 //! The proxy-wasm binding: Envoy's contexts, and [`Host`] over the `hostcalls` that return
 //! `Result` (never the `Context` helpers, which panic on a host error).
 //!
+//! The request headers are read as the host serialises them, one buffer that [`RequestHeaders`]
+//! reads in place (proxy-wasm's `hostcalls::get_map_bytes` would copy every name and value
+//! into a `String` and a `Vec` of their own).
+//!
 //! Two of the [`Host`] calls cost nothing on a request here:
 //! - Counter increments are added up in the VM and handed to Envoy on the root context's tick,
 //!   every [`FLUSH_PERIOD`], one `increment_metric` per counter that changed, and also before a
@@ -22,6 +26,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, St
 
 use crate::host::{Host, LogLevel, MetricKind};
 use crate::http::{self, Plugin, Stream};
+use crate::table::RequestHeaders;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
@@ -35,6 +40,41 @@ proxy_wasm::main! {{
         Box::new(Root { context_id, plugin: None })
     });
 }}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    /// proxy-wasm's call for a whole header map: the host allocates the serialised map in the
+    /// module's memory, through the module's `proxy_on_memory_allocate`, and writes its address
+    /// and length to the last two arguments. Declared here as the ABI has it (the SDK
+    /// declares it too, but only deserialises what it returns), with the status as the plain
+    /// number the host may return.
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+}
+
+/// Header map `map`, serialised as the host returned it (empty if the host returned none), or
+/// the status of a failed call.
+fn serialized_map(map: MapType) -> Result<Vec<u8>, u32> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: both out-pointers point at live locals of the right types.
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+    if status != Status::Ok as u32 {
+        return Err(status);
+    }
+    if data.is_null() {
+        return Ok(Vec::new());
+    }
+    // SAFETY: the host put the map in `size` bytes at `data` that it allocated with the
+    // module's `proxy_on_memory_allocate` (the SDK's allocator: a boxed slice of exactly `size`
+    // bytes, from the global allocator, alignment 1) and that nothing else refers to. A `Vec`
+    // of that length and capacity owns them and frees them the same way, as the SDK's own
+    // `get_map_bytes` does.
+    Ok(unsafe { Vec::from_raw_parts(data, size, size) })
+}
 
 /// How long a counter increment may wait in the VM before Envoy has it.
 pub const FLUSH_PERIOD: Duration = Duration::from_secs(1);
@@ -168,11 +208,17 @@ impl EnvoyHost {
 }
 
 impl Host for EnvoyHost {
-    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
-        hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_else(|s| {
-            self.failed("get request headers", s);
-            Vec::new()
-        })
+    fn request_headers(&self) -> RequestHeaders {
+        match serialized_map(MapType::HttpRequestHeaders) {
+            Ok(map) => RequestHeaders::from_serialized_map(map),
+            Err(status) => {
+                self.log(
+                    LogLevel::Debug,
+                    &format!("[canary] get request headers failed: status {status}"),
+                );
+                RequestHeaders::default()
+            }
+        }
     }
 
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) {

@@ -49,7 +49,7 @@ fn request(path: &str, cookie: Option<&str>) -> RequestHeaders {
     if let Some(cookie) = cookie {
         headers.push(("cookie".to_owned(), cookie.as_bytes().to_vec()));
     }
-    RequestHeaders(headers)
+    RequestHeaders::from_pairs(&headers)
 }
 
 /// Variant and reason, with the random identity fixed to `fill` bytes.

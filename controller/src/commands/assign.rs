@@ -134,7 +134,7 @@ fn request_headers(request: &RequestArgs) -> Result<RequestHeaders, ConfigErrors
         headers.push(("cookie".to_owned(), request.cookies.join("; ").into_bytes()));
     }
     if errors.is_empty() {
-        Ok(RequestHeaders(headers))
+        Ok(RequestHeaders::from_pairs(&headers))
     } else {
         Err(ConfigErrors(errors))
     }

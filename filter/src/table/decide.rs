@@ -208,16 +208,17 @@ mod tests {
     use super::*;
 
     /// A request built header by header, in the order the filter would receive them.
-    struct Req(RequestHeaders);
+    struct Req(Vec<(String, String)>, RequestHeaders);
 
     impl Req {
         fn new(authority: &str, path: &str) -> Self {
-            Req(RequestHeaders(vec![]))
+            Req(Vec::new(), RequestHeaders::default())
                 .header(":authority", authority)
                 .header(":path", path)
         }
         fn header(mut self, name: &str, value: &str) -> Self {
-            self.0 .0.push((name.to_owned(), value.as_bytes().to_vec()));
+            self.0.push((name.to_owned(), value.to_owned()));
+            self.1 = RequestHeaders::from_pairs(&self.0);
             self
         }
         fn cookie(self, header: &str) -> Self {
@@ -229,7 +230,7 @@ mod tests {
         type Target = RequestHeaders;
 
         fn deref(&self) -> &RequestHeaders {
-            &self.0
+            &self.1
         }
     }
 

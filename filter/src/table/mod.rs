@@ -18,7 +18,7 @@ mod validate;
 
 pub use decide::{Decision, NewIdentity, Reason, IDENTITY_BYTES};
 pub use ramp::{parse_time, Ramp, Weights};
-pub use request::RequestHeaders;
+pub use request::{Headers, RequestHeaders};
 pub use route::{
     Predicate, Route, RouteSources, Slot, Source, Stickiness, TargetingRule, ValueSet, Variant,
     VariantId,

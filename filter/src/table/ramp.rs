@@ -306,10 +306,10 @@ mod tests {
         )
         .unwrap();
         let request = |host: &str| {
-            crate::RequestHeaders(vec![
-                (":authority".to_owned(), host.as_bytes().to_vec()),
-                (":path".to_owned(), b"/".to_vec()),
-                ("x-user".to_owned(), b"alice".to_vec()),
+            crate::RequestHeaders::from_pairs(&[
+                (":authority", host),
+                (":path", "/"),
+                ("x-user", "alice"),
             ])
         };
         let reads = std::cell::Cell::new(0);

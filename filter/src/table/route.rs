@@ -125,13 +125,15 @@ impl RouteSources {
     }
 
     /// The slot of header `name` (lowercase), if the route reads it.
-    pub fn header(&self, name: &str) -> Option<Slot> {
+    pub fn header(&self, name: &[u8]) -> Option<Slot> {
         if self.header_lengths & (1 << (name.len() % 64)) == 0 {
             return None;
         }
         self.sources
             .iter()
-            .position(|s| matches!(s, Source::Header(n) if n.len() == name.len() && n == name))
+            .position(
+                |s| matches!(s, Source::Header(n) if n.len() == name.len() && n.as_bytes() == name),
+            )
             .map(Slot)
     }
 
