@@ -8,6 +8,9 @@ ENVOY         := $(VENV)/bin/envoy
 TARGET_DIR    := $(or $(CARGO_TARGET_DIR),target)
 WASM          := $(TARGET_DIR)/wasm32-wasip1/release/canary_filter.wasm
 NOOP_WASM     := $(TARGET_DIR)/wasm32-wasip1/release/canary_noop_filter.wasm
+# The no-op filter built with each of its features (`tests/noop-filter`): the request path's
+# host calls and nothing else, each a benchmark row of its own.
+NOOP_FEATURES := read-headers set-header
 # The native dynamic module: Envoy loads lib<name>.so from $ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
 DYNMOD_DIR    := $(TARGET_DIR)/dynmod
 # The same module with the test-only `panic-probe` feature, for the test that a panic fails open.
@@ -39,10 +42,15 @@ all: build
 build: wasm dynmod controller
 
 wasm: wasm-target wasm-opt-tool
+	for feature in $(NOOP_FEATURES); do \
+		$(CARGO) build -p canary-noop-filter --target wasm32-wasip1 --release --features $$feature || exit 1; \
+		$(WASM_OPT) $(NOOP_WASM) -o $(NOOP_WASM:.wasm=.$$feature.wasm) || exit 1; \
+	done
 	$(CARGO) build -p canary-filter -p canary-noop-filter --target wasm32-wasip1 --release
 	$(WASM_OPT) $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM)
 	$(WASM_OPT) $(NOOP_WASM) -o $(NOOP_WASM).opt && mv $(NOOP_WASM).opt $(NOOP_WASM)
-	@ls -l $(WASM) $(NOOP_WASM) | awk '{ printf "%s: %d bytes\n", $$NF, $$5 }'
+	@ls -l $(WASM) $(NOOP_WASM) $(foreach f,$(NOOP_FEATURES),$(NOOP_WASM:.wasm=.$(f).wasm)) | \
+		awk '{ printf "%s: %d bytes\n", $$NF, $$5 }'
 
 ## dynmod: the native Envoy dynamic module, $(DYNMOD_DIR)/libcanary_router.so (profile `dynmod`:
 ## release with panic = "unwind", so that a panic fails open instead of aborting Envoy); and, for

@@ -32,6 +32,12 @@ const MATCHED_ROUTE: usize = MANY_ROUTES / 2;
 /// The reference row: a proxy-wasm filter that does nothing (`tests/noop-filter`).
 pub const FLOOR: &str =
     "(0) a proxy-wasm filter that does nothing (the floor of any proxy-wasm filter)";
+/// The same filter making the first of the canary filter's two request-path host calls.
+pub const FLOOR_READ: &str =
+    "(0a) the same, reading the request header map (1 host call a request)";
+/// The same filter making both, the floor of any proxy-wasm filter that routes on a header.
+pub const FLOOR_READ_SET: &str =
+    "(0b) the same, reading the request header map and setting one request header (2 host calls, as (3))";
 /// CPU the Envoys under test run on when pinned; everything else runs on the other.
 const ENVOY_CPU: usize = 0;
 const LOAD_CPU: usize = 1;
@@ -75,8 +81,11 @@ impl Default for Options {
 #[derive(Debug, Clone)]
 pub struct Measured {
     pub name: String,
-    /// The filter module, for configurations running the filter.
+    /// The filter module, for configurations running the filter or a no-op one.
     pub module: Option<PathBuf>,
+    /// Whether the module is the canary filter (or the dynamic module), which decides every
+    /// request, rather than a no-op filter, which decides none.
+    pub decides: bool,
     pub runs: Vec<Run>,
     /// Envoy's resident memory after the runs, KiB.
     pub rss_kib: u64,
@@ -164,6 +173,7 @@ pub struct Report {
 struct Scenario {
     name: String,
     module: Option<PathBuf>,
+    decides: bool,
     envoy: Envoy,
     headers: Vec<(String, String)>,
     runs: Vec<Run>,
@@ -271,9 +281,11 @@ pub async fn run(options: Options) -> Result<Report> {
 
     let mut scenarios = Vec::new();
     let mut add = |name: &str, module: Option<PathBuf>, envoy, headers: &[(String, String)]| {
+        let decides = module.is_some() && ![FLOOR, FLOOR_READ, FLOOR_READ_SET].contains(&name);
         scenarios.push(Scenario {
             name: name.to_owned(),
             module,
+            decides,
             envoy,
             headers: headers.to_vec(),
             runs: Vec::new(),
@@ -309,6 +321,17 @@ pub async fn run(options: Options) -> Result<Report> {
         start(builder().plugin_config(&small).module(&noop), cpus).await,
         &identity,
     );
+    // The two host calls a decided request makes, and nothing else: what (3) costs over (0b)
+    // is the filter's own work.
+    for (name, feature) in [(FLOOR_READ, "read-headers"), (FLOOR_READ_SET, "set-header")] {
+        let module = crate::noop_wasm_build_path(feature);
+        add(
+            name,
+            Some(module.clone()),
+            start(builder().plugin_config(&small).module(&module), cpus).await,
+            &identity,
+        );
+    }
     add(
         "(3) filter, 2 variants, identity header",
         Some(default_module.clone()),
@@ -388,6 +411,7 @@ pub async fn run(options: Options) -> Result<Report> {
         .map(|s| Measured {
             name: s.name.clone(),
             module: s.module.clone(),
+            decides: s.decides,
             runs: s.runs.clone(),
             rss_kib: s.envoy.pid().and_then(rss_kib).unwrap_or(0),
         })
@@ -436,7 +460,7 @@ async fn check_serving(scenario: &Scenario) -> Result<()> {
 }
 
 /// Checks that the filter decided every measured request of a filter configuration (and the
-/// no-op filter none), from the filter's decision counters: a request that matched no route
+/// no-op filters none), from the filter's decision counters: a request that matched no route
 /// of the configuration would be measured as a pass-through, not as a decision.
 async fn check_decided(scenario: &Scenario) -> Result<()> {
     if scenario.module.is_none() {
@@ -454,12 +478,12 @@ async fn check_decided(scenario: &Scenario) -> Result<()> {
             .lines()
             .filter_map(|line| line.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
             .sum();
-        if decided >= measured || scenario.name == FLOOR || Instant::now() > deadline {
+        if decided >= measured || !scenario.decides || Instant::now() > deadline {
             break decided;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    if scenario.name == FLOOR {
+    if !scenario.decides {
         ensure!(decided == 0, "{}: {decided} decisions", scenario.name);
     } else {
         ensure!(
@@ -1147,7 +1171,72 @@ pub fn targets(
     rows
 }
 
+/// The heading of the table taking the floor apart.
+pub const FLOOR_HEADING: &str = "## The proxy-wasm floor taken apart";
+
+/// One part of the filter's cost over Envoy alone, from two rows of the cost table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloorPart {
+    pub what: &'static str,
+    /// The rows subtracted, e.g. `(0a) − (0)`.
+    pub rows: &'static str,
+    /// The difference of their median CPU per request.
+    pub cpu_us: f64,
+    /// Its share of (3) − (0), for the parts of that.
+    pub share: Option<f64>,
+}
+
 impl Report {
+    /// Envoy alone, the no-op filters and the filter on two variants, each row's median CPU per
+    /// request less the one before it (empty if a row is missing).
+    pub fn floor_parts(&self) -> Vec<FloorPart> {
+        let cpu = |row: &str| {
+            self.scenarios
+                .iter()
+                .find(|s| s.name.starts_with(row))
+                .map(Measured::cpu_us_per_request)
+        };
+        let (Some(alone), Some(floor), Some(read), Some(set), Some(filter)) =
+            (cpu("(1)"), cpu("(0)"), cpu("(0a)"), cpu("(0b)"), cpu("(3)"))
+        else {
+            return Vec::new();
+        };
+        let own = filter - floor;
+        let part = |what, rows, cpu_us: f64, of_own: bool| FloorPart {
+            what,
+            rows,
+            cpu_us,
+            share: (of_own && own > 0.0).then(|| cpu_us / own),
+        };
+        vec![
+            part(
+                "entering the VM on every stream event",
+                "(0) − (1)",
+                floor - alone,
+                false,
+            ),
+            part(
+                "reading the request header map (1 host call)",
+                "(0a) − (0)",
+                read - floor,
+                true,
+            ),
+            part(
+                "setting one request header (1 host call)",
+                "(0b) − (0a)",
+                set - read,
+                true,
+            ),
+            part(
+                "the filter's own work: reading the headers, deciding, counting",
+                "(3) − (0b)",
+                filter - set,
+                true,
+            ),
+            part("the filter over the floor, in all", "(3) − (0)", own, false),
+        ]
+    }
+
     /// The results as Markdown: machine, the table, the targets, configuration and propagation.
     pub fn markdown(&self, command: &str, criterion: &[(String, f64)]) -> String {
         let mut out = String::new();
@@ -1202,9 +1291,26 @@ impl Report {
                 s.errors(),
             );
         }
+        let floor = self.floor_parts();
+        if !floor.is_empty() {
+            let _ = writeln!(out, "\n{FLOOR_HEADING}\n");
+            let _ = writeln!(out, "The difference between the medians of neighbouring rows above, which the rows' min–max ranges blur: (3) − (0) split into the two host calls a decided request makes, measured with the no-op filter making only them, and the rest, which is the filter's own work inside the VM.\n");
+            let _ = writeln!(out, "| part | rows | CPU µs/req | share of (3) − (0) |");
+            let _ = writeln!(out, "|---|---|---:|---:|");
+            for part in &floor {
+                let share = part
+                    .share
+                    .map_or(String::from("–"), |s| format!("{:.0} %", s * 100.0));
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:+.1} | {share} |",
+                    part.what, part.rows, part.cpu_us
+                );
+            }
+        }
         let modules: Vec<&PathBuf> = {
             let mut seen: Vec<&PathBuf> = Vec::new();
-            let filters = self.scenarios.iter().filter(|s| s.name != FLOOR);
+            let filters = self.scenarios.iter().filter(|s| s.decides);
             for p in filters.filter_map(|s| s.module.as_ref()) {
                 if !seen.contains(&p) {
                     seen.push(p);
@@ -1336,6 +1442,69 @@ mod tests {
         let line = "[2026-11-22 04:00:00.000][12][debug][wasm] wasm log canary: [canary 1] on_configure took 1234 us";
         assert_eq!(on_configure_micros(line), Some(1234));
         assert_eq!(on_configure_micros("configuration accepted"), None);
+    }
+
+    fn measured(name: &str, cpu_us: f64) -> Measured {
+        Measured {
+            name: name.to_owned(),
+            module: None,
+            decides: false,
+            runs: vec![Run {
+                requests: 1_000_000,
+                seconds: 1.0,
+                errors: 0,
+                p50_us: 1.0,
+                p99_us: 1.0,
+                envoy_cpu_seconds: cpu_us,
+                other_load: None,
+            }],
+            rss_kib: 0,
+        }
+    }
+
+    #[test]
+    fn the_floor_is_taken_apart_row_by_row() {
+        let mut report = Report {
+            options: Options::default(),
+            machine: Machine::default(),
+            scenarios: vec![
+                measured("(1) Envoy, no filter", 50.0),
+                measured(FLOOR, 60.0),
+                measured(FLOOR_READ, 63.0),
+                measured(FLOOR_READ_SET, 65.0),
+                measured("(3) filter, 2 variants, identity header", 70.0),
+                measured("(3) with another build", 90.0),
+            ],
+            configure: Configure::default(),
+            propagation: Vec::new(),
+        };
+        let parts: Vec<(&str, f64, Option<f64>)> = report
+            .floor_parts()
+            .iter()
+            .map(|p| (p.rows, (p.cpu_us * 10.0).round() / 10.0, p.share))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                ("(0) − (1)", 10.0, None),
+                ("(0a) − (0)", 3.0, Some(0.3)),
+                ("(0b) − (0a)", 2.0, Some(0.2)),
+                ("(3) − (0b)", 5.0, Some(0.5)),
+                ("(3) − (0)", 10.0, None),
+            ]
+        );
+        let text = report.markdown("test", &[]);
+        assert!(text.contains(FLOOR_HEADING), "{text}");
+        assert!(
+            text.contains(
+                "| setting one request header (1 host call) | (0b) − (0a) | +2.0 | 20 % |"
+            ),
+            "{text}"
+        );
+
+        report.scenarios.retain(|s| s.name != FLOOR_READ);
+        assert!(report.floor_parts().is_empty(), "a row missing");
+        assert!(!report.markdown("test", &[]).contains(FLOOR_HEADING));
     }
 
     #[test]

@@ -123,6 +123,19 @@ pub fn noop_wasm_path() -> PathBuf {
     path
 }
 
+/// The no-op filter built with cargo feature `feature` (`make wasm` builds each next to the
+/// plain one, as `canary_noop_filter.FEATURE.wasm`), for the benchmark rows that make the
+/// canary filter's request-path host calls and nothing else.
+pub fn noop_wasm_build_path(feature: &str) -> PathBuf {
+    let path = noop_wasm_path().with_extension(format!("{feature}.wasm"));
+    assert!(
+        path.exists(),
+        "no no-op filter module with feature {feature} at {}: `make build` builds it",
+        path.display()
+    );
+    path
+}
+
 /// An HTTP client with connection pooling and no cookie jar: tests carry cookies by hand.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

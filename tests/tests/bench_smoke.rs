@@ -20,7 +20,11 @@ async fn every_configuration_is_measured() {
     };
     let report = bench::run(options).await.expect("benchmark run");
 
-    assert_eq!(report.scenarios.len(), 8, "configurations (0) to (7)");
+    assert_eq!(
+        report.scenarios.len(),
+        10,
+        "configurations (0), (0a), (0b) and (1) to (7)"
+    );
     for s in &report.scenarios {
         let [run] = s.runs.as_slice() else {
             panic!("{}: {} runs, expected 1", s.name, s.runs.len());
@@ -46,10 +50,20 @@ async fn every_configuration_is_measured() {
     assert_eq!(report.propagation.len(), 2);
     assert!(report.propagation.iter().all(|d| !d.is_zero()));
 
+    assert_eq!(
+        report.floor_parts().len(),
+        5,
+        "every row the floor's parts are taken from was measured"
+    );
     let text = report.markdown("cargo test --test bench_smoke", &[]);
     for row in [
         "(1) Envoy, no filter",
         "(0) a proxy-wasm filter that does nothing",
+        bench::FLOOR_READ,
+        bench::FLOOR_READ_SET,
+        bench::FLOOR_HEADING,
+        "| setting one request header (1 host call) | (0b) − (0a) |",
+        "| the filter's own work: reading the headers, deciding, counting | (3) − (0b) |",
         "CPU/request (3) vs (0)",
         "(5) filter",
         "(6) dynamic module, 2 variants",

@@ -9,7 +9,9 @@
 //! delete, and the root context's tick. Each call into Envoy costs about as much as the whole
 //! decision (BENCHMARKS.md), so a call added to the request path fails a test here.
 
-use canary_e2e::wasm_path;
+use std::path::Path;
+
+use canary_e2e::{noop_wasm_build_path, noop_wasm_path, wasm_path};
 use wasmi::{Caller, Engine, Extern, Func, Instance, Linker, Module, Store, TypedFunc, Val};
 
 /// proxy-wasm's status codes.
@@ -454,10 +456,15 @@ fn owned(headers: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
 }
 
 impl Filter {
-    /// Loads the module and configures it as Envoy does; returns it with the calls of VM
-    /// start and configure.
+    /// Loads the filter module and configures it as Envoy does; returns it with the calls of
+    /// VM start and configure.
     fn start(config: &str) -> (Filter, Vec<String>) {
-        let wasm = std::fs::read(wasm_path()).expect("the built module (make wasm)");
+        Filter::load(&wasm_path(), config)
+    }
+
+    /// [`Filter::start`] with the module at `path`.
+    fn load(path: &Path, config: &str) -> (Filter, Vec<String>) {
+        let wasm = std::fs::read(path).expect("the built module (make wasm)");
         let engine = Engine::default();
         let module = Module::new(&engine, &wasm).expect("a valid module");
         let linker = linker(&engine, &module);
@@ -687,6 +694,62 @@ fn a_decided_request_makes_two_host_calls() {
             );
         }
         assert_eq!(defined.len(), 2, "both variants drawn");
+    });
+}
+
+/// The header map is read as the host serialised it: a decision header and an identity key
+/// among many headers, some repeated and some empty, are found as they are with three.
+#[test]
+fn a_request_with_many_headers_is_read_from_one_buffer() {
+    on_big_stack(|| {
+        let config = config("");
+        let (mut filter, _) = Filter::start(&config);
+        let names: Vec<String> = (0..40).map(|i| format!("x-extra-{i}")).collect();
+        let mut headers: Vec<(&str, &str)> = vec![(":authority", "shop"), (":path", "/")];
+        headers.extend(names.iter().map(|n| (n.as_str(), "")));
+        headers.extend([
+            ("x-canary-variant", "forged"),
+            ("x-user-id", "bob"),
+            ("x-user-id", "alice"),
+            ("x-canary-variant", "forged again"),
+        ]);
+        let s = filter.stream(&headers, OK_RESPONSE);
+        let variant = variant_of(&config, "bob");
+        assert_eq!(
+            s.on_request_headers[..3],
+            [
+                HEADERS.to_owned(),
+                "remove_header_map_value(request_headers, x-canary-variant)".to_owned(),
+                decided(&variant),
+            ],
+            "the first identity value decides"
+        );
+        assert_eq!(s.request_values("x-canary-variant"), [variant.as_str()]);
+        assert_eq!(s.request_values("x-extra-39"), [""]);
+    });
+}
+
+/// The no-op builds of the benchmark's floor rows make exactly the calls their rows name: none,
+/// the header map read, and the read and one header set, all on the request.
+#[test]
+fn the_benchmark_floors_make_only_the_calls_they_name() {
+    on_big_stack(|| {
+        let set = "replace_header_map_value(request_headers, x-canary-variant, stable)";
+        for (module, want) in [
+            (noop_wasm_path(), vec![]),
+            (noop_wasm_build_path("read-headers"), vec![HEADERS]),
+            (noop_wasm_build_path("set-header"), vec![HEADERS, set]),
+        ] {
+            let (mut filter, calls) = Filter::load(&module, "");
+            assert!(calls.is_empty(), "{}: {calls:?}", module.display());
+            for _ in 0..3 {
+                let s = filter.stream(&request("alice"), OK_RESPONSE);
+                assert_eq!(s.on_request_headers, want, "{}", module.display());
+                assert!(s.on_response_headers.is_empty(), "{}", module.display());
+                assert!(s.on_done.is_empty(), "{}", module.display());
+            }
+            assert!(filter.tick().is_empty(), "{}", module.display());
+        }
     });
 }
 
