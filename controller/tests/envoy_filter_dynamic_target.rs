@@ -419,7 +419,7 @@ fn the_rendered_role_is_enough_for_every_command() {
 
 /// Without TLS or `--insecure-grpc`, `serve` refuses to push a dynamic-module EnvoyFilter's
 /// configuration (it carries the salt and the targeting values) in plaintext; it starts with
-/// `--insecure-grpc`.
+/// `--insecure-grpc`, and its API edits the EnvoyFilter.
 #[test]
 fn serve_refuses_a_plaintext_ecds_server_for_it_unless_asked_for_by_name() {
     let cluster = Cluster::with(vec![rendered()]);
@@ -454,6 +454,7 @@ fn serve_refuses_a_plaintext_ecds_server_for_it_unless_asked_for_by_name() {
         assert!(stderr.contains(part), "{part}: {stderr}");
     }
 
+    // With it, serve starts, and its API changes the weights in the filter_config string.
     let mut child = serve(&["--insecure-grpc"]);
     let mut line = String::new();
     std::io::BufRead::read_line(
@@ -461,7 +462,35 @@ fn serve_refuses_a_plaintext_ecds_server_for_it_unless_asked_for_by_name() {
         &mut line,
     )
     .expect("read");
+    let http = line.split_whitespace().nth(2).map(str::to_owned);
+    let answer = http.as_deref().map(|addr| {
+        put(
+            addr,
+            "/v1/routes/reviews/weights",
+            "api-token",
+            r#"{"weights":{"v2":25}}"#,
+        )
+    });
     let _ = child.kill();
     let _ = child.wait();
     assert!(line.starts_with("serving: http "), "{line:?}");
+    let answer = answer.expect("an HTTP address");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(cluster.weights(), [json!(65), json!(25), json!(10)]);
+}
+
+/// One HTTP/1.1 PUT of a JSON body with a bearer token; the whole response.
+fn put(addr: &str, path: &str, token: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "PUT {path} HTTP/1.1\r\nHost: canaryctl\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
 }
