@@ -909,6 +909,29 @@ fn with_lanes_the_variant_routes_let_the_sealed_header_through() {
     }
     let plain = example("bookinfo-reviews");
     assert!(!plain.lanes, "without trustIncoming, no lanes by default");
+
+    // A lane counts only from a caller where the filter runs: reviews' sealed value, forwarded
+    // to ratings from a workload outside the selector, takes the default route.
+    let spec = bookinfo_lane(None);
+    let docs = rendered(&spec, Api::Wasmplugin);
+    let ratings = of_kind(&docs, "VirtualService")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == spec.resource_name("ratings"))
+        .expect("ratings' VirtualService");
+    let headers = [(
+        "x-canary-variant".to_owned(),
+        format!("v2.{}", spec.seal.current),
+    )];
+    let on_lane = BTreeMap::from([("canary-lane".to_owned(), "bookinfo".to_owned())]);
+    let elsewhere = BTreeMap::from([("app".to_owned(), "reviews".to_owned())]);
+    assert_eq!(
+        route_subset(ratings, &headers, Some(&on_lane)),
+        Some("v2".to_owned())
+    );
+    assert_eq!(
+        route_subset(ratings, &headers, Some(&elsewhere)),
+        Some("v1".to_owned())
+    );
 }
 
 /// The subset Istio routes a request with `headers` from a workload labelled `source` to: the

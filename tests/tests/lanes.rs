@@ -166,6 +166,10 @@ async fn a_lane_is_kept_when_sealed_and_the_variant_exists(build: Build) {
         stats.contains("canary_reason=\"lane\""),
         "lane decisions are counted as such"
     );
+    assert!(
+        !front.prometheus().await.contains("canary_reason=\"lane\""),
+        "a route that trusts no incoming decision has no lane counter"
+    );
     assert!(!stats.contains(SEAL) && !hop.log().contains(SEAL));
     for envoy in [&front, &hop] {
         assert_eq!(filter_failures(&envoy.log()), Vec::<&str>::new());
