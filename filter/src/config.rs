@@ -71,6 +71,10 @@ pub struct RouteConfig {
     pub stickiness: Option<StickinessConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ramp: Option<RampConfig>,
+    /// Keeps the decision an upstream hop made, when the request's decision header carries it
+    /// sealed with this configuration's seal (a mesh lane); needs `seal`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub trust_incoming: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -359,7 +363,7 @@ mod tests {
                          {"name":"x","header":"h","equals":"e","variant":"a"}],
             "stickiness":{"keys":[{"header":"k"}],"salt":"s","cookie":{"name":"id",
                 "maxAge":18446744073709551615,"path":"/x","secure":true,"httpOnly":false,
-                "sameSite":"Strict"}}}]}"#,
+                "sameSite":"Strict"}},"trustIncoming":true}]}"#,
         )
         .unwrap();
         let rule = |name: &str| TargetingRuleConfig {
@@ -432,6 +436,7 @@ mod tests {
                     salt: Some("s".to_owned()),
                 }),
                 ramp: None,
+                trust_incoming: true,
             }],
         };
         assert_eq!(config, expected);

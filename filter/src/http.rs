@@ -125,21 +125,24 @@ impl Stream {
         // header, identity keys, targeting sources).
         let request = RequestHeaders(host.request_headers());
         let client_sent = request.header(header).is_some();
-        if client_sent {
-            host.set_request_header(header, None);
-        }
-
         let decision = plugin
             .table
             .decide(&request, || host.now_millis(), |buf| host.random(buf));
+        // A lane kept is the header's only value already: the header, and so the route, stay.
+        let lane = decision.is_some_and(|d| d.reason == Reason::Lane);
+        if client_sent && !lane {
+            host.set_request_header(header, None);
+        }
         let Some(decision) = decision else {
             if client_sent {
                 host.clear_route_cache();
             }
             return;
         };
-        host.set_request_header(header, Some(decision.variant.decision_value.as_bytes()));
-        host.clear_route_cache();
+        if !lane {
+            host.set_request_header(header, Some(decision.variant.decision_value.as_bytes()));
+            host.clear_route_cache();
+        }
         plugin
             .metrics
             .increment(host, decision.variant.id, Metric::Decision(decision.reason));
@@ -318,6 +321,58 @@ mod tests {
         assert!(
             !format!("{:?}", p.table).contains(SEAL),
             "Debug output of the table hides the seal"
+        );
+    }
+
+    /// A lane kept leaves the header as it came, its only value, and is counted as `lane`; a
+    /// forged one is replaced by the decision as on any route.
+    #[test]
+    fn a_lane_kept_leaves_the_header_as_it_came() {
+        let trusting = CONFIG
+            .replacen('{', &format!("{{\"seal\": \"{SEAL}\","), 1)
+            .replacen(
+                r#""name": "web","#,
+                r#""name": "web", "trustIncoming": true,"#,
+                1,
+            );
+        let sealed = format!("canary.{SEAL}");
+        let host = MockHost::request(&[
+            (":authority", "shop"),
+            (":path", "/"),
+            ("x-canary-variant", &sealed),
+        ]);
+        let p = Rc::new(Plugin::configure(&host, 1, Some(trusting.as_bytes())).unwrap());
+        run(&host, &p);
+        assert_eq!(host.request_values("x-canary-variant"), [sealed]);
+        assert_eq!(host.route_cache_cleared(), 0, "the header did not change");
+        assert_eq!(host.response_values(DEBUG_HEADER), ["web;canary;lane"]);
+        assert!(
+            host.response_values("set-cookie").is_empty(),
+            "a lane issues no identity cookie"
+        );
+        assert_eq!(
+            host.counters(),
+            [(
+                "canary.route.web.variant.canary.decision.lane".to_owned(),
+                1
+            )]
+        );
+
+        let forged = MockHost::request(&[
+            (":authority", "shop"),
+            (":path", "/"),
+            ("x-user-id", "u1"),
+            ("x-canary-variant", "canary"),
+        ]);
+        run(&forged, &p);
+        let unforged =
+            MockHost::request(&[(":authority", "shop"), (":path", "/"), ("x-user-id", "u1")]);
+        let request = RequestHeaders(unforged.request_headers());
+        let want = p.table.decide(&request, || 0, |_| false).unwrap();
+        assert_eq!(want.reason, Reason::Hash);
+        assert_eq!(
+            forged.request_values("x-canary-variant"),
+            [want.variant.decision_value.as_str()]
         );
     }
 

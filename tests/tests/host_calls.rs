@@ -808,6 +808,36 @@ fn a_forged_decision_header_is_removed() {
     });
 }
 
+/// A lane kept on a route that trusts incoming decisions stays in the header as it came: the
+/// header map read is the request's one host call, once its counter is defined.
+#[test]
+fn a_kept_lane_is_only_read() {
+    on_big_stack(|| {
+        const SEAL: &str = "Host-calls_seal-0123456789";
+        let config = config(&format!(r#""seal": "{SEAL}","#)).replacen(
+            r#""name": "web","#,
+            r#""name": "web", "trustIncoming": true,"#,
+            1,
+        );
+        let (mut filter, _) = Filter::start(&config);
+        let lane = format!("stable.{SEAL}");
+        let mut headers = request("alice");
+        headers.push(("x-canary-variant", lane.as_str()));
+        let first = filter.stream(&headers, OK_RESPONSE);
+        assert_eq!(
+            first.on_request_headers,
+            [
+                HEADERS.to_owned(),
+                format!("define_metric(counter, {})", counter("stable", "lane")),
+            ]
+        );
+        let again = filter.stream(&headers, OK_RESPONSE);
+        assert_eq!(again.on_request_headers, [HEADERS]);
+        assert!(again.on_response_headers.is_empty());
+        assert_eq!(again.request_values("x-canary-variant"), [lane.as_str()]);
+    });
+}
+
 /// With `metrics.responses` the request also reads the clock, and the response reads
 /// `:status` and the clock and records `upstream_time`; the response counter is counted in
 /// the VM like the decision counter.

@@ -68,7 +68,9 @@ pub fn run(
         None
     };
     let (variant, reason) = match (decided, user) {
-        (Some(d), _) if matches!(d.reason, Reason::Rule(_)) => (Some(d.variant), d.reason),
+        (Some(d), _) if matches!(d.reason, Reason::Rule(_) | Reason::Lane) => {
+            (Some(d.variant), d.reason)
+        }
         (_, Some(user)) => (
             found.variants.get(found.assign_at(user.as_bytes(), now)),
             Reason::Hash,

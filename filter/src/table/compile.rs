@@ -3,6 +3,7 @@
 
 use regex_lite::RegexBuilder;
 
+use super::lane::Lanes;
 use super::ramp::{parse_time, Ramp};
 use super::route::{
     Predicate, Route, RouteSources, Slot, Source, Stickiness, TargetingRule, ValueSet, Variant,
@@ -125,6 +126,7 @@ fn compile_route(
         targeting: rules,
         stickiness,
         ramp,
+        trust_incoming,
     } = route;
     let at_match = at.key("match");
     if let Some(hosts) = hosts {
@@ -183,6 +185,19 @@ fn compile_route(
         decision_header,
         &mut sources,
     );
+    let lanes = trust_incoming
+        .then(|| {
+            let at = at.key("trustIncoming");
+            Lanes::compile(
+                errors,
+                &at,
+                decision_header,
+                seal,
+                variants.len(),
+                &targeting,
+            )
+        })
+        .flatten();
 
     (errors.len() == before).then(|| Route {
         name,
@@ -192,6 +207,7 @@ fn compile_route(
         stickiness,
         sources,
         ramp,
+        lanes,
     })
 }
 

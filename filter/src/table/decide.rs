@@ -1,9 +1,11 @@
 //! The per-request decision, free of any host types.
 //!
-//! Order: no route → pass through; the first targeting rule that holds → `rule`; an identity
-//! from a key or the identity cookie → `hash`; otherwise a new random identity → `new`.
+//! Order: no route → pass through; the first targeting rule that holds → `rule`; on a route
+//! that trusts incoming decisions, a sealed decision made upstream → `lane`; an identity from a
+//! key or the identity cookie → `hash`; otherwise a new random identity → `new`.
 
 use std::borrow::Cow;
+use std::cell::LazyCell;
 use std::fmt;
 use std::ops::Deref;
 
@@ -21,6 +23,9 @@ pub const IDENTITY_BYTES: usize = 16;
 pub enum Reason {
     /// The targeting rule at this index matched.
     Rule(usize),
+    /// The request carried a decision an upstream hop made, sealed, and the route trusts
+    /// incoming decisions (see [`super::lane`]).
+    Lane,
     /// The variant was hashed from the request's identity.
     Hash,
     /// The request had no identity; a new one was made.
@@ -32,6 +37,7 @@ impl Reason {
     pub fn label(self) -> &'static str {
         match self {
             Reason::Rule(_) => "rule",
+            Reason::Lane => "lane",
             Reason::Hash => "hash",
             Reason::New => "new",
         }
@@ -144,15 +150,21 @@ impl Route {
                 *slot = Some(value.as_bytes());
             }
         }
-        decide_with(self, values, now_millis, random)
+        let lane = self
+            .lanes
+            .as_ref()
+            .and_then(|lanes| lanes.incoming(request));
+        decide_with(self, values, lane, now_millis, random)
     }
 }
 
-/// The decision on `route` given the values of its sources. Compilation guarantees a route at
-/// least one variant and every rule a variant of its route, so this is never `None`.
+/// The decision on `route` given the values of its sources and the incoming decision, if the
+/// route trusts one. Compilation guarantees a route at least one variant and every rule a
+/// variant of its route, so this is never `None`.
 fn decide_with<'t>(
     route: &'t Route,
     values: &[Option<&[u8]>],
+    lane: Option<&[u8]>,
     now_millis: impl FnOnce() -> u64,
     random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
 ) -> Option<Decision<'t>> {
@@ -165,8 +177,10 @@ fn decide_with<'t>(
         })
     };
     let value = |Slot(i): Slot| values.get(i).copied().flatten();
+    // Read once, and only if a ramp's weights are needed.
+    let now = LazyCell::new(now_millis);
     let assign = |identity: &[u8]| match route.ramp {
-        Some(_) => route.assign_at(identity, now_millis()),
+        Some(_) => route.assign_at(identity, *now),
         None => route.assign(identity),
     };
 
@@ -174,6 +188,10 @@ fn decide_with<'t>(
         if rule.predicate.holds(value(rule.slot)) {
             return decision(rule.variant, Reason::Rule(i), None);
         }
+    }
+    let lanes = route.lanes.as_ref();
+    if let Some(k) = lane.and_then(|lane| lanes?.kept(route, lane, || *now)) {
+        return decision(k, Reason::Lane, None);
     }
     // The first key present and non-empty, then the identity cookie, if its signature verifies
     // where cookies are signed.

@@ -7,16 +7,19 @@
 //! In the order a configuration and then a request meet them: [`compile`] builds the table
 //! from a [`PluginConfig`](crate::config::PluginConfig), checking single values with
 //! [`validate`]; [`route`] holds the compiled routes, and [`ramp`] a route's weights over time; [`request`] is the request as the
-//! decision reads it, and [`decide`] the decision, a method of the table.
+//! decision reads it, and [`decide`] the decision, a method of the table, which keeps a
+//! decision made upstream on a route with a [`lane`].
 
 mod compile;
 mod decide;
+mod lane;
 mod ramp;
 mod request;
 mod route;
 mod validate;
 
 pub use decide::{Decision, NewIdentity, Reason, IDENTITY_BYTES};
+pub use lane::Lanes;
 pub use ramp::{parse_time, Ramp, Weights};
 pub use request::RequestHeaders;
 pub use route::{

@@ -443,6 +443,7 @@ mod tests {
             },
             sources: super::super::RouteSources::default(),
             ramp: None,
+            lanes: None,
         }
     }
 }

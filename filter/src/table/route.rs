@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 
 use regex_lite::Regex;
 
+use super::lane::Lanes;
 use super::ramp::{Ramp, Weights};
 use crate::assign::Weight;
 use crate::cookie::IdentityCookie;
@@ -20,6 +21,8 @@ pub struct Route {
     pub sources: RouteSources,
     /// The variants' weights change over time; without it they are the configured weights.
     pub ramp: Option<Ramp>,
+    /// Set when the route trusts incoming decisions (`trustIncoming`).
+    pub lanes: Option<Lanes>,
 }
 
 #[derive(Clone, PartialEq, Eq)]
