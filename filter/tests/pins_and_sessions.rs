@@ -557,3 +557,53 @@ fn a_route_without_pins_or_sessions_reads_no_pin_cookie() {
     assert!(stickiness.pins.is_none() && stickiness.session.is_none());
     assert_eq!(t.routes[0].sources.len(), 1, "the identity cookie only");
 }
+
+/// On a route with a ramp, a session is kept while its variant's weight at the time of the
+/// request is above 0: a ramp down to 0 moves the canary's sessions once it has ended.
+#[test]
+fn a_session_follows_the_weight_in_force_on_a_ramp() {
+    let mut c = config(
+        50.0,
+        json!([]),
+        json!({ "mode": "session", "cookie": { "name": "canary_id", "secret": SECRET } }),
+    );
+    c["routes"][0]["ramp"] = json!({ "variant": "canary", "from": 50, "to": 0,
+        "start": "2026-12-07T12:00:00Z", "duration": "1h" });
+    let table = canary_filter::parse(c.to_string().as_bytes()).unwrap();
+    let start =
+        u64::try_from(canary_filter::table::parse_time("2026-12-07T12:00:00Z").unwrap()).unwrap();
+    let route = &table.routes[0];
+    let on_canary = (0u8..=255)
+        .find_map(|b| {
+            let identity = format!("{b:02x}").repeat(16);
+            (route.variants[route.assign(identity.as_bytes())].name == "canary").then_some(identity)
+        })
+        .unwrap();
+    let session = canary_filter::carried::SessionCookie::new(Signer::new(SECRET, []).unwrap());
+    let cookie = route.stickiness.cookie.as_ref().unwrap();
+    let set = String::from_utf8(session.set_cookie(cookie, &on_canary, "canary")).unwrap();
+    let value = set.split(';').next().unwrap().to_owned();
+    let request = canary_filter::RequestHeaders(vec![
+        (":path".to_owned(), b"/".to_vec()),
+        ("cookie".to_owned(), value.into_bytes()),
+    ]);
+    for (at, variant, reason) in [
+        (
+            start + 30 * 60 * 1000,
+            "canary",
+            canary_filter::Reason::Session,
+        ),
+        (
+            start + 2 * 3600 * 1000,
+            "stable",
+            canary_filter::Reason::Hash,
+        ),
+    ] {
+        let d = route.decide(&request, || at, |_| false).unwrap();
+        assert_eq!(
+            (d.variant.name.as_str(), d.reason),
+            (variant, reason),
+            "at {at}"
+        );
+    }
+}
