@@ -181,9 +181,8 @@ mod tests {
         assert_eq!(web.variant(pin.as_bytes()), Some(&b"canary"[..]));
         assert_eq!(api.variant(pin.as_bytes()), None, "another route");
         assert_eq!(web.variant(b"canary"), None, "unsigned");
-        let before_rotation = PinCookie::new("pin".into(), "web", &attributes(), {
-            Some(Signer::new(PREVIOUS, []).unwrap())
-        });
+        let previous = Signer::new(PREVIOUS, []).unwrap();
+        let before_rotation = PinCookie::new("pin".into(), "web", &attributes(), Some(previous));
         let old = value(&before_rotation.set_cookie("canary"), "pin");
         assert_eq!(
             web.variant(old.as_bytes()),
