@@ -6,7 +6,7 @@ use std::rc::Rc;
 use crate::config;
 use crate::host::{Host, LogLevel};
 use crate::metrics::{class_of, Metric, Metrics};
-use crate::table::{Decision, Reason, RequestHeaders, RoutingTable, VariantId};
+use crate::table::{Decision, PinUpdate, Reason, RequestHeaders, RoutingTable, VariantId};
 
 /// Response header carrying the decision when `debugHeader` is on.
 pub const DEBUG_HEADER: &str = "x-canary-decision";
@@ -63,8 +63,10 @@ pub struct Stream {
 /// response then looks nothing up.
 struct Decided {
     variant: VariantId,
-    /// The `Set-Cookie` value handing out a new identity.
+    /// The `Set-Cookie` value handing out an identity.
     set_cookie: Option<Vec<u8>>,
+    /// The `Set-Cookie` value that sets or clears the pin cookie.
+    pin_cookie: Option<Vec<u8>>,
     /// The [`DEBUG_HEADER`] value, when `debugHeader` is on.
     debug: Option<String>,
 }
@@ -76,11 +78,21 @@ impl Decided {
             variant,
             reason,
             issue_identity,
+            pin,
         } = decision;
-        let set_cookie = match (issue_identity, &route.stickiness.cookie) {
-            (Some(identity), Some(cookie)) => {
+        let stickiness = &route.stickiness;
+        let set_cookie = match (issue_identity, &stickiness.cookie, &stickiness.session) {
+            (Some(identity), Some(cookie), Some(session)) => {
+                Some(session.set_cookie(cookie, identity, &variant.name))
+            }
+            (Some(identity), Some(cookie), None) => {
                 Some(cookie.with_set_cookie(identity, <[u8]>::to_vec))
             }
+            _ => None,
+        };
+        let pin_cookie = match (pin, &stickiness.pins) {
+            (Some(PinUpdate::Set), Some(pins)) => Some(pins.cookie.set_cookie(&variant.name)),
+            (Some(PinUpdate::Clear), Some(pins)) => Some(pins.cookie.clear_cookie().to_vec()),
             _ => None,
         };
         let debug = table.debug_header.then(|| {
@@ -102,6 +114,7 @@ impl Decided {
         Decided {
             variant: variant.id,
             set_cookie,
+            pin_cookie,
             debug,
         }
     }
@@ -152,7 +165,11 @@ impl Stream {
         }
         // Kept only when the response needs it, so that otherwise the response makes no host
         // call at all.
-        if table.response_metrics || table.debug_header || decision.issue_identity.is_some() {
+        if table.response_metrics
+            || table.debug_header
+            || decision.issue_identity.is_some()
+            || decision.pin.is_some()
+        {
             self.decided = Some(Decided::new(table, &decision));
         }
     }
@@ -161,7 +178,10 @@ impl Stream {
         let Some(decided) = self.decided.take() else {
             return;
         };
-        if let Some(value) = &decided.set_cookie {
+        for value in [&decided.set_cookie, &decided.pin_cookie]
+            .into_iter()
+            .flatten()
+        {
             host.add_response_header("set-cookie", value);
         }
         if let Some(value) = &decided.debug {

@@ -382,8 +382,7 @@ fn core_decision<'t>(
     let decision = table.decide(&RequestHeaders(headers), || now_ms, |_| true)?;
     let reason = match decision.reason {
         Reason::Rule(i) => format!("rule:{}", decision.route.targeting[i].name),
-        Reason::Hash => "hash".to_owned(),
-        Reason::New => "new".to_owned(),
+        other => other.label().to_owned(),
     };
     Some((
         decision.route,

@@ -975,3 +975,42 @@ fn a_new_configuration_flushes_the_counts_first() {
         assert_eq!(filter.host().counter(&counter(&variant, "hash")), Some(1));
     });
 }
+
+/// A pin rule's response adds the pin cookie, its only host call; a request carrying the pin is
+/// then decided by it with the calls of any decision, and nothing on the response.
+#[test]
+fn a_pin_costs_one_host_call_on_the_response_that_sets_it() {
+    on_big_stack(|| {
+        let config = config("").replace(
+            r#""variant": "canary" }"#,
+            r#""variant": "canary", "pin": true }"#,
+        );
+        let (mut filter, _) = Filter::start(&config);
+        let mut headers = request("alice");
+        headers.push(("x-canary", "always"));
+        let pinned = filter.stream(&headers, OK_RESPONSE);
+        let pin = "canary_pin_web=canary; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax";
+        assert_eq!(
+            pinned.on_response_headers,
+            [format!(
+                "add_header_map_value(response_headers, set-cookie, {pin})"
+            )]
+        );
+        let mut later = request("alice");
+        later.push(("cookie", "canary_pin_web=canary"));
+        let s = filter.stream(&later, OK_RESPONSE);
+        assert_eq!(
+            s.on_request_headers,
+            [
+                HEADERS.to_owned(),
+                decided("canary"),
+                format!("define_metric(counter, {})", counter("canary", "pin")),
+            ]
+        );
+        assert!(
+            s.on_response_headers.is_empty(),
+            "{:?}",
+            s.on_response_headers
+        );
+    });
+}

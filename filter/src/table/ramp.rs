@@ -440,6 +440,8 @@ mod tests {
                 salt: salt.to_owned(),
                 key_slots: Vec::new(),
                 cookie_slot: None,
+                session: None,
+                pins: None,
             },
             sources: super::super::RouteSources::default(),
             ramp: None,
