@@ -88,7 +88,7 @@ fn rfc3339(ms: u64) -> String {
 /// A duration as the configuration writes it: `30s` when whole seconds, else `1500ms`.
 fn duration_text(duration: Duration) -> String {
     let ms = duration.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
