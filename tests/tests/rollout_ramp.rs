@@ -74,8 +74,8 @@ async fn record(envoy: &Envoy) -> Option<Record> {
 }
 
 /// `canaryctl rollout --ramp` of `canary` on route `web`, reading the filter's metrics from
-/// Envoy's admin endpoint.
-fn rollout(envoy: &Envoy) -> tokio::process::Command {
+/// Envoy's admin endpoint, with `options` on top.
+fn rollout(envoy: &Envoy, options: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(canaryctl_bin());
     command
         .args(["rollout", "--target", &target(envoy).to_string()])
@@ -83,6 +83,7 @@ fn rollout(envoy: &Envoy) -> tokio::process::Command {
         .args(["--metrics", &format!("envoy:{}", envoy.admin_url(""))])
         .args(["--progress", "lines", "--min-requests", "20"])
         .args(RAMPED)
+        .args(options)
         .env("CANARYCTL_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -160,7 +161,7 @@ async fn a_ramped_rollout_of_a_healthy_canary_rises_through_each_step_and_is_pro
     let envoy = start(&canary, &stable).await;
     let users: Vec<String> = (0..USERS).map(|i| format!("probe-{i}")).collect();
     let load = Load::start(&envoy, 4, 300);
-    let run = tokio::spawn(finish(rollout(&envoy)));
+    let run = tokio::spawn(finish(rollout(&envoy, &[])));
 
     let mut samples = Vec::new();
     let mut status_seen = None;
@@ -271,7 +272,7 @@ async fn a_ramped_rollout_of_a_failing_canary_is_rolled_back_with_its_ramp_remov
     let canary = Upstream::builder("canary").fail_one_in(1).start().await;
     let envoy = start(&canary, &stable).await;
     let load = Load::start(&envoy, 4, 300);
-    let run = tokio::spawn(finish(rollout(&envoy)));
+    let run = tokio::spawn(finish(rollout(&envoy, &[])));
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let ramp = loop {
@@ -311,6 +312,76 @@ async fn a_ramped_rollout_of_a_failing_canary_is_rolled_back_with_its_ramp_remov
     assert!(
         on_canary(&envoy, &users).await.iter().all(|c| !c),
         "every user is back on the baseline"
+    );
+}
+
+/// A gate holds the weight the step's ramp reached until `canaryctl resume`; `canaryctl abort`
+/// during the next step's ramp removes it and sends everybody to the baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ramped_rollout_pauses_at_its_gate_resumes_and_is_aborted_mid_ramp() {
+    let (stable, canary) = (
+        Upstream::start("stable").await,
+        Upstream::start("canary").await,
+    );
+    let envoy = start(&canary, &stable).await;
+    let load = Load::start(&envoy, 4, 300);
+    let run = tokio::spawn(finish(rollout(&envoy, &["--pause-at", "20"])));
+    let ecds_target = target(&envoy).to_string();
+    let canaryctl = |command: &'static str| {
+        std::process::Command::new(canaryctl_bin())
+            .args([command, "--target", &ecds_target, "--route", "web"])
+            .output()
+            .expect("canaryctl ran")
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while record(&envoy).await.map(|r| r.state) != Some(State::Paused) {
+        assert!(Instant::now() < deadline, "the rollout never paused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = live(&envoy).await;
+    let table = RoutingTable::try_from(&held).expect("the filter takes it");
+    let weights = table.routes[0].weights_at(now_ms());
+    assert_eq!(
+        (weights[0].percent(), weights[1].percent()),
+        (80.0, 20.0),
+        "held at the gate at the weight the ramp reached"
+    );
+    assert!(canaryctl("resume").status.success());
+
+    let ramp = loop {
+        match live(&envoy).await.routes[0].ramp.clone() {
+            Some(ramp) if ramp.from == 20.0 => break ramp,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "the next step never ramped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ramp.to, 50.0);
+    let aborted = canaryctl("abort");
+    assert!(aborted.status.success(), "{aborted:?}");
+    let (code, out, err) = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the rollout stopped soon after abort")
+        .expect("canaryctl task");
+    load.stop().await;
+
+    assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("paused at step 1/3"), "{out}");
+    assert!(out.contains("step 2/3: canary ramps 20 % → 50 %"), "{out}");
+    assert!(
+        out.contains("aborted by canaryctl abort at step 2/3"),
+        "{out}"
+    );
+    let config = live(&envoy).await;
+    assert_eq!(config.routes[0].ramp, None, "the abort removes the ramp");
+    assert_eq!(config.routes[0].variants[1].weight, 0.0);
+    assert_eq!(record(&envoy).await.map(|r| r.state), Some(State::Aborted));
+    let users: Vec<String> = (0..USERS).map(|i| format!("probe-{i}")).collect();
+    assert!(
+        on_canary(&envoy, &users).await.iter().all(|c| !c),
+        "every user is on the baseline"
     );
 }
 
