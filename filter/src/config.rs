@@ -101,7 +101,10 @@ pub struct VariantConfig {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RampConfig {
     pub variant: String,
+    /// Percentages, written like the variants' weights.
+    #[serde(serialize_with = "serialize_percent")]
     pub from: f64,
+    #[serde(serialize_with = "serialize_percent")]
     pub to: f64,
     /// An RFC 3339 time.
     pub start: String,
