@@ -277,6 +277,10 @@ pub struct RolloutArgs {
     /// How long each step lasts; its analysis covers that window (`30s`, `2m`, `500ms`).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub interval: Duration,
+    /// Make each step a time ramp: the weight moves linearly from where it is to the step's
+    /// weight over the step's interval (at least 1s), in one write, instead of jumping.
+    #[arg(long)]
+    pub ramp: bool,
     /// Where the metrics come from: prometheus:URL or envoy:URL (an Envoy admin endpoint);
     /// the URL is http:// or https://.
     #[arg(long, value_name = "SOURCE")]

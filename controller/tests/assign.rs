@@ -241,6 +241,40 @@ fn decides_a_request_with_a_query_string() {
     );
 }
 
+/// A lane given as the decision header is decided as the filter decides it: kept when sealed,
+/// before the user's hash; recomputed otherwise.
+#[test]
+fn keeps_a_sealed_lane_on_a_route_that_trusts_incoming_decisions() {
+    const SEAL: &str = "Assign-lane_seal-0123456789";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.json");
+    let document = json!({ "seal": SEAL, "routes": [{
+        "name": "web",
+        "trustIncoming": true,
+        "variants": [ { "name": "stable", "weight": 50 }, { "name": "canary", "weight": 50 } ],
+        "stickiness": { "keys": [ { "header": "x-user-id" } ] }
+    }]});
+    std::fs::write(&config, document.to_string()).expect("write");
+    for user in ["u1", "u2", "u3", "u4"] {
+        let hashed = assign_json(&config, "web", user);
+        let other = if hashed["variant"] == "stable" {
+            "canary"
+        } else {
+            "stable"
+        };
+        let lane = format!("x-canary-variant: {other}.{SEAL}");
+        let out = assign_request(&config, &["--header", &lane, "--user", user]);
+        assert_eq!(
+            out,
+            json!({ "route": "web", "variant": other, "reason": "lane" }),
+            "{user}"
+        );
+        let forged = format!("x-canary-variant: {other}");
+        let out = assign_request(&config, &["--header", &forged, "--user", user]);
+        assert_eq!(out, hashed, "{user}: a bare name is recomputed");
+    }
+}
+
 #[test]
 fn verifies_a_signed_identity_cookie() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -838,6 +838,97 @@ fn a_gateway_attachment_binds_the_header_routes_to_its_gateways() {
     }
 }
 
+/// Bookinfo as one lane: productpage calls reviews and reviews calls ratings, so the filter runs
+/// in the sidecars of both callers (labelled `canary-lane: bookinfo`), and ratings' route keeps
+/// the decision made for reviews. `lanes`: the spec's own setting, if any.
+fn bookinfo_lane(lanes: Option<bool>) -> Spec {
+    let mut spec = example_value("bookinfo-reviews");
+    spec["attachment"] = json!({ "selector": { "matchLabels": { "canary-lane": "bookinfo" } } });
+    let subsets =
+        json!({ "v1": { "version": "v1" }, "v2": { "version": "v2" }, "v3": { "version": "v3" } });
+    spec["services"]["ratings"] = json!({
+        "host": "ratings.bookinfo.svc.cluster.local", "port": 9080, "subsets": subsets,
+    });
+    let routes = spec["pluginConfig"]["routes"]
+        .as_array_mut()
+        .expect("routes");
+    routes.push(json!({
+        "name": "ratings",
+        "trustIncoming": true,
+        "match": { "hosts": ["ratings", "ratings.bookinfo.svc.cluster.local"] },
+        "variants": [
+            { "name": "v1", "weight": 80 }, { "name": "v2", "weight": 10 }, { "name": "v3", "weight": 10 },
+        ],
+        "stickiness": { "keys": [{ "header": "end-user" }] },
+    }));
+    if let Some(lanes) = lanes {
+        spec["lanes"] = json!(lanes);
+    }
+    Spec::from_value(spec).expect("valid")
+}
+
+/// With lanes, a sealed decision header reaches the application of every service of the spec,
+/// for it to propagate; a value that matched no sealed route does not, and without lanes none
+/// does. The documents still validate.
+#[test]
+fn with_lanes_the_variant_routes_let_the_sealed_header_through() {
+    let crds = Crds::load();
+    let remove = json!({ "request": { "remove": ["x-canary-variant"] } });
+    for (lanes, kept) in [(None, true), (Some(true), true), (Some(false), false)] {
+        let spec = bookinfo_lane(lanes);
+        assert_eq!(spec.lanes, kept, "lanes: {lanes:?}");
+        let docs = rendered(&spec, Api::Wasmplugin);
+        let services = of_kind(&docs, "VirtualService");
+        assert_eq!(services.len(), 2, "reviews and ratings");
+        for vs in services {
+            let errors = crds.check(vs);
+            assert!(errors.is_empty(), "{}", errors.join("\n"));
+            let name = &vs["metadata"]["name"];
+            let http = vs["spec"]["http"].as_array().expect("http routes");
+            let (default, variants) = http.split_last().expect("routes");
+            assert_eq!(variants.len(), 3, "{name}");
+            for entry in variants {
+                let header = entry.get("headers");
+                assert_eq!(
+                    header.is_none(),
+                    kept,
+                    "lanes {lanes:?}, {name} {}: {header:?}",
+                    entry["name"]
+                );
+            }
+            assert_eq!(
+                default["headers"], remove,
+                "{name}: an unsealed value is removed"
+            );
+        }
+    }
+    let plain = example("bookinfo-reviews");
+    assert!(!plain.lanes, "without trustIncoming, no lanes by default");
+
+    // A lane counts only from a caller where the filter runs: reviews' sealed value, forwarded
+    // to ratings from a workload outside the selector, takes the default route.
+    let spec = bookinfo_lane(None);
+    let docs = rendered(&spec, Api::Wasmplugin);
+    let ratings = of_kind(&docs, "VirtualService")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == spec.resource_name("ratings"))
+        .expect("ratings' VirtualService");
+    let headers = [(
+        "x-canary-variant".to_owned(),
+        format!("v2.{}", spec.seal.current),
+    )];
+    let on_lane = BTreeMap::from([("canary-lane".to_owned(), "bookinfo".to_owned())]);
+    let elsewhere = BTreeMap::from([("app".to_owned(), "reviews".to_owned())]);
+    assert_eq!(
+        route_subset(ratings, &headers, Some(&on_lane)),
+        Some("v2".to_owned())
+    );
+    assert_eq!(
+        route_subset(ratings, &headers, Some(&elsewhere)),
+        Some("v1".to_owned())
+    );
+}
+
 /// The subset Istio routes a request with `headers` from a workload labelled `source` to: the
 /// first HTTP route with no match or with a match whose source labels the workload has and whose
 /// every header condition holds (`exact` only, as rendered).

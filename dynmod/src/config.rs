@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use canary_filter::host::MetricKind;
 use canary_filter::http::Plugin;
 use canary_filter::metrics::Metric;
-use canary_filter::RoutingTable;
+use canary_filter::{Reason, RoutingTable};
 
 use crate::abi::{self, ConfigEnvoyPtr, ModuleBuffer};
 use crate::host::{self, ConfigHost};
@@ -93,8 +93,8 @@ thread_local! {
 
 /// The ids Envoy gave the configuration's metrics, by name: every name the decision core can
 /// ask for under the configuration (`canary_filter::metrics`; the response metrics only with
-/// `metrics.responses`, so that, as with the wasm filter, none shows when they are off), plus
-/// [`PANIC_COUNTER`].
+/// `metrics.responses`, so that, as with the wasm filter, none shows when they are off, and the
+/// `lane` decisions only on routes that trust incoming decisions), plus [`PANIC_COUNTER`].
 #[derive(Debug, Default)]
 pub struct MetricIds {
     counters: HashMap<String, usize>,
@@ -109,6 +109,9 @@ impl MetricIds {
                 for metric in Metric::each() {
                     let response = matches!(metric, Metric::Response(_) | Metric::UpstreamTime);
                     if response && !table.response_metrics {
+                        continue;
+                    }
+                    if metric == Metric::Decision(Reason::Lane) && route.lanes.is_none() {
                         continue;
                     }
                     let name = metric.name(&route.name, &variant.name);

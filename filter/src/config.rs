@@ -71,6 +71,10 @@ pub struct RouteConfig {
     pub stickiness: Option<StickinessConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ramp: Option<RampConfig>,
+    /// Keeps the decision an upstream hop made, when the request's decision header carries it
+    /// sealed with this configuration's seal (a mesh lane); needs `seal`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub trust_incoming: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -97,7 +101,10 @@ pub struct VariantConfig {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RampConfig {
     pub variant: String,
+    /// Percentages, written like the variants' weights.
+    #[serde(serialize_with = "serialize_percent")]
     pub from: f64,
+    #[serde(serialize_with = "serialize_percent")]
     pub to: f64,
     /// An RFC 3339 time.
     pub start: String,
@@ -129,6 +136,13 @@ pub struct TargetingRuleConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub present: Option<bool>,
     pub variant: String,
+    /// When the rule decides, the response also pins the client to its variant with the pin
+    /// cookie (see [`PinConfig`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pin: bool,
+    /// When the rule decides, the response also clears the pin cookie.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unpin: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -140,6 +154,45 @@ pub struct StickinessConfig {
     pub cookie: Option<IdentityCookieConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub salt: Option<String>,
+    /// `hash` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<StickinessMode>,
+    /// The pin cookie's name and attributes; pins work with the defaults without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<PinConfig>,
+}
+
+/// How an identity keeps its variant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StickinessMode {
+    /// The variant is the hash of the identity at the weights in force: a weight change moves
+    /// the fewest identities it can.
+    #[default]
+    Hash,
+    /// The variant first served to an identity cookie is carried in it, signed, and kept for
+    /// the cookie's life while the variant is configured with a weight above 0.
+    Session,
+}
+
+/// The pin cookie, set by rules with `pin: true`. Its attributes are those of the identity
+/// cookie, with their own defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PinConfig {
+    /// The cookie's name; `canary_pin_<route>` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_only: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<SameSite>,
 }
 
 /// Where an identity is read from: exactly one of `header` or `cookie`.
@@ -359,7 +412,7 @@ mod tests {
                          {"name":"x","header":"h","equals":"e","variant":"a"}],
             "stickiness":{"keys":[{"header":"k"}],"salt":"s","cookie":{"name":"id",
                 "maxAge":18446744073709551615,"path":"/x","secure":true,"httpOnly":false,
-                "sameSite":"Strict"}}}]}"#,
+                "sameSite":"Strict"}},"trustIncoming":true}]}"#,
         )
         .unwrap();
         let rule = |name: &str| TargetingRuleConfig {
@@ -430,8 +483,11 @@ mod tests {
                         previous_secrets: Vec::new(),
                     }),
                     salt: Some("s".to_owned()),
+                    mode: None,
+                    pin: None,
                 }),
                 ramp: None,
+                trust_incoming: true,
             }],
         };
         assert_eq!(config, expected);

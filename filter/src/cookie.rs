@@ -94,9 +94,20 @@ impl Signer {
 
     /// The signature of `identity` with the signing key, in lowercase hex.
     pub fn sign(&self, identity: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.sign_parts(&[identity])
+    }
+
+    /// The signature of `parts` one after the other, in lowercase hex. A tag as the first
+    /// part gives a MAC that no value signed under another tag shares: the variant cookies
+    /// sign their values this way.
+    pub fn sign_parts(&self, parts: &[&[u8]]) -> [u8; SIGNATURE_LEN] {
         let mut digits = [0; SIGNATURE_LEN];
         if let Some(key) = self.keys.first() {
-            let mac = key.clone().chain_update(identity).finalize().into_bytes();
+            let mut key = key.clone();
+            for part in parts {
+                key.update(part);
+            }
+            let mac = key.finalize().into_bytes();
             // The buffer is exactly twice the MAC, so the encoding cannot fail.
             let _ = hex::encode_to_slice(mac, &mut digits);
         }
@@ -106,6 +117,12 @@ impl Signer {
     /// The identity in a cookie value `<identity>.<mac>` whose MAC verifies with one of the
     /// accepted keys, compared in constant time; `None` for any other value.
     pub fn verify<'v>(&self, value: &'v [u8]) -> Option<&'v [u8]> {
+        self.verify_tagged(b"", value)
+    }
+
+    /// The payload of a value `<payload>.<mac>` whose MAC over `tag` and the payload verifies
+    /// with one of the accepted keys, compared in constant time; `None` for any other value.
+    pub fn verify_tagged<'v>(&self, tag: &[u8], value: &'v [u8]) -> Option<&'v [u8]> {
         let dot = value.len().checked_sub(SIGNATURE_LEN + 1)?;
         let (identity, signed) = value.split_at_checked(dot)?;
         let digits = signed.strip_prefix(b".")?;
@@ -122,6 +139,7 @@ impl Signer {
             .iter()
             .any(|key| {
                 key.clone()
+                    .chain_update(tag)
                     .chain_update(identity)
                     .verify_slice(&mac)
                     .is_ok()
@@ -161,23 +179,16 @@ impl IdentityCookie {
         http_only: bool,
         same_site: SameSite,
     ) -> Self {
-        let mut attributes = format!("; Max-Age={max_age}; Path={path}");
-        if secure {
-            attributes.push_str("; Secure");
-        }
-        if http_only {
-            attributes.push_str("; HttpOnly");
-        }
-        attributes.push_str(match same_site {
-            SameSite::Strict => "; SameSite=Strict",
-            SameSite::Lax => "; SameSite=Lax",
-            SameSite::None => "; SameSite=None",
-        });
         Self {
             name,
-            attributes,
+            attributes: attributes(max_age, path, secure, http_only, same_site),
             signer: None,
         }
+    }
+
+    /// The key that signs this cookie's values, if they are signed.
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
     }
 
     /// The same cookie, its identities signed by `signer`.
@@ -213,30 +224,75 @@ impl IdentityCookie {
             Some(digits) => (b".", digits),
             None => (b"", b""),
         };
-        let parts = [
-            self.name.as_bytes(),
-            b"=",
-            identity.as_bytes(),
-            dot,
-            signature,
-            self.attributes.as_bytes(),
-        ];
-        let len = parts.iter().map(|p| p.len()).sum();
-        let mut buf = [0; SET_COOKIE_BUF];
-        match buf.get_mut(..len) {
-            Some(value) => {
-                let mut rest = &mut *value;
-                for part in parts {
-                    let Some((head, tail)) = rest.split_at_mut_checked(part.len()) else {
-                        break;
-                    };
-                    head.copy_from_slice(part);
-                    rest = tail;
-                }
-                f(value)
+        self.with_set_cookie_value(&[identity.as_bytes(), dot, signature], f)
+    }
+
+    /// Calls `f` with the `Set-Cookie` header value of this cookie with the value made of
+    /// `value`'s pieces, as written.
+    pub fn with_set_cookie_value<R>(&self, value: &[&[u8]], f: impl FnOnce(&[u8]) -> R) -> R {
+        with_set_cookie(&self.name, value, &self.attributes, f)
+    }
+}
+
+/// The attributes of a cookie the filter sets, as the configuration gives them.
+#[derive(Debug, Clone)]
+pub struct Attributes<'a> {
+    pub max_age: u64,
+    pub path: &'a str,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: SameSite,
+}
+
+/// The `; Max-Age=…; Path=…` and flags of a `Set-Cookie` value, appended after `name=value`.
+pub fn attributes(
+    max_age: u64,
+    path: &str,
+    secure: bool,
+    http_only: bool,
+    same_site: SameSite,
+) -> String {
+    let mut attributes = format!("; Max-Age={max_age}; Path={path}");
+    if secure {
+        attributes.push_str("; Secure");
+    }
+    if http_only {
+        attributes.push_str("; HttpOnly");
+    }
+    attributes.push_str(match same_site {
+        SameSite::Strict => "; SameSite=Strict",
+        SameSite::Lax => "; SameSite=Lax",
+        SameSite::None => "; SameSite=None",
+    });
+    attributes
+}
+
+/// Calls `f` with `name=<value's pieces><attributes>`, rendered without allocating when it fits
+/// in a small buffer.
+pub fn with_set_cookie<R>(
+    name: &str,
+    value: &[&[u8]],
+    attributes: &str,
+    f: impl FnOnce(&[u8]) -> R,
+) -> R {
+    let head: [&[u8]; 2] = [name.as_bytes(), b"="];
+    let tail: [&[u8]; 1] = [attributes.as_bytes()];
+    let parts = || head.iter().chain(value).chain(&tail);
+    let len = parts().map(|p| p.len()).sum();
+    let mut buf = [0; SET_COOKIE_BUF];
+    match buf.get_mut(..len) {
+        Some(rendered) => {
+            let mut rest = &mut *rendered;
+            for part in parts() {
+                let Some((head, tail)) = rest.split_at_mut_checked(part.len()) else {
+                    break;
+                };
+                head.copy_from_slice(part);
+                rest = tail;
             }
-            None => f(&parts.concat()),
+            f(rendered)
         }
+        None => f(&parts().copied().collect::<Vec<&[u8]>>().concat()),
     }
 }
 

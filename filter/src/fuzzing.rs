@@ -135,8 +135,8 @@ pub fn stream(data: &[u8]) {
 /// Configurations the stream target runs under: every predicate, wildcard and exact hosts, path
 /// prefixes, the largest number of variants with zero and 0.001 % weights, a custom decision
 /// header, a sealed decision value, a query parameter, identity from headers, cookies and the
-/// identity cookie, signed or not.
-pub const STREAM_CONFIGS: [&str; 3] = [
+/// identity cookie, signed or not, pins and session stickiness.
+pub const STREAM_CONFIGS: [&str; 4] = [
     r#"{
       "debugHeader": true,
       "routes": [{
@@ -191,6 +191,23 @@ pub const STREAM_CONFIGS: [&str; 3] = [
         "variants": [ { "name": "stable", "weight": 33.333 }, { "name": "canary", "weight": 66.667 } ],
         "targeting": [ { "name": "group", "cookie": "group", "in": ["a", "b", ""], "variant": "canary" } ],
         "stickiness": { "keys": [ { "cookie": "session_id" }, { "header": "x-user-id" } ], "salt": "api" }
+      }]
+    }"#,
+    r#"{
+      "debugHeader": true,
+      "routes": [{
+        "name": "web",
+        "variants": [ { "name": "stable", "weight": 50 }, { "name": "canary", "weight": 50 } ],
+        "targeting": [
+          { "name": "pin", "header": "x-canary", "equals": "pin", "variant": "canary", "pin": true },
+          { "name": "unpin", "header": "x-canary", "equals": "unpin", "variant": "stable", "unpin": true }
+        ],
+        "stickiness": {
+          "mode": "session",
+          "keys": [ { "header": "x-user-id" } ],
+          "cookie": { "name": "canary_id", "secret": "Fz9_signed-stream-cookie0" },
+          "pin": { "cookie": "canary_pin" }
+        }
       }]
     }"#,
 ];
@@ -267,6 +284,16 @@ fn run_stream(host: &MockHost, plugin: Rc<Plugin>, status: &str) {
         .filter(|c| route.is_some_and(|r| is_identity_cookie(r, c)))
         .count();
     assert!(identity_cookies <= 1, "{identity_cookies} identity cookies");
+    let pin_cookies = host
+        .response_values("set-cookie")
+        .into_iter()
+        .filter(|c| {
+            route
+                .and_then(|r| r.stickiness.pins.as_ref())
+                .is_some_and(|p| c.starts_with(&format!("{}=", p.cookie.name)))
+        })
+        .count();
+    assert!(pin_cookies <= 1, "{pin_cookies} pin cookies");
     let debug = host.response_values(DEBUG_HEADER);
     match (route, variant) {
         (Some(route), Some(variant)) if table.debug_header => {

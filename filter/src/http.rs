@@ -6,7 +6,7 @@ use std::rc::Rc;
 use crate::config;
 use crate::host::{Host, LogLevel};
 use crate::metrics::{class_of, Metric, Metrics};
-use crate::table::{Decision, Reason, RoutingTable, VariantId};
+use crate::table::{Decision, PinUpdate, Reason, RoutingTable, VariantId};
 
 /// Response header carrying the decision when `debugHeader` is on.
 pub const DEBUG_HEADER: &str = "x-canary-decision";
@@ -63,8 +63,10 @@ pub struct Stream {
 /// response then looks nothing up.
 struct Decided {
     variant: VariantId,
-    /// The `Set-Cookie` value handing out a new identity.
+    /// The `Set-Cookie` value handing out an identity.
     set_cookie: Option<Vec<u8>>,
+    /// The `Set-Cookie` value that sets or clears the pin cookie.
+    pin_cookie: Option<Vec<u8>>,
     /// The [`DEBUG_HEADER`] value, when `debugHeader` is on.
     debug: Option<String>,
 }
@@ -76,11 +78,21 @@ impl Decided {
             variant,
             reason,
             issue_identity,
+            pin,
         } = decision;
-        let set_cookie = match (issue_identity, &route.stickiness.cookie) {
-            (Some(identity), Some(cookie)) => {
+        let stickiness = &route.stickiness;
+        let set_cookie = match (issue_identity, &stickiness.cookie, &stickiness.session) {
+            (Some(identity), Some(cookie), Some(session)) => {
+                Some(session.set_cookie(cookie, identity, &variant.name))
+            }
+            (Some(identity), Some(cookie), None) => {
                 Some(cookie.with_set_cookie(identity, <[u8]>::to_vec))
             }
+            _ => None,
+        };
+        let pin_cookie = match (pin, &stickiness.pins) {
+            (Some(PinUpdate::Set), Some(pins)) => Some(pins.cookie.set_cookie(&variant.name)),
+            (Some(PinUpdate::Clear), Some(pins)) => Some(pins.cookie.clear_cookie().to_vec()),
             _ => None,
         };
         let debug = table.debug_header.then(|| {
@@ -102,6 +114,7 @@ impl Decided {
         Decided {
             variant: variant.id,
             set_cookie,
+            pin_cookie,
             debug,
         }
     }
@@ -125,21 +138,24 @@ impl Stream {
         // header, identity keys, targeting sources).
         let request = host.request_headers();
         let client_sent = request.header(header).is_some();
-        if client_sent {
-            host.set_request_header(header, None);
-        }
-
         let decision = plugin
             .table
             .decide(&request, || host.now_millis(), |buf| host.random(buf));
+        // A lane kept is the header's only value already: the header, and so the route, stay.
+        let lane = decision.is_some_and(|d| d.reason == Reason::Lane);
+        if client_sent && !lane {
+            host.set_request_header(header, None);
+        }
         let Some(decision) = decision else {
             if client_sent {
                 host.clear_route_cache();
             }
             return;
         };
-        host.set_request_header(header, Some(decision.variant.decision_value.as_bytes()));
-        host.clear_route_cache();
+        if !lane {
+            host.set_request_header(header, Some(decision.variant.decision_value.as_bytes()));
+            host.clear_route_cache();
+        }
         plugin
             .metrics
             .increment(host, decision.variant.id, Metric::Decision(decision.reason));
@@ -149,7 +165,11 @@ impl Stream {
         }
         // Kept only when the response needs it, so that otherwise the response makes no host
         // call at all.
-        if table.response_metrics || table.debug_header || decision.issue_identity.is_some() {
+        if table.response_metrics
+            || table.debug_header
+            || decision.issue_identity.is_some()
+            || decision.pin.is_some()
+        {
             self.decided = Some(Decided::new(table, &decision));
         }
     }
@@ -158,7 +178,10 @@ impl Stream {
         let Some(decided) = self.decided.take() else {
             return;
         };
-        if let Some(value) = &decided.set_cookie {
+        for value in [&decided.set_cookie, &decided.pin_cookie]
+            .into_iter()
+            .flatten()
+        {
             host.add_response_header("set-cookie", value);
         }
         if let Some(value) = &decided.debug {
@@ -314,6 +337,58 @@ mod tests {
         assert!(
             !format!("{:?}", p.table).contains(SEAL),
             "Debug output of the table hides the seal"
+        );
+    }
+
+    /// A lane kept leaves the header as it came, its only value, and is counted as `lane`; a
+    /// forged one is replaced by the decision as on any route.
+    #[test]
+    fn a_lane_kept_leaves_the_header_as_it_came() {
+        let trusting = CONFIG
+            .replacen('{', &format!("{{\"seal\": \"{SEAL}\","), 1)
+            .replacen(
+                r#""name": "web","#,
+                r#""name": "web", "trustIncoming": true,"#,
+                1,
+            );
+        let sealed = format!("canary.{SEAL}");
+        let host = MockHost::request(&[
+            (":authority", "shop"),
+            (":path", "/"),
+            ("x-canary-variant", &sealed),
+        ]);
+        let p = Rc::new(Plugin::configure(&host, 1, Some(trusting.as_bytes())).unwrap());
+        run(&host, &p);
+        assert_eq!(host.request_values("x-canary-variant"), [sealed]);
+        assert_eq!(host.route_cache_cleared(), 0, "the header did not change");
+        assert_eq!(host.response_values(DEBUG_HEADER), ["web;canary;lane"]);
+        assert!(
+            host.response_values("set-cookie").is_empty(),
+            "a lane issues no identity cookie"
+        );
+        assert_eq!(
+            host.counters(),
+            [(
+                "canary.route.web.variant.canary.decision.lane".to_owned(),
+                1
+            )]
+        );
+
+        let forged = MockHost::request(&[
+            (":authority", "shop"),
+            (":path", "/"),
+            ("x-user-id", "u1"),
+            ("x-canary-variant", "canary"),
+        ]);
+        run(&forged, &p);
+        let unforged =
+            MockHost::request(&[(":authority", "shop"), (":path", "/"), ("x-user-id", "u1")]);
+        let request = unforged.request_headers();
+        let want = p.table.decide(&request, || 0, |_| false).unwrap();
+        assert_eq!(want.reason, Reason::Hash);
+        assert_eq!(
+            forged.request_values("x-canary-variant"),
+            [want.variant.decision_value.as_str()]
         );
     }
 

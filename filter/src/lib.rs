@@ -1,10 +1,11 @@
 //! canary-filter: per-request canary routing for Envoy.
 //!
-//! The decision logic ([`config`], [`table`], [`assign`], [`cookie`], [`query`]) is plain Rust
+//! The decision logic ([`config`], [`table`], [`assign`], [`cookie`], [`carried`], [`query`]) is plain Rust
 //! with no host types and is tested natively. [`http`] drives it through the [`host::Host`]
 //! trait; the proxy-wasm binding implementing that trait is compiled only for wasm.
 
 pub mod assign;
+pub mod carried;
 pub mod config;
 pub mod cookie;
 mod de;

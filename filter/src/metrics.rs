@@ -16,7 +16,7 @@ use crate::table::{RoutingTable, VariantId};
 
 /// Response status classes counted.
 pub const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
-const REASONS: [&str; 3] = ["rule", "hash", "new"];
+const REASONS: [&str; 6] = ["rule", "hash", "new", "lane", "pin", "session"];
 /// Metrics per (route, variant): the reasons, the classes, the histogram.
 const PER_VARIANT: usize = REASONS.len() + CLASSES.len() + 1;
 
@@ -36,6 +36,9 @@ impl Metric {
             Metric::Decision(Reason::Rule(0)),
             Metric::Decision(Reason::Hash),
             Metric::Decision(Reason::New),
+            Metric::Decision(Reason::Lane),
+            Metric::Decision(Reason::Pin),
+            Metric::Decision(Reason::Session),
         ]
         .into_iter()
         .chain((0..CLASSES.len()).map(Metric::Response))
@@ -47,6 +50,9 @@ impl Metric {
             Metric::Decision(Reason::Rule(_)) => 0,
             Metric::Decision(Reason::Hash) => 1,
             Metric::Decision(Reason::New) => 2,
+            Metric::Decision(Reason::Lane) => 3,
+            Metric::Decision(Reason::Pin) => 4,
+            Metric::Decision(Reason::Session) => 5,
             Metric::Response(class) => REASONS.len() + class,
             Metric::UpstreamTime => PER_VARIANT - 1,
         }
@@ -157,6 +163,10 @@ mod tests {
             (
                 Metric::Decision(Reason::New),
                 "canary.route.r.variant.v.decision.new",
+            ),
+            (
+                Metric::Decision(Reason::Lane),
+                "canary.route.r.variant.v.decision.lane",
             ),
             (Metric::Response(0), "canary.route.r.variant.v.response.2xx"),
             (Metric::Response(3), "canary.route.r.variant.v.response.5xx"),

@@ -88,6 +88,12 @@ fn each_error_names_its_path_and_reason() {
             "is too long: 129 characters; at most 128",
         ),
         (
+            "trustIncoming without a seal",
+            route(|r| r["trustIncoming"] = json!(true)),
+            "routes[0].trustIncoming",
+            "needs seal: an incoming decision is kept only when it carries the configuration's seal",
+        ),
+        (
             "seal not a string",
             with(|c| c["seal"] = json!(128)),
             "seal",

@@ -75,6 +75,7 @@ pub struct EnvoyBuilder {
     request_header_limits: Option<(u32, u32)>,
     stats_flush_interval: Option<std::time::Duration>,
     sealed: Option<Vec<String>>,
+    sealed_lanes: bool,
     filter_name: Option<String>,
     ecds_resource: Option<Value>,
     dynamic_module: Option<(PathBuf, String)>,
@@ -206,6 +207,15 @@ impl EnvoyBuilder {
     pub fn sealed_routes(mut self, seals: &[&str]) -> Self {
         self.sealed = Some(seals.iter().map(|s| (*s).to_owned()).collect());
         self
+    }
+
+    /// The routes of [`EnvoyBuilder::sealed_routes`] as a VirtualService rendered with mesh
+    /// lanes: the variants' routes keep the decision header, so that the upstream, standing for
+    /// the application, receives the sealed value to propagate; the default route still
+    /// removes it.
+    pub fn sealed_routes_with_lanes(mut self, seals: &[&str]) -> Self {
+        self.sealed_lanes = true;
+        self.sealed_routes(seals)
     }
 
     /// Names the filter in the chain, and so the ECDS resource it subscribes to and its
@@ -350,7 +360,7 @@ impl EnvoyBuilder {
             write_atomically(
                 &rds_dir,
                 RDS_FILE,
-                &sealed_route_config(&self.variants, seals),
+                &sealed_route_config(&self.variants, seals, self.sealed_lanes),
             );
         }
         let bootstrap_path = dir.path().join("envoy.json");
@@ -368,6 +378,7 @@ impl EnvoyBuilder {
             module,
             node,
             filter_name,
+            sealed_lanes: self.sealed_lanes,
             launch: Launch {
                 bootstrap: bootstrap_path,
                 concurrency: self.concurrency,
@@ -481,13 +492,18 @@ fn use_rds(bootstrap: &mut Value, rds_dir: &Path) {
     );
 }
 
-/// The RDS file of [`EnvoyBuilder::sealed_routes`] for `seals`.
-fn sealed_route_config(variants: &[(String, std::net::SocketAddr)], seals: &[String]) -> Value {
+/// The RDS file of [`EnvoyBuilder::sealed_routes`] for `seals`; with `lanes`, the variants'
+/// routes keep the decision header.
+fn sealed_route_config(
+    variants: &[(String, std::net::SocketAddr)],
+    seals: &[String],
+    lanes: bool,
+) -> Value {
     let remove = json!([DECISION_HEADER]);
     let mut routes: Vec<Value> = variants
         .iter()
         .flat_map(|(name, _)| {
-            let remove = remove.clone();
+            let remove = if lanes { json!([]) } else { remove.clone() };
             seals.iter().map(move |seal| {
                 json!({
                     "match": { "prefix": "/", "headers": [{
@@ -818,6 +834,8 @@ pub struct Envoy {
     node: String,
     /// The name of the filter in the chain and of its ECDS resource.
     filter_name: String,
+    /// Whether the sealed routes keep the decision header ([`EnvoyBuilder::sealed_routes_with_lanes`]).
+    sealed_lanes: bool,
     launch: Launch,
 }
 
@@ -839,6 +857,7 @@ impl Envoy {
             request_header_limits: None,
             stats_flush_interval: None,
             sealed: None,
+            sealed_lanes: false,
             filter_name: None,
             ecds_resource: None,
             dynamic_module: None,
@@ -857,7 +876,7 @@ impl Envoy {
         write_atomically(
             &self.rds_dir,
             RDS_FILE,
-            &sealed_route_config(&self.variants, &seals),
+            &sealed_route_config(&self.variants, &seals, self.sealed_lanes),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.stat(&stat).await.unwrap_or(0) <= before {

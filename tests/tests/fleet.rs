@@ -1,9 +1,10 @@
 //! Consistency across a fleet: three Envoy processes with different numbers of workers, no
 //! shared state, the same configuration. 10,000 users each: every user gets the same variant
 //! from all three, and the one the filter's own assignment (what `canaryctl assign` prints)
-//! computes offline.
+//! computes offline. Runs against both builds, the proxy-wasm filter (`wasm::`) and the dynamic
+//! module (`dynamic_module::`).
 
-use canary_e2e::{variants_of, Envoy, Reply, Upstream};
+use canary_e2e::{for_each_build, variants_of, Build, Envoy, Reply, Upstream};
 use serde_json::json;
 
 const USERS: usize = 10_000;
@@ -34,8 +35,9 @@ fn served(replies: &[Reply]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_envoys_agree_on_every_user() {
+for_each_build!(three_envoys_agree_on_every_user);
+
+async fn three_envoys_agree_on_every_user(build: Build) {
     let upstreams = [
         Upstream::start("stable").await,
         Upstream::start("canary").await,
@@ -44,7 +46,7 @@ async fn three_envoys_agree_on_every_user() {
     let config = config();
     let mut fleet = Vec::new();
     for workers in [1, 2, 3] {
-        let mut builder = Envoy::builder().concurrency(workers);
+        let mut builder = Envoy::builder().build(build).concurrency(workers);
         for upstream in &upstreams {
             builder = builder.variant(&upstream.name, upstream);
         }
@@ -87,5 +89,8 @@ async fn three_envoys_agree_on_every_user() {
             "{name}: {share:.2} % of users at weight {weight}"
         );
     }
-    eprintln!("fleet: 3 Envoys (1, 2, 3 workers) × {USERS} users: 100 % agreement with each other and offline");
+    eprintln!(
+        "fleet ({build:?}): 3 Envoys (1, 2, 3 workers) × {USERS} users: 100 % agreement with \
+         each other and offline"
+    );
 }

@@ -871,6 +871,36 @@ fn a_forged_decision_header_is_removed() {
     });
 }
 
+/// A lane kept on a route that trusts incoming decisions stays in the header as it came: the
+/// header map read is the request's one host call, once its counter is defined.
+#[test]
+fn a_kept_lane_is_only_read() {
+    on_big_stack(|| {
+        const SEAL: &str = "Host-calls_seal-0123456789";
+        let config = config(&format!(r#""seal": "{SEAL}","#)).replacen(
+            r#""name": "web","#,
+            r#""name": "web", "trustIncoming": true,"#,
+            1,
+        );
+        let (mut filter, _) = Filter::start(&config);
+        let lane = format!("stable.{SEAL}");
+        let mut headers = request("alice");
+        headers.push(("x-canary-variant", lane.as_str()));
+        let first = filter.stream(&headers, OK_RESPONSE);
+        assert_eq!(
+            first.on_request_headers,
+            [
+                HEADERS.to_owned(),
+                format!("define_metric(counter, {})", counter("stable", "lane")),
+            ]
+        );
+        let again = filter.stream(&headers, OK_RESPONSE);
+        assert_eq!(again.on_request_headers, [HEADERS]);
+        assert!(again.on_response_headers.is_empty());
+        assert_eq!(again.request_values("x-canary-variant"), [lane.as_str()]);
+    });
+}
+
 /// With `metrics.responses` the request also reads the clock, and the response reads
 /// `:status` and the clock and records `upstream_time`; the response counter is counted in
 /// the VM like the decision counter.
@@ -1006,5 +1036,44 @@ fn a_new_configuration_flushes_the_counts_first() {
             "{calls:#?}"
         );
         assert_eq!(filter.host().counter(&counter(&variant, "hash")), Some(1));
+    });
+}
+
+/// A pin rule's response adds the pin cookie, its only host call; a request carrying the pin is
+/// then decided by it with the calls of any decision, and nothing on the response.
+#[test]
+fn a_pin_costs_one_host_call_on_the_response_that_sets_it() {
+    on_big_stack(|| {
+        let config = config("").replace(
+            r#""variant": "canary" }"#,
+            r#""variant": "canary", "pin": true }"#,
+        );
+        let (mut filter, _) = Filter::start(&config);
+        let mut headers = request("alice");
+        headers.push(("x-canary", "always"));
+        let pinned = filter.stream(&headers, OK_RESPONSE);
+        let pin = "canary_pin_web=canary; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax";
+        assert_eq!(
+            pinned.on_response_headers,
+            [format!(
+                "add_header_map_value(response_headers, set-cookie, {pin})"
+            )]
+        );
+        let mut later = request("alice");
+        later.push(("cookie", "canary_pin_web=canary"));
+        let s = filter.stream(&later, OK_RESPONSE);
+        assert_eq!(
+            s.on_request_headers,
+            [
+                HEADERS.to_owned(),
+                decided("canary"),
+                format!("define_metric(counter, {})", counter("canary", "pin")),
+            ]
+        );
+        assert!(
+            s.on_response_headers.is_empty(),
+            "{:?}",
+            s.on_response_headers
+        );
     });
 }

@@ -5,9 +5,12 @@
 //! Checked: no request fails; every valid push is accepted and served (a set of probe users
 //! lands where the new weights put them); every invalid push is rejected and the last good
 //! configuration keeps serving; Envoy's resident memory grows less than 10 % after warm-up; the
-//! number of wasm VMs stays the same; the filter never panics.
+//! number of wasm VMs stays the same (the dynamic module runs in none, and counts no panic); the
+//! filter never panics.
 //!
-//! `SOAK_SECONDS` sets the duration (default 30; `make soak` runs 300), with one push a second.
+//! Runs against both builds, the proxy-wasm filter (`wasm::`) and the dynamic module
+//! (`dynamic_module::`), at the same time: `SOAK_SECONDS` sets the duration of each (default 30;
+//! `make soak` runs 300), with one push a second.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,11 +18,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use canary_e2e::envoy::ecds_stat;
-use canary_e2e::{client, filter_failures, get, variants_of, workspace_root, Envoy, Upstream};
+use canary_e2e::{
+    client, filter_failures, for_each_build, get, variants_of, workspace_root, Build, Envoy,
+    Upstream,
+};
+use canaryctl::ecds;
 use serde_json::{json, Value};
 
 /// Envoy's gauge of live wasm VMs (the base VM and one per thread, for each distinct VM).
 const WASM_VMS: &str = "wasm.envoy.wasm.runtime.v8.active";
+/// The dynamic module's count of panics caught at its boundary.
+const DYNAMIC_MODULE_PANICS: &str = "canary.panic";
 /// Concurrent clients keeping Envoy busy.
 const CLIENTS: usize = 4;
 /// Users whose variants are checked after every push.
@@ -122,22 +131,19 @@ impl Load {
     }
 }
 
-/// The ECDS file's plugin configuration, as a JSON value.
+/// The ECDS file's plugin configuration (the Wasm filter's or the dynamic module's), as a JSON
+/// value.
 fn plugin_config_of(ecds: &[u8]) -> Value {
     let document: Value = serde_json::from_slice(ecds).expect("ECDS file is JSON");
-    let text = document
-        .pointer("/resources/0/typed_config/config/configuration/value")
-        .and_then(Value::as_str)
-        .expect("plugin configuration in the ECDS file");
+    let text = ecds::plugin_config_text(&document).expect("plugin configuration in the ECDS file");
     serde_json::from_str(text).expect("plugin configuration is JSON")
 }
 
 /// The ECDS file with its plugin configuration string replaced by `plugin_config`.
 fn with_plugin_config(ecds: &[u8], plugin_config: &str) -> Vec<u8> {
     let mut document: Value = serde_json::from_slice(ecds).expect("ECDS file is JSON");
-    *document
-        .pointer_mut("/resources/0/typed_config/config/configuration/value")
-        .expect("plugin configuration in the ECDS file") = Value::from(plugin_config);
+    *ecds::plugin_config_slot(&mut document).expect("plugin configuration in the ECDS file") =
+        Value::from(plugin_config);
     serde_json::to_vec_pretty(&document).expect("json")
 }
 
@@ -271,8 +277,9 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn soak_under_live_reconfiguration() {
+for_each_build!(soak_under_live_reconfiguration);
+
+async fn soak_under_live_reconfiguration(build: Build) {
     let seconds = soak_seconds();
     let pushes = usize::try_from(seconds)
         .expect("seconds")
@@ -284,6 +291,7 @@ async fn soak_under_live_reconfiguration() {
     let stable = Upstream::start("stable").await;
     let canary = Upstream::start("canary").await;
     let envoy = Envoy::builder()
+        .build(build)
         .variant("stable", &stable)
         .variant("canary", &canary)
         .plugin_config(&initial_config())
@@ -360,7 +368,11 @@ async fn soak_under_live_reconfiguration() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        vm_counts.push(envoy.stat(WASM_VMS).await.expect("wasm VM gauge"));
+        let vms = envoy.stat(WASM_VMS).await;
+        match build {
+            Build::Wasm => vm_counts.push(vms.expect("wasm VM gauge")),
+            Build::DynamicModule => assert_eq!(vms, None, "push {n}: wasm VMs in the Envoy"),
+        }
         if n + 1 == warmup {
             baseline = Some(rss_kib(pid));
         }
@@ -379,15 +391,14 @@ async fn soak_under_live_reconfiguration() {
     let rss_before = baseline.expect("warm-up ended");
     let rss_after = rss_kib(pid);
     let growth = (rss_after as f64 - rss_before as f64) * 100.0 / rss_before as f64;
-    let warm_vms = vm_counts[warmup - 1];
-    let (vms_min, vms_max) = (
-        vm_counts.iter().min().copied().unwrap_or(0),
-        vm_counts.iter().max().copied().unwrap_or(0),
-    );
+    let vms = match (vm_counts.iter().min(), vm_counts.iter().max()) {
+        (Some(min), Some(max)) => format!("wasm VMs between {min} and {max}"),
+        _ => "no wasm VM".to_owned(),
+    };
     eprintln!(
-        "soak: {seconds} s, {sent} requests, {failed} failed; {pushes} pushes: {accepted} \
-         accepted, {rejected} invalid refused; Envoy RSS {rss_before} KiB after warm-up, \
-         {rss_after} KiB at the end ({growth:+.1} %); wasm VMs between {vms_min} and {vms_max}"
+        "soak ({build:?}): {seconds} s, {sent} requests, {failed} failed; {pushes} pushes: \
+         {accepted} accepted, {rejected} invalid refused; Envoy RSS {rss_before} KiB after \
+         warm-up, {rss_after} KiB at the end ({growth:+.1} %); {vms}"
     );
 
     assert!(
@@ -405,16 +416,29 @@ async fn soak_under_live_reconfiguration() {
         growth < 10.0,
         "Envoy RSS grew {growth:.1} % after warm-up ({rss_before} → {rss_after} KiB)"
     );
-    let leaked: Vec<_> = vm_counts
-        .iter()
-        .enumerate()
-        .skip(warmup)
-        .filter(|(_, count)| **count != warm_vms)
-        .collect();
-    assert!(
-        leaked.is_empty(),
-        "wasm VMs after warm-up: {warm_vms}; then (push, count): {leaked:?}"
-    );
+    match build {
+        Build::Wasm => {
+            let warm_vms = vm_counts[warmup - 1];
+            let leaked: Vec<_> = vm_counts
+                .iter()
+                .enumerate()
+                .skip(warmup)
+                .filter(|(_, count)| **count != warm_vms)
+                .collect();
+            assert!(
+                leaked.is_empty(),
+                "wasm VMs after warm-up: {warm_vms}; then (push, count): {leaked:?}"
+            );
+        }
+        Build::DynamicModule => {
+            // Defined with each configuration, so present at 0.
+            assert_eq!(
+                envoy.counter(DYNAMIC_MODULE_PANICS).await,
+                Some(0),
+                "panics the dynamic module caught"
+            );
+        }
+    }
     let log = envoy.log();
     let failures = filter_failures(&log);
     assert!(

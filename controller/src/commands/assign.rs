@@ -7,6 +7,8 @@
 //! included), `--header` or `--cookie`, the filter's own decision is made on the route, whatever
 //! its hosts and path prefixes: targeting rules first, then the identity, `--user` if given, or
 //! else the request's identity keys and identity cookie (verified where cookies are signed).
+//! A pin cookie the route honours decides before the identity (reason `pin`), and in session
+//! mode an identity cookie carrying a variant still served keeps it (reason `session`).
 //! A request with no identity would be given a new random one (reason `new`), whose variant
 //! cannot be known offline.
 //! On a route with a ramp, the weights are those at `--at`, or now.
@@ -68,12 +70,16 @@ pub fn run(
         None
     };
     let (variant, reason) = match (decided, user) {
-        (Some(d), _) if matches!(d.reason, Reason::Rule(_)) => (Some(d.variant), d.reason),
+        (Some(d), _) if matches!(d.reason, Reason::Rule(_) | Reason::Lane | Reason::Pin) => {
+            (Some(d.variant), d.reason)
+        }
         (_, Some(user)) => (
             found.variants.get(found.assign_at(user.as_bytes(), now)),
             Reason::Hash,
         ),
-        (Some(d), None) if d.reason == Reason::Hash => (Some(d.variant), Reason::Hash),
+        (Some(d), None) if matches!(d.reason, Reason::Hash | Reason::Session) => {
+            (Some(d.variant), d.reason)
+        }
         _ => (None, Reason::New),
     };
     let variant = variant.map(|v| v.name.as_str());

@@ -11,6 +11,10 @@ use crate::rollout::{parse_percent, Outcome, Plan, Runner, EXIT_ABORTED, EXIT_RO
 use crate::targets::{Clients, Target};
 use crate::weights::weight_text;
 
+/// The shortest ramp `--ramp` writes: below it, the skew between the proxies' clocks is as long
+/// as the ramp.
+const MIN_RAMP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs the rollout loop here, reaching the target through `clients` on `runtime`.
 pub fn run(
     runtime: &tokio::runtime::Handle,
@@ -40,6 +44,13 @@ pub fn plan_of(args: &RolloutArgs) -> anyhow::Result<Plan> {
     }
     if steps.windows(2).any(|pair| pair[0] >= pair[1]) {
         bail!("--steps: the weights must increase");
+    }
+    if args.ramp && args.interval < MIN_RAMP {
+        bail!(
+            "--ramp: --interval {:?} is too short: a step's ramp lasts at least 1s, as the \
+             proxies' clocks agree only to about a second",
+            args.interval
+        );
     }
     let pause_at = args
         .pause_at
@@ -95,6 +106,7 @@ pub fn plan_of(args: &RolloutArgs) -> anyhow::Result<Plan> {
         variant: args.variant.clone(),
         steps,
         interval: args.interval,
+        ramp: args.ramp,
         thresholds: Thresholds {
             min_requests: args.min_requests,
             max_error_rate: Some(args.max_error_rate),
@@ -158,6 +170,7 @@ mod tests {
         assert_eq!(p.steps, [Weight(5_000), Weight(12_500), Weight(50_000)]);
         assert_eq!(p.pause_at, [Weight(50_000)]);
         assert_eq!(p.interval, Duration::from_secs(30));
+        assert!(!p.ramp, "steps jump unless --ramp");
         assert_eq!(p.thresholds.min_requests, 50);
         assert_eq!(p.thresholds.max_error_rate, Some(0.05));
         assert_eq!(p.thresholds.max_p99_ms, Some(250.0));
@@ -169,6 +182,16 @@ mod tests {
             .queries("web", "canary", Duration::from_secs(30))
             .requests
             .contains(r#"destination_version="v2""#));
+        let ramped = plan(&[
+            "--metrics",
+            "envoy:http://127.0.0.1:15000",
+            "--ramp",
+            "--interval",
+            "1s",
+        ])
+        .unwrap();
+        assert!(ramped.ramp);
+        assert_eq!(ramped.interval, Duration::from_secs(1));
         let envoy = plan(&["--metrics", "envoy:http://127.0.0.1:15000"]).unwrap();
         assert_eq!(envoy.steps.len(), 6, "default steps 1,5,10,25,50,100");
         let Source::Envoy(admin) = &envoy.source else {
@@ -206,6 +229,11 @@ mod tests {
                 "--istio reads Istio's metrics from Prometheus",
             ),
             (&["--interval", "0s"], "more than zero"),
+            (&["--ramp", "--interval", "0s"], "more than zero"),
+            (
+                &["--ramp", "--interval", "999ms"],
+                "--ramp: --interval 999ms is too short",
+            ),
         ];
         for (extra, fragment) in cases {
             let mut args = envoy.to_vec();

@@ -43,11 +43,11 @@ fn config(args: ServeArgs) -> anyhow::Result<Config> {
                 .with_context(|| format!("the gRPC token in {} is empty", path.display()))
         })
         .transpose()?;
-    let delivered_by_istiod = matches!(target, Target::Kube { .. });
+    let kube = matches!(target, Target::Kube { .. });
     let grpc = match (&args.grpc_tls_cert, &args.grpc_tls_key) {
-        // A kube:// target's ECDS server serves no resource: nothing to protect but the fleet
-        // list, which is bounded.
-        (None, None) if delivered_by_istiod => GrpcSecurity::insecure(grpc_token),
+        // Most kube:// targets are delivered by istiod alone; a dynamic-module EnvoyFilter,
+        // whose resource the server would push, then makes it refuse to start.
+        (None, None) if kube && !args.insecure_grpc => GrpcSecurity::without_resources(grpc_token),
         _ if args.insecure_grpc => {
             warn!("--insecure-grpc: the ECDS server runs in plaintext; anyone who reaches it reads the configuration");
             GrpcSecurity::insecure(grpc_token)
@@ -65,11 +65,6 @@ fn config(args: ServeArgs) -> anyhow::Result<Config> {
              and/or --grpc-token-file), or --insecure-grpc to serve plaintext"
         ),
     };
-    if matches!(target, Target::Kube { .. }) {
-        warn!(
-            "a kube:// target is delivered by istiod; the ECDS gRPC server will push no resource"
-        );
-    }
     Ok(Config {
         target,
         listen: args.listen,

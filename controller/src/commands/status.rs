@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use canary_filter::config::StickinessMode;
 use canary_filter::table::parse_weight;
+use canary_filter::PluginConfig;
 use serde_json::{json, Value};
 
 use crate::args::Output;
@@ -43,14 +45,19 @@ pub fn run(
     let observed = envoy_admin
         .map(|url| observed::fetch(url, http))
         .transpose()?;
+    let modes = modes(&config);
     match output {
-        Output::Text => print!("{}", text(&target, &routes, &ramps, observed.as_ref())),
+        Output::Text => print!(
+            "{}",
+            text(&target, &routes, &ramps, &modes, observed.as_ref())
+        ),
         Output::Json => println!(
             "{}",
             serde_json::to_string_pretty(&json_report(
                 &target,
                 &routes,
                 &ramps,
+                &modes,
                 observed.as_ref()
             ))?
         ),
@@ -73,10 +80,29 @@ fn observed_share(observed: &Observed, route: &str, variant: &str) -> (u64, Opti
 /// Ramping routes by name, with `routes` holding their weights now.
 type Ramps = std::collections::BTreeMap<String, RampView>;
 
+/// The stickiness mode of each route whose mode is not the default, `hash`, by route name.
+type Modes = std::collections::BTreeMap<String, &'static str>;
+
+fn modes(config: &PluginConfig) -> Modes {
+    config
+        .routes
+        .iter()
+        .filter_map(|route| {
+            let mode = route.stickiness.as_ref()?.mode?;
+            let name = match mode {
+                StickinessMode::Hash => return None,
+                StickinessMode::Session => "session",
+            };
+            Some((route.name.clone(), name))
+        })
+        .collect()
+}
+
 fn text(
     target: &Target,
     routes: &[RouteWeights],
     ramps: &Ramps,
+    modes: &Modes,
     observed: Option<&Observed>,
 ) -> String {
     let mut out = format!("{target}\n");
@@ -88,6 +114,9 @@ fn text(
         .unwrap_or(7);
     for route in routes {
         let _ = writeln!(out, "route {}", route.name);
+        if let Some(mode) = modes.get(&route.name) {
+            let _ = writeln!(out, "  stickiness: {mode}");
+        }
         let ramp = ramps.get(&route.name);
         if let Some(ramp) = ramp {
             let c = &ramp.config;
@@ -137,6 +166,7 @@ fn json_report(
     target: &Target,
     routes: &[RouteWeights],
     ramps: &Ramps,
+    modes: &Modes,
     observed: Option<&Observed>,
 ) -> Value {
     let routes: Vec<Value> = routes
@@ -164,6 +194,9 @@ fn json_report(
                 })
                 .collect();
             let mut r = json!({ "name": route.name, "variants": variants });
+            if let Some(mode) = modes.get(&route.name) {
+                r["stickiness"] = json!({ "mode": mode });
+            }
             if let Some(ramp) = ramp {
                 r["ramp"] = json!({
                     "variant": ramp.config.variant,
@@ -211,7 +244,7 @@ mod tests {
     fn text_shows_weights() {
         let (target, routes, _) = fixture();
         assert_eq!(
-            text(&target, &routes, &Ramps::new(), None),
+            text(&target, &routes, &Ramps::new(), &Modes::new(), None),
             "file:/etc/envoy/ecds.json\nroute reviews\n  stable        70 %\n  canary        30 %\n"
         );
     }
@@ -219,7 +252,13 @@ mod tests {
     #[test]
     fn text_shows_the_observed_split_as_bars() {
         let (target, routes, observed) = fixture();
-        let out = text(&target, &routes, &Ramps::new(), Some(&observed));
+        let out = text(
+            &target,
+            &routes,
+            &Ramps::new(),
+            &Modes::new(),
+            Some(&observed),
+        );
         let lines: Vec<&str> = out.lines().collect();
         assert!(
             lines[3]
@@ -247,14 +286,14 @@ mod tests {
         }
         let target = Target::File("/etc/envoy/ecds.json".into());
         assert_eq!(
-            text(&target, &routes, &ramps, None),
+            text(&target, &routes, &ramps, &Modes::new(), None),
             "file:/etc/envoy/ecds.json\nroute reviews\n  \
              ramp of canary from 0 % to 50 %, 2h from 2026-12-07T12:00:00Z: 50 % done\n  \
              variant     weight      final\n  \
              stable        75 %       50 %\n  \
              canary        25 %       50 %\n"
         );
-        let report = json_report(&target, &routes, &ramps, None);
+        let report = json_report(&target, &routes, &ramps, &Modes::new(), None);
         assert_eq!(
             report["routes"][0],
             json!({"name": "reviews", "variants": [
@@ -271,14 +310,20 @@ mod tests {
         routes[0].variants[1].weight = Weight(30_500);
         routes[0].variants[0].weight = Weight(69_500);
         assert_eq!(
-            json_report(&target, &routes, &Ramps::new(), Some(&observed)),
+            json_report(
+                &target,
+                &routes,
+                &Ramps::new(),
+                &Modes::new(),
+                Some(&observed)
+            ),
             json!({"target": "file:/etc/envoy/ecds.json", "routes": [{"name": "reviews", "variants": [
                 {"name": "stable", "weight": 69.5, "observed": {"decisions": 75, "percent": 75.0}},
                 {"name": "canary", "weight": 30.5, "observed": {"decisions": 25, "percent": 25.0}}]}]})
         );
         let (target, routes, _) = fixture();
         let empty = Observed::default();
-        let report = json_report(&target, &routes, &Ramps::new(), Some(&empty));
+        let report = json_report(&target, &routes, &Ramps::new(), &Modes::new(), Some(&empty));
         assert_eq!(
             report["routes"][0]["variants"][0]["observed"],
             json!({"decisions": 0, "percent": null})

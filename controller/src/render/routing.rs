@@ -32,7 +32,8 @@ pub fn destination_rule(spec: &Spec, route: &RouteConfig, service: &Service) -> 
 /// One HTTP route per variant matching `<decisionHeader>: <variant>.<seal>` for every seal the
 /// spec accepts, only from the sources the filter runs on; then a default route to the baseline
 /// for every other request. Each route removes the decision header before the request leaves
-/// for the upstream, so that no application sees a seal.
+/// for the upstream, so that no application sees a seal; with lanes, the variants' routes keep
+/// it, so that the application can propagate it, and only the default route removes it.
 pub fn virtual_service(spec: &Spec, route: &RouteConfig, service: &Service) -> Value {
     let header = spec.decision_header();
     let destination = |subset: &str| {
@@ -64,12 +65,14 @@ pub fn virtual_service(spec: &Spec, route: &RouteConfig, service: &Service) -> V
                     Value::Object(m)
                 })
                 .collect();
-            json!({
-                "name": format!("variant-{}", v.name),
-                "match": matches,
-                "headers": remove,
-                "route": destination(&v.name),
-            })
+            let mut http = Map::new();
+            http.insert("name".into(), json!(format!("variant-{}", v.name)));
+            http.insert("match".into(), Value::Array(matches));
+            if !spec.lanes {
+                http.insert("headers".into(), remove.clone());
+            }
+            http.insert("route".into(), destination(&v.name));
+            Value::Object(http)
         })
         .collect();
     if let Some(baseline) = route.variants.first() {

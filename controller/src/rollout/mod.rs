@@ -6,11 +6,13 @@
 //! - [`state`]: the progress recorded with the target, so a restarted rollout resumes, `resume`
 //!   lifts a pause and `abort` stops it;
 //! - [`progress`]: a bar on a terminal, plain lines elsewhere, and the report table;
+//! - [`ramp`]: with `--ramp`, the step that ramps the weight over its interval;
 //! - [`runner`]: the loop tying them together.
 
 pub mod analysis;
 pub mod metrics;
 pub mod progress;
+pub mod ramp;
 mod runner;
 pub mod state;
 

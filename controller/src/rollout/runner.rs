@@ -1,6 +1,7 @@
-//! The rollout loop: for each step, set the weight, wait out the interval (watching for
-//! `abort`), measure the window, judge it; then pause, repeat, roll back or go on. Every change
-//! of weight goes through the target's read → edit → validate → write cycle.
+//! The rollout loop: for each step, set the weight (or, with `--ramp`, write a ramp to it over
+//! the interval), wait out the interval (watching for `abort`), measure the window, judge it;
+//! then pause, repeat, roll back or go on. Every change of weight goes through the target's
+//! read → edit → validate → write cycle.
 //!
 //! A rollout never stops at a partial weight because its target could not be written: when a
 //! step's write still fails after the target's own retries (a Kubernetes API unavailable for
@@ -11,13 +12,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use canary_filter::table::parse_weight;
-use canary_filter::Weight;
+use canary_filter::{PluginConfig, Weight};
 use tracing::{debug, info, warn};
 
 use super::analysis::{judge, percent, Measured, Thresholds, Verdict};
 use super::metrics::{MetricsError, Source, Window};
 use super::progress::{self, Progress, Row, Tick};
-use super::state::{self, Record, State};
+use super::ramp;
+use super::state::{self, Record, State, StepRamp};
+use crate::ramps;
 use crate::targets::{Clients, Target};
 use crate::weights::{self, weight_text, Change};
 
@@ -47,6 +50,8 @@ pub struct Plan {
     /// The variant's weight at each step, increasing, none 0.
     pub steps: Vec<Weight>,
     pub interval: Duration,
+    /// Whether each step ramps the weight over its interval instead of jumping to it.
+    pub ramp: bool,
     pub thresholds: Thresholds,
     pub source: Source,
     /// Weights, among the steps, at which to wait for `resume`.
@@ -112,6 +117,7 @@ impl Runner {
             state: State::Running,
             message: None,
             owner: state::Owner::this_process(),
+            ramp: None,
         };
         Self {
             plan,
@@ -156,12 +162,13 @@ impl Runner {
             .with_context(|| format!("metrics: {}", self.plan.source))?;
         let (mut index, mut paused) = self.start()?;
         self.progress.line(&format!(
-            "rollout of {} on {} route {}: steps {} % every {:?}; checks: {}; metrics: {}",
+            "rollout of {} on {} route {}: steps {} % every {:?}{}; checks: {}; metrics: {}",
             self.plan.variant,
             self.plan.target,
             self.plan.route,
             self.record.steps.join(", "),
             self.plan.interval,
+            if self.plan.ramp { ", ramped" } else { "" },
             self.plan.checks(),
             self.plan.source
         ));
@@ -180,10 +187,12 @@ impl Runner {
                 Ok(false) => {}
                 Err(error) => return self.roll_back(&unwritable(index, steps, weight, &error)),
             }
-            let baseline_weight = match self.set_weight(weight) {
-                Ok(baseline_weight) => baseline_weight,
+            // A step resumed at its gate has passed already: its weight is held, not ramped.
+            let written = match self.write_step(weight, !paused) {
+                Ok(written) => written,
                 Err(error) => return self.roll_back(&unwritable(index, steps, weight, &error)),
             };
+            let baseline_weight = written.baseline;
             if paused {
                 paused = false;
                 if self.pause()? {
@@ -192,16 +201,44 @@ impl Runner {
                 index += 1;
                 continue;
             }
-            self.progress.line(&format!(
-                "step {}/{steps}: {} {} %, {} {} %",
-                index + 1,
-                self.plan.variant,
-                weight_text(weight),
-                self.baseline,
-                weight_text(baseline_weight)
-            ));
+            if written.ramp != self.record.ramp {
+                self.record.ramp = written.ramp.clone();
+                match self.save() {
+                    Ok(true) => return self.stop_aborted(),
+                    Ok(false) => {}
+                    Err(error) => return self.roll_back(&unwritable(index, steps, weight, &error)),
+                }
+            }
+            let shown = match &written.ramp {
+                Some(ramp) => {
+                    self.progress.line(&format!(
+                        "step {}/{steps}: {} ramps {} % → {} % over {} from {}, {} {} % → {} %",
+                        index + 1,
+                        self.plan.variant,
+                        ramp.from,
+                        ramp.to,
+                        ramp.duration,
+                        ramp.start,
+                        self.baseline,
+                        weight_text(written.baseline_from),
+                        weight_text(baseline_weight)
+                    ));
+                    format!("{} → {}", ramp.from, ramp.to)
+                }
+                None => {
+                    self.progress.line(&format!(
+                        "step {}/{steps}: {} {} %, {} {} %",
+                        index + 1,
+                        self.plan.variant,
+                        weight_text(weight),
+                        self.baseline,
+                        weight_text(baseline_weight)
+                    ));
+                    weight_text(weight)
+                }
+            };
             let window = self.plan.source.begin(&self.plan.route);
-            if self.wait_step(window.as_ref().ok(), index, weight)? {
+            if self.wait_step(window.as_ref().ok(), index, &shown)? {
                 return self.stop_aborted();
             }
             let measured = window.and_then(|w| {
@@ -388,27 +425,58 @@ impl Runner {
 
     /// Sets the variant's weight, the baseline taking the remainder; the baseline's weight now.
     fn set_weight(&self, weight: Weight) -> anyhow::Result<Weight> {
-        let change = Change::Set(vec![(self.plan.variant.clone(), weight)]);
-        let edit = |config: &mut _| change.apply(config, &self.plan.route);
+        self.write_step(weight, false)
+            .map(|written| written.baseline)
+    }
+
+    /// Moves the variant to `weight`: with `--ramp` and `ramped`, by a ramp from the weight in
+    /// force over the interval, starting now (see [`ramp::apply_at`]); otherwise at once, the
+    /// baseline taking the remainder.
+    fn write_step(&self, weight: Weight, ramped: bool) -> anyhow::Result<Written> {
+        let plan = &self.plan;
+        let ramped = ramped && plan.ramp;
+        let change = Change::Set(vec![(plan.variant.clone(), weight)]);
+        let edit = |config: &mut PluginConfig| {
+            if ramped {
+                let now = ramps::now_millis();
+                ramp::apply_at(
+                    config,
+                    &plan.route,
+                    &plan.variant,
+                    weight,
+                    plan.interval,
+                    now,
+                )
+            } else {
+                change.apply(config, &plan.route)
+            }
+        };
         let update = self
             .runtime
-            .block_on(self.plan.target.update(&self.clients, &edit))
+            .block_on(plan.target.update(&self.clients, &edit))
             .with_context(|| {
                 format!(
-                    "{}: route {:?} not changed to {} {} %",
-                    self.plan.target,
-                    self.plan.route,
-                    self.plan.variant,
+                    "{}: route {:?} not {} {} {} %",
+                    plan.target,
+                    plan.route,
+                    if ramped { "ramped to" } else { "changed to" },
+                    plan.variant,
                     weight_text(weight)
                 )
             })?;
-        debug!(variant = %self.plan.variant, weight = %weight_text(weight), written = update.written, "weight set");
+        debug!(variant = %plan.variant, weight = %weight_text(weight), ramped, written = update.written, "step written");
         let routes = weights::read_routes(&update.config)?;
-        let route = weights::find_route(&routes, &self.plan.route)?;
-        Ok(route
-            .variants
-            .first()
-            .map_or(Weight(0), |baseline| baseline.weight))
+        let route = weights::find_route(&routes, &plan.route)?;
+        let baseline_from = route.variants.first().map_or(Weight(0), |b| b.weight);
+        let baseline = ramps::views(&update.config, 0)
+            .get(&plan.route)
+            .and_then(|view| view.end.first().copied())
+            .unwrap_or(baseline_from);
+        Ok(Written {
+            baseline_from,
+            baseline,
+            ramp: ramp::recorded(&update.config, &plan.route),
+        })
     }
 
     /// Waits out a step, drawing progress; true when aborted meanwhile.
@@ -416,10 +484,9 @@ impl Runner {
         &mut self,
         window: Option<&Window>,
         index: usize,
-        weight: Weight,
+        weight: &str,
     ) -> anyhow::Result<bool> {
         let started = Instant::now();
-        let weight = weight_text(weight);
         let mut live = None;
         let mut measured_at = Instant::now();
         loop {
@@ -428,7 +495,7 @@ impl Runner {
                 step: index + 1,
                 steps: self.plan.steps.len(),
                 variant: &self.plan.variant,
-                weight: &weight,
+                weight,
                 elapsed,
                 interval: self.plan.interval,
                 live,
@@ -507,6 +574,7 @@ impl Runner {
             .context("ROLLBACK FAILED: set the variant's weight to 0 by hand")?;
         self.record.state = State::RolledBack;
         self.record.message = Some(why.to_owned());
+        self.record.ramp = None;
         self.until_written("record the rollback", Self::save)?;
         self.report(&format!(
             "rolled back: {} is back to 0 % ({} {} %); {why}",
@@ -542,6 +610,7 @@ impl Runner {
         self.record.step = self.record.steps.len() + 1;
         self.record.state = State::Promoted;
         self.record.message = None;
+        self.record.ramp = None;
         if self.until_written("record the promotion", Self::save)? {
             return self.stop_aborted();
         }
@@ -583,6 +652,16 @@ impl Runner {
         let table = progress::table(&self.rows, &self.plan.variant, &self.baseline);
         self.progress.line(&format!("\n{table}{summary}"));
     }
+}
+
+/// A step as written.
+struct Written {
+    /// The baseline's weight at the write.
+    baseline_from: Weight,
+    /// The baseline's weight once the variant has reached the step's weight.
+    baseline: Weight,
+    /// The step's ramp, when it has one.
+    ramp: Option<StepRamp>,
 }
 
 /// Why a rollout rolls back when step `index` could not be written.

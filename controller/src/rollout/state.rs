@@ -3,6 +3,9 @@
 //! at its step, `resume` lifts a pause and `abort` stops it:
 //!
 //! `{"id":"…","route":"web","variant":"canary","step":2,"steps":["10","50","100"],"state":"running"}`
+//!
+//! A step of a `--ramp` rollout also says so:
+//! `"ramp":{"from":"10","to":"50","start":"2026-12-07T12:00:30.125Z","duration":"30s"}`.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +61,21 @@ pub struct Record {
     /// The `rollout` process driving it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// With `--ramp`, the ramp written for the step under way; none for a step whose weight
+    /// jumped or was held, and once the rollout has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<StepRamp>,
+}
+
+/// A step's ramp as the record keeps it: the variant's weight moves from `from` to `to` (the
+/// step's weight) between `start` and `start + duration`, as in the route's `ramp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRamp {
+    pub from: String,
+    pub to: String,
+    /// An RFC 3339 time, UTC.
+    pub start: String,
+    pub duration: String,
 }
 
 /// A process, by host name and process id.
@@ -202,6 +220,7 @@ mod tests {
             state,
             message: None,
             owner: None,
+            ramp: None,
         }
     }
 
@@ -212,6 +231,23 @@ mod tests {
             text,
             r#"{"id":"a","route":"web","variant":"canary","step":2,"steps":["10","50","100"],"state":"rolled-back"}"#
         );
+        let ramped = Record {
+            ramp: Some(StepRamp {
+                from: "10".into(),
+                to: "50".into(),
+                start: "2026-12-07T12:00:30.125Z".into(),
+                duration: "30s".into(),
+            }),
+            ..record("a", State::Running)
+        };
+        let text = serde_json::to_string(&ramped).unwrap();
+        assert!(
+            text.ends_with(
+                r#""state":"running","ramp":{"from":"10","to":"50","start":"2026-12-07T12:00:30.125Z","duration":"30s"}}"#
+            ),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), ramped);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct GrpcSecurity {
     tls: Option<ServerTlsConfig>,
     mtls: bool,
     token: Option<Token>,
+    /// False for the plaintext server of a target istiod delivers, which must push no
+    /// resource.
+    serves_resources: bool,
 }
 
 impl GrpcSecurity {
@@ -50,6 +53,7 @@ impl GrpcSecurity {
             tls: Some(tls),
             mtls: files.client_ca.is_some(),
             token,
+            serves_resources: true,
         })
     }
 
@@ -60,7 +64,23 @@ impl GrpcSecurity {
             tls: None,
             mtls: false,
             token,
+            serves_resources: true,
         }
+    }
+
+    /// Plaintext for a target istiod delivers: the server pushes no resource, so there is
+    /// nothing to protect but the fleet list, which is bounded.
+    pub fn without_resources(token: Option<Token>) -> GrpcSecurity {
+        GrpcSecurity {
+            serves_resources: false,
+            ..Self::insecure(token)
+        }
+    }
+
+    /// Whether the server may push the configuration: over TLS, or in plaintext asked for by
+    /// name.
+    pub fn serves_resources(&self) -> bool {
+        self.serves_resources
     }
 
     pub fn server_tls(&self) -> Option<ServerTlsConfig> {
@@ -70,6 +90,7 @@ impl GrpcSecurity {
     /// How clients are authenticated, for the log.
     pub fn describe(&self) -> &'static str {
         match (self.tls.is_some(), self.mtls, self.token.is_some()) {
+            _ if !self.serves_resources => "plaintext, pushing no resource",
             (false, _, false) => "plaintext, no client authentication",
             (false, _, true) => "plaintext, bearer token",
             (true, true, true) => "TLS, client certificate and bearer token",

@@ -51,6 +51,13 @@ pub enum ServeError {
     },
     #[error("a server task failed: {0}")]
     Task(String),
+    #[error(
+        "{0} holds an ECDS resource for the ECDS server to push (a dynamic-module EnvoyFilter), \
+         which carries the salt and the targeting values: the ECDS server needs TLS \
+         (--grpc-tls-cert and --grpc-tls-key, with --grpc-client-ca and/or --grpc-token-file), \
+         or --insecure-grpc to serve plaintext"
+    )]
+    Unprotected(String),
 }
 
 /// What a server is started with.
@@ -86,6 +93,15 @@ impl Server {
     /// Reads the target through `clients`, binds both listeners and starts serving.
     pub async fn start_with(config: Config, clients: Clients) -> Result<Server, ServeError> {
         let store = Arc::new(store::Store::open(config.target, clients).await?);
+        match store.current().resource {
+            Some(_) if !config.grpc.serves_resources() => {
+                return Err(ServeError::Unprotected(store.target().to_string()));
+            }
+            Some(_) => {}
+            None => {
+                warn!(target = %store.target(), "istiod delivers this target; the ECDS server pushes no resource")
+            }
+        }
         let fleet = Arc::new(fleet::Fleet::new(config.fleet));
         let (stop, stopped) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(true));

@@ -1,6 +1,8 @@
 //! The ECDS resource pushed over gRPC, built from the ECDS document the target holds: the one
-//! `TypedExtensionConfig` carrying an `envoy.extensions.filters.http.wasm.v3.Wasm`, as Envoy
-//! would read it from a file.
+//! `TypedExtensionConfig` carrying an `envoy.extensions.filters.http.wasm.v3.Wasm` or the
+//! dynamic module's `envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter`, as
+//! Envoy would read it from a file; or from the `TypedExtensionConfig` a dynamic-module
+//! EnvoyFilter's `EXTENSION_CONFIG` patch holds.
 //!
 //! The document is converted field by field. Only the fields a canary-router deployment uses
 //! are known; any other field is an error naming its path, so nothing in the document is
@@ -10,6 +12,8 @@ use envoy_types::pb::envoy::config::core::v3::{
     async_data_source, data_source, http_uri, AsyncDataSource, DataSource, HttpUri,
     RemoteDataSource, TypedExtensionConfig,
 };
+use envoy_types::pb::envoy::extensions::dynamic_modules::v3::DynamicModuleConfig;
+use envoy_types::pb::envoy::extensions::filters::http::dynamic_modules::v3::DynamicModuleFilter;
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::wasm::v3::{
     plugin_config, FailurePolicy, PluginConfig, VmConfig,
@@ -19,7 +23,7 @@ use prost::Message;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::ecds::{STRING_VALUE, TYPED_EXTENSION_CONFIG, WASM};
+use crate::ecds::{DYNAMIC_MODULE, STRING_VALUE, TYPED_EXTENSION_CONFIG, WASM};
 
 /// A field of the ECDS document Envoy would not get as written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,21 +46,31 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// The resource of an ECDS document: `resources:` holding one `TypedExtensionConfig`.
     pub fn from_document(document: &Value) -> Result<Resource> {
-        let config = typed_extension_config(document)?;
+        Ok(Self::new(typed_extension_config(document)?))
+    }
+
+    /// The resource of one `TypedExtensionConfig` (whose `@type` may be left out, as in an
+    /// EnvoyFilter's patch), at `path` for errors.
+    pub fn from_extension_config(value: &Value, path: &str) -> Result<Resource> {
+        Ok(Self::new(extension_config(&Object::at(path, value)?)?))
+    }
+
+    fn new(config: TypedExtensionConfig) -> Resource {
         let value = config.encode_to_vec();
         let version = hex::encode(Sha256::digest(&value))
             .chars()
             .take(16)
             .collect();
-        Ok(Resource {
+        Resource {
             name: config.name,
             version,
             any: Any {
                 type_url: TYPED_EXTENSION_CONFIG.to_owned(),
                 value,
             },
-        })
+        }
     }
 }
 
@@ -74,20 +88,72 @@ fn typed_extension_config(document: &Value) -> Result<TypedExtensionConfig> {
         ));
     };
     let resource = Object::at("resources[0]", resource)?;
-    resource.only(&["@type", "name", "typed_config"])?;
     resource.type_is(TYPED_EXTENSION_CONFIG)?;
+    extension_config(&resource)
+}
+
+/// A `TypedExtensionConfig`: its name, and a Wasm filter or a dynamic module's filter.
+fn extension_config(resource: &Object<'_>) -> Result<TypedExtensionConfig> {
+    resource.only(&["@type", "name", "typed_config"])?;
+    if resource.get("@type").is_some() {
+        resource.type_is(TYPED_EXTENSION_CONFIG)?;
+    }
     let typed = resource.object("typed_config")?;
-    typed.only(&["@type", "config"])?;
-    typed.type_is(WASM)?;
-    let wasm = Wasm {
-        config: Some(plugin(&typed.object("config")?)?),
+    let (type_url, value) = match typed.optional_string("@type")? {
+        Some(DYNAMIC_MODULE) => (DYNAMIC_MODULE, dynamic_module(&typed)?.encode_to_vec()),
+        _ => {
+            typed.only(&["@type", "config"])?;
+            typed.type_is(WASM)?;
+            let wasm = Wasm {
+                config: Some(plugin(&typed.object("config")?)?),
+            };
+            (WASM, wasm.encode_to_vec())
+        }
     };
     Ok(TypedExtensionConfig {
         name: resource.string("name")?.to_owned(),
         typed_config: Some(Any {
-            type_url: WASM.to_owned(),
-            value: wasm.encode_to_vec(),
+            type_url: type_url.to_owned(),
+            value,
         }),
+    })
+}
+
+/// The dynamic module's filter, as `canaryctl render` and the README write it: the module by
+/// name (Envoy finds it in its search path), the filter's name, and the plugin configuration
+/// as a `StringValue`.
+fn dynamic_module(filter: &Object<'_>) -> Result<DynamicModuleFilter> {
+    filter.only(&[
+        "@type",
+        "dynamic_module_config",
+        "filter_name",
+        "filter_config",
+    ])?;
+    let module = filter.object("dynamic_module_config")?;
+    module.only(&["name", "do_not_close", "load_globally", "metrics_namespace"])?;
+    let config = filter.object("filter_config")?;
+    config.only(&["@type", "value"])?;
+    config.type_is(STRING_VALUE)?;
+    Ok(DynamicModuleFilter {
+        dynamic_module_config: Some(DynamicModuleConfig {
+            name: module.string("name")?.to_owned(),
+            do_not_close: module.bool("do_not_close")?,
+            load_globally: module.bool("load_globally")?,
+            metrics_namespace: module
+                .optional_string("metrics_namespace")?
+                .unwrap_or_default()
+                .to_owned(),
+            ..Default::default()
+        }),
+        filter_name: filter.string("filter_name")?.to_owned(),
+        filter_config: Some(Any {
+            type_url: STRING_VALUE.to_owned(),
+            value: StringValue {
+                value: config.string("value")?.to_owned(),
+            }
+            .encode_to_vec(),
+        }),
+        terminal_filter: false,
     })
 }
 
@@ -365,6 +431,54 @@ mod tests {
         assert_eq!(
             uri.http_upstream_type,
             Some(http_uri::HttpUpstreamType::Cluster("canaryctl".into()))
+        );
+    }
+
+    #[test]
+    fn converts_the_dynamic_module_filter() {
+        let module = ModuleSource::Dynamic {
+            name: "canary_router".into(),
+        };
+        let doc = document("canary", &module, r#"{"routes":[]}"#);
+        let resource = Resource::from_document(&doc).unwrap();
+        let config = TypedExtensionConfig::decode(resource.any.value.as_slice()).unwrap();
+        assert_eq!(config.name, "canary");
+        let typed_config = config.typed_config.unwrap();
+        assert_eq!(typed_config.type_url, DYNAMIC_MODULE);
+        let filter = DynamicModuleFilter::decode(typed_config.value.as_slice()).unwrap();
+        assert_eq!(filter.filter_name, "canary");
+        let module = filter.dynamic_module_config.unwrap();
+        assert_eq!(
+            (module.name.as_str(), module.metrics_namespace.as_str()),
+            ("canary_router", "wasmcustom")
+        );
+        let filter_config = filter.filter_config.unwrap();
+        assert_eq!(filter_config.type_url, STRING_VALUE);
+        assert_eq!(
+            StringValue::decode(filter_config.value.as_slice())
+                .unwrap()
+                .value,
+            r#"{"routes":[]}"#
+        );
+
+        // As an EnvoyFilter's patch holds it: the TypedExtensionConfig alone, maybe without
+        // its @type; the same resource, errors named from where it sits.
+        let mut value = doc["resources"][0].clone();
+        value.as_object_mut().unwrap().remove("@type");
+        let path = "spec.configPatches[0].patch.value";
+        assert_eq!(
+            Resource::from_extension_config(&value, path).unwrap(),
+            resource
+        );
+        value["typed_config"]["terminal_filter"] = json!(true);
+        let error = Resource::from_extension_config(&value, path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(
+                "spec.configPatches[0].patch.value.typed_config.terminal_filter: is not a field"
+            ),
+            "{error}"
         );
     }
 

@@ -38,7 +38,8 @@ pub struct Snapshot {
     /// The content version: the resource's for an ECDS file, else the plugin configuration's.
     pub version: String,
     pub plugin_config: PluginConfig,
-    /// The ECDS resource, for a `file:` target; a Kubernetes target is delivered by istiod.
+    /// The ECDS resource: a `file:` target's, or a dynamic-module EnvoyFilter's
+    /// `TypedExtensionConfig`. Any other Kubernetes target is delivered by istiod alone.
     pub resource: Option<Resource>,
 }
 
@@ -152,7 +153,20 @@ async fn load(target: &Target, clients: &Clients) -> Result<Snapshot, StoreError
                 })?;
             (file.config, Some(resource))
         }
-        Target::Kube { .. } => (target.read(clients).await?, None),
+        Target::Kube { .. } => {
+            let (config, extension_config) = target.read_with_extension_config(clients).await?;
+            let resource = extension_config
+                .map(|extension| {
+                    Resource::from_extension_config(&extension.value, &extension.path).map_err(
+                        |error| StoreError::Resource {
+                            path: target.to_string(),
+                            error,
+                        },
+                    )
+                })
+                .transpose()?;
+            (config, resource)
+        }
     };
     RoutingTable::try_from(&plugin_config).map_err(invalid)?;
     let version = match &resource {

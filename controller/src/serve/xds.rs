@@ -82,6 +82,7 @@ impl ExtensionConfigDiscoveryService for Ecds {
             snapshots: self.snapshots.clone(),
             fleet: Arc::clone(&self.fleet),
             nonces: Arc::clone(&self.nonces),
+            serves_resources: self.security.serves_resources(),
             out,
             node: String::new(),
             pending: None,
@@ -107,7 +108,7 @@ impl ExtensionConfigDiscoveryService for Ecds {
     ) -> Result<Response<DiscoveryResponse>, Status> {
         self.authenticate(&request)?;
         let snapshot = self.snapshots.borrow().clone();
-        if snapshot.resource.is_none() {
+        if snapshot.resource.is_none() || !self.security.serves_resources() {
             return Err(Status::not_found(
                 "this controller's target is delivered by istiod; it serves no ECDS resource",
             ));
@@ -122,6 +123,8 @@ struct Session {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     fleet: Arc<Fleet>,
     nonces: Arc<AtomicU64>,
+    /// Whether resources may be pushed on this server (see [`GrpcSecurity::serves_resources`]).
+    serves_resources: bool,
     out: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     /// The Envoy's `node.id`, from its first request.
     node: String,
@@ -227,9 +230,10 @@ impl Session {
     /// Sends the current snapshot; false if the stream has gone.
     async fn push(&mut self) -> bool {
         let snapshot = self.snapshots.borrow_and_update().clone();
-        if snapshot.resource.is_none() {
-            // A kube:// target: istiod delivers the configuration, and an empty response would
-            // tell this Envoy to drop the one it has.
+        if snapshot.resource.is_none() || !self.serves_resources {
+            // A kube:// target istiod delivers (or one that became a dynamic-module
+            // EnvoyFilter, on a server not secured to push it): an empty response would tell
+            // this Envoy to drop the configuration it has.
             debug!(node = %self.node, "no ECDS resource to push for this target");
             return true;
         }

@@ -14,6 +14,8 @@
 //! seal:                           # the secret of the decision values (`canaryctl seal`)
 //!   current: <seal>               # written by the filter (as pluginConfig.seal)
 //!   accept: [<seal>]              # also matched by the routes, during a rotation
+//! lanes: true                     # the decision header reaches the applications, for them to
+//!                                 # propagate; default: whether a route has trustIncoming
 //! services:                       # one entry per route of pluginConfig, by route name
 //!   reviews:
 //!     host: reviews.bookinfo.svc.cluster.local
@@ -52,6 +54,7 @@ pub const FIELDS: &[&str] = &[
     "attachment",
     "gateways",
     "seal",
+    "lanes",
     "services",
     "pluginConfig",
 ];
@@ -69,6 +72,10 @@ pub struct Spec {
     /// The VirtualService gateways, defaulted to `[mesh]`.
     pub gateways: Vec<String>,
     pub seal: Seal,
+    /// Mesh lanes: the rendered routes let a sealed decision header through to the
+    /// application, which propagates it to its own outbound calls. `lanes` in the spec, by
+    /// default whether a route of the plugin configuration trusts incoming decisions.
+    pub lanes: bool,
     /// By route name.
     pub services: BTreeMap<String, Service>,
     /// The plugin configuration as written, with `seal` set to the spec's current seal.
@@ -193,6 +200,7 @@ impl Spec {
             None => Some(vec![MESH.to_owned()]),
         };
         let seal: Option<Seal> = errors.take(&mut map, "seal");
+        let lanes: Option<bool> = map.remove("lanes").and_then(|v| errors.decode("lanes", v));
         // Written into the plugin configuration only when valid, so that an invalid current
         // seal is reported once, at `seal.current`.
         let current = seal.as_ref().and_then(|seal| {
@@ -277,6 +285,7 @@ impl Spec {
                 Some(plugin_config),
                 Some(config),
             ) => Ok(Spec {
+                lanes: lanes.unwrap_or_else(|| config.routes.iter().any(|r| r.trust_incoming)),
                 name,
                 namespace,
                 module,
@@ -389,6 +398,43 @@ mod tests {
                 "{want} in {errs:?}"
             );
         }
+    }
+
+    #[test]
+    fn lanes_follow_the_routes_unless_the_spec_says() {
+        let lanes = |edit: &dyn Fn(&mut Value)| {
+            let mut v = valid();
+            edit(&mut v);
+            Spec::from_value(v)
+                .map(|s| s.lanes)
+                .map_err(|e| e.to_string())
+        };
+        let trusting =
+            |v: &mut Value| v["pluginConfig"]["routes"][0]["trustIncoming"] = json!(true);
+        assert_eq!(
+            lanes(&|_| {}),
+            Ok(false),
+            "no route trusts incoming decisions"
+        );
+        assert_eq!(
+            lanes(&trusting),
+            Ok(true),
+            "a route trusts incoming decisions"
+        );
+        assert_eq!(
+            lanes(&|v| v["lanes"] = json!(true)),
+            Ok(true),
+            "the first hop of a lane"
+        );
+        let last_hop = |v: &mut Value| {
+            trusting(v);
+            v["lanes"] = json!(false);
+        };
+        assert_eq!(lanes(&last_hop), Ok(false), "the last hop of a lane");
+        assert_eq!(
+            lanes(&|v| v["lanes"] = json!("yes")),
+            Err("lanes: invalid type: string \"yes\", expected a boolean".to_owned())
+        );
     }
 
     #[test]

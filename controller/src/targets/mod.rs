@@ -1,6 +1,7 @@
 //! Where the live plugin configuration is: an ECDS file a standalone Envoy watches
 //! (`file:PATH`), or a WasmPlugin / TrafficExtension / EnvoyFilter in Kubernetes
-//! (`kube://NAMESPACE/NAME`, or `kube://NAMESPACE/KIND/NAME` to name the kind).
+//! (`kube://NAMESPACE/NAME`, or `kube://NAMESPACE/KIND/NAME` to name the kind, which also
+//! reaches an Envoy Gateway EnvoyExtensionPolicy).
 //!
 //! Every change is parse → edit → validate → write: the configuration is read from the target
 //! (the only source of truth) into the filter's typed [`PluginConfig`], edited there, written
@@ -40,7 +41,7 @@ pub const MAX_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid target {0:?}: expected file:PATH, kube://NAMESPACE/NAME or kube://NAMESPACE/KIND/NAME (KIND: wasmplugin, trafficextension or envoyfilter)")]
+    #[error("invalid target {0:?}: expected file:PATH, kube://NAMESPACE/NAME or kube://NAMESPACE/KIND/NAME (KIND: wasmplugin, trafficextension, envoyfilter or envoyextensionpolicy)")]
     Syntax(String),
     #[error(transparent)]
     File(#[from] FileError),
@@ -69,13 +70,22 @@ impl Error {
 pub enum Target {
     /// An ECDS file: `resources:` holding one `TypedExtensionConfig`.
     File(PathBuf),
-    /// A WasmPlugin, TrafficExtension or EnvoyFilter: of the kind given, or else the one
-    /// kind that has an object of that name.
+    /// A WasmPlugin, TrafficExtension, EnvoyFilter or EnvoyExtensionPolicy: of the kind
+    /// given, or else the one Istio kind that has an object of that name.
     Kube {
         kind: Option<Kind>,
         namespace: String,
         name: String,
     },
+}
+
+/// An ECDS resource a target holds whole, which Envoy can take as it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtensionConfig {
+    /// Where the target keeps it, as errors name it.
+    pub path: String,
+    /// The `TypedExtensionConfig`, as JSON.
+    pub value: serde_json::Value,
 }
 
 /// The result of an update.
@@ -169,6 +179,22 @@ impl Target {
         match self {
             Target::File(path) => Ok(file::read(path)?),
             Target::Kube { .. } => kube::read(clients.kube().await?, self.location()?).await,
+        }
+    }
+
+    /// The live plugin configuration and, if a `kube://` target's object holds one that
+    /// Envoy can take as it stands, the ECDS resource carrying it: a dynamic-module
+    /// EnvoyFilter's `TypedExtensionConfig`. (A `file:` target is an ECDS document as a whole,
+    /// which its reader takes from the file: none here.)
+    pub async fn read_with_extension_config(
+        &self,
+        clients: &Clients,
+    ) -> Result<(PluginConfig, Option<ExtensionConfig>)> {
+        match self {
+            Target::File(path) => Ok((file::read(path)?, None)),
+            Target::Kube { .. } => {
+                kube::read_with_extension_config(clients.kube().await?, self.location()?).await
+            }
         }
     }
 
@@ -314,6 +340,10 @@ mod tests {
             (
                 "kube://shop/trafficextension/reviews-canary",
                 Kind::TrafficExtension,
+            ),
+            (
+                "kube://shop/envoyextensionpolicy/reviews-canary",
+                Kind::EnvoyExtensionPolicy,
             ),
         ] {
             let target = text.parse::<Target>().unwrap();

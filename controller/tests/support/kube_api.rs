@@ -1,10 +1,12 @@
 //! A stand-in Kubernetes API server for the Istio resources that carry the plugin configuration
-//! (WasmPlugin, TrafficExtension, EnvoyFilter), keeping the semantics `canaryctl` relies on:
+//! (WasmPlugin, TrafficExtension, EnvoyFilter), and Envoy Gateway's EnvoyExtensionPolicy,
+//! keeping the semantics `canaryctl` relies on:
 //!
 //! - `GET`, `PATCH` (`application/merge-patch+json`; other patch types get 415 as a custom
 //!   resource does for strategic merge, which this stand-in extends to JSON patch and apply),
 //!   `PUT` and `POST` on `/apis/GROUP/VERSION/namespaces/NS/PLURAL[/NAME]`, for the group and
-//!   served version of each CRD (`extensions.istio.io/v1alpha1`, `networking.istio.io/v1alpha3`);
+//!   served version of each CRD (`extensions.istio.io/v1alpha1`, `networking.istio.io/v1alpha3`,
+//!   `gateway.envoyproxy.io/v1alpha1`);
 //! - `metadata.resourceVersion` bumped on every write; a write carrying a stale one gets
 //!   409 Conflict, a `PUT` without one 422, a missing object 404, each with a `metav1.Status`;
 //! - every written object pruned and validated against the CRD's `openAPIV3Schema`
@@ -151,23 +153,37 @@ pub struct KubeApi {
 
 impl KubeApi {
     /// Serves the WasmPlugin, TrafficExtension and EnvoyFilter CRDs from
-    /// `tests/fixtures/istio-crds/`.
+    /// `tests/fixtures/istio-crds/`, and the EnvoyExtensionPolicy CRD from
+    /// `tests/fixtures/envoy-gateway-crds/`.
     pub fn start() -> Self {
-        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/istio-crds");
-        Self::start_with_crds(&crds)
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut files = Self::istio_crds(&fixtures.join("istio-crds"));
+        files.push(fixtures.join("envoy-gateway-crds/envoyextensionpolicy.crd.yaml"));
+        Self::start_with_crd_files(&files)
     }
 
-    /// Serves the CRDs of the files in `crds`, for the tests of another crate that include
-    /// this file.
+    /// Serves the WasmPlugin, TrafficExtension and EnvoyFilter CRDs of the files in `crds`,
+    /// for the tests of another crate that include this file.
     pub fn start_with_crds(crds: &Path) -> Self {
-        let mut store = Store::default();
-        for file in [
+        Self::start_with_crd_files(&Self::istio_crds(crds))
+    }
+
+    fn istio_crds(dir: &Path) -> Vec<PathBuf> {
+        [
             "wasmplugin.crd.yaml",
             "trafficextension.crd.yaml",
             "envoyfilter.crd.yaml",
-        ] {
-            let path = crds.join(file);
-            let text = std::fs::read_to_string(&path)
+        ]
+        .into_iter()
+        .map(|file| dir.join(file))
+        .collect()
+    }
+
+    /// Serves the CRDs of these files.
+    pub fn start_with_crd_files(files: &[PathBuf]) -> Self {
+        let mut store = Store::default();
+        for path in files {
+            let text = std::fs::read_to_string(path)
                 .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
             let crd: Value = serde_yaml::from_str(&text).expect("CRD YAML");
             let plural = crd["spec"]["names"]["plural"].as_str().expect("plural");
@@ -457,6 +473,7 @@ fn plural_of(object: &Value) -> String {
         Some("WasmPlugin") => "wasmplugins".to_owned(),
         Some("TrafficExtension") => "trafficextensions".to_owned(),
         Some("EnvoyFilter") => "envoyfilters".to_owned(),
+        Some("EnvoyExtensionPolicy") => "envoyextensionpolicies".to_owned(),
         other => panic!("the stand-in serves no kind {other:?}"),
     }
 }

@@ -36,6 +36,11 @@ fn prune(schema: &Value, value: &mut Value, root: bool) {
                     || properties.is_some_and(|p| p.contains_key(key))
             });
             for (key, field) in fields.iter_mut() {
+                if root && key == "metadata" {
+                    // The server keeps an object's metadata whatever the CRD's schema says of
+                    // it (Envoy Gateway's says only `type: object`).
+                    continue;
+                }
                 if let Some(sub) = properties.and_then(|p| p.get(key)) {
                     prune(sub, field, false);
                 } else if let Some(sub) = additional.filter(|a| a.is_object()) {

@@ -3,25 +3,27 @@
 
 use regex_lite::RegexBuilder;
 
+use super::lane::Lanes;
 use super::ramp::{parse_time, Ramp};
 use super::route::{
-    Predicate, Route, RouteSources, Slot, Source, Stickiness, TargetingRule, ValueSet, Variant,
-    VariantId,
+    PinUpdate, Pins, Predicate, Route, RouteSources, Slot, Source, Stickiness, TargetingRule,
+    ValueSet, Variant, VariantId,
 };
 use super::validate::{
     check_host, check_name, check_seal, check_secret, duplicates, header_name, one_line,
     parse_weight, percent, At, Errors,
 };
 use super::{
-    RoutingTable, DEFAULT_COOKIE_MAX_AGE, MAX_PREVIOUS_SECRETS, MAX_REGEX_SIZE, MAX_ROUTES,
-    MAX_VARIANTS,
+    RoutingTable, DEFAULT_COOKIE_MAX_AGE, DEFAULT_PIN_COOKIE_PREFIX, DEFAULT_PIN_MAX_AGE,
+    MAX_PREVIOUS_SECRETS, MAX_REGEX_SIZE, MAX_ROUTES, MAX_VARIANTS,
 };
 use crate::assign::Weight;
+use crate::carried::{PinCookie, SessionCookie};
 use crate::config::{
     IdentityCookieConfig, KeyConfig, PluginConfig, RampConfig, RouteConfig, SameSite,
-    StickinessConfig, TargetingRuleConfig, VariantConfig,
+    StickinessConfig, StickinessMode, TargetingRuleConfig, VariantConfig,
 };
-use crate::cookie::{self, IdentityCookie, Signer};
+use crate::cookie::{self, Attributes, IdentityCookie, Signer};
 use crate::duration::parse_duration;
 use crate::error::ConfigErrors;
 use crate::router::RouteIndex;
@@ -125,6 +127,7 @@ fn compile_route(
         targeting: rules,
         stickiness,
         ramp,
+        trust_incoming,
     } = route;
     let at_match = at.key("match");
     if let Some(hosts) = hosts {
@@ -175,14 +178,38 @@ fn compile_route(
             errors.push(&at.key("name"), reason);
         }
     }
-    let stickiness = compile_stickiness(
+    let uses_pins = targeting.iter().any(|r| r.pin.is_some());
+    let mut stickiness = compile_stickiness(
         errors,
         &at.key("stickiness"),
         stickiness.unwrap_or_default(),
         &name,
+        uses_pins,
         decision_header,
         &mut sources,
     );
+    let lanes = trust_incoming
+        .then(|| {
+            let at = at.key("trustIncoming");
+            Lanes::compile(
+                errors,
+                &at,
+                decision_header,
+                seal,
+                variants.len(),
+                &targeting,
+            )
+        })
+        .flatten();
+    if let Some(pins) = &mut stickiness.pins {
+        pins.pinnable = vec![false; variants.len()];
+        let pinned = targeting.iter().filter(|r| r.pin == Some(PinUpdate::Set));
+        for rule in pinned {
+            if let Some(pinnable) = pins.pinnable.get_mut(rule.variant) {
+                *pinnable = true;
+            }
+        }
+    }
 
     (errors.len() == before).then(|| Route {
         name,
@@ -192,6 +219,7 @@ fn compile_route(
         stickiness,
         sources,
         ramp,
+        lanes,
     })
 }
 
@@ -363,8 +391,13 @@ fn compile_rule(
         matches,
         present,
         variant,
+        pin,
+        unpin,
     } = rule;
     check_name(errors, &at.key("name"), &name);
+    if pin && unpin {
+        errors.push(at, "has both pin and unpin; use at most one");
+    }
     let source = compile_source(
         errors,
         at,
@@ -446,14 +479,22 @@ fn compile_rule(
         source,
         predicate: predicate?,
         variant: index?,
+        pin: match (pin, unpin) {
+            (true, _) => Some(PinUpdate::Set),
+            (false, true) => Some(PinUpdate::Clear),
+            (false, false) => None,
+        },
     })
 }
 
+/// The route's stickiness; `uses_pins` when one of its rules pins or unpins. The pins' variants
+/// are the caller's to mark, from the compiled rules.
 fn compile_stickiness(
     errors: &mut Errors,
     at: &At<'_>,
     stickiness: StickinessConfig,
     route_name: &str,
+    uses_pins: bool,
     decision_header: &str,
     sources: &mut RouteSources,
 ) -> Stickiness {
@@ -482,12 +523,73 @@ fn compile_stickiness(
         Some(salt) => salt,
         None => route_name.to_owned(),
     };
+    let signer = cookie.as_ref().and_then(IdentityCookie::signer);
+    let session = match stickiness.mode.unwrap_or_default() {
+        StickinessMode::Hash => None,
+        StickinessMode::Session => {
+            let at = at.key("mode");
+            match (&cookie, signer) {
+                (None, _) => errors.push(
+                    &at,
+                    "\"session\" needs stickiness.cookie: the identity cookie carries the variant served",
+                ),
+                (Some(_), None) => errors.push(
+                    &at,
+                    "\"session\" needs stickiness.cookie.secret: the variant the cookie carries must be signed",
+                ),
+                (Some(_), Some(_)) => {}
+            }
+            signer.cloned().map(SessionCookie::new)
+        }
+    };
+    let pins = (uses_pins || stickiness.pin.is_some()).then(|| {
+        let pin = stickiness.pin.unwrap_or_default();
+        let at = at.key("pin");
+        let name = match pin.cookie {
+            Some(name) => {
+                if !cookie::is_valid_name(&name) {
+                    errors.push(
+                        &at.key("cookie"),
+                        format!("{name:?} is not a valid cookie name"),
+                    );
+                }
+                name
+            }
+            // A valid name, where the route's name is.
+            None => [DEFAULT_PIN_COOKIE_PREFIX, route_name].concat(),
+        };
+        if cookie.as_ref().is_some_and(|c| c.name == name) {
+            errors.push(
+                &at.key("cookie"),
+                format!("{name:?} is the identity cookie's name; the pin cookie needs its own"),
+            );
+        }
+        let attributes = compile_attributes(
+            errors,
+            &at,
+            Attributes {
+                max_age: pin.max_age.unwrap_or(DEFAULT_PIN_MAX_AGE),
+                path: pin.path.as_deref().unwrap_or("/"),
+                secure: pin.secure.unwrap_or(false),
+                http_only: pin.http_only.unwrap_or(true),
+                same_site: pin.same_site.unwrap_or(SameSite::Lax),
+            },
+        );
+        let slot = sources.add(&Source::Cookie(name.clone()));
+        Pins {
+            cookie: PinCookie::new(name, route_name, &attributes, signer.cloned()),
+            slot,
+            pinnable: Vec::new(),
+        }
+    });
     Stickiness {
         keys,
         cookie,
         salt,
         key_slots,
         cookie_slot,
+        session,
+        pins,
     }
 }
 
@@ -571,46 +673,61 @@ fn compile_cookie(errors: &mut Errors, at: &At<'_>, c: IdentityCookieConfig) -> 
             format!("{:?} is not a valid cookie name", c.name),
         );
     }
-    let max_age = c.max_age.unwrap_or(DEFAULT_COOKIE_MAX_AGE);
-    if max_age == 0 {
-        errors.push(
-            &at.key("maxAge"),
-            "must be at least 1 second (0 deletes the cookie)",
-        );
-    }
-    let cookie_path = c.path.as_deref().unwrap_or("/");
-    if !cookie_path.starts_with('/')
-        || cookie_path
-            .bytes()
-            .any(|b| b == b';' || !(0x21..0x7f).contains(&b))
-    {
-        errors.push(
-            &at.key("path"),
-            format!(
-                "{cookie_path:?} must start with '/' and hold no ';', spaces or control characters"
-            ),
-        );
-    }
-    let secure = c.secure.unwrap_or(false);
-    let same_site = c.same_site.unwrap_or(SameSite::Lax);
-    if same_site == SameSite::None && !secure {
-        errors.push(
-            &at.key("sameSite"),
-            "None requires secure: true (browsers drop such cookies otherwise)",
-        );
-    }
+    let attributes = compile_attributes(
+        errors,
+        at,
+        Attributes {
+            max_age: c.max_age.unwrap_or(DEFAULT_COOKIE_MAX_AGE),
+            path: c.path.as_deref().unwrap_or("/"),
+            secure: c.secure.unwrap_or(false),
+            http_only: c.http_only.unwrap_or(true),
+            same_site: c.same_site.unwrap_or(SameSite::Lax),
+        },
+    );
     let cookie = IdentityCookie::new(
         c.name,
-        max_age,
-        cookie_path,
-        secure,
-        c.http_only.unwrap_or(true),
-        same_site,
+        attributes.max_age,
+        attributes.path,
+        attributes.secure,
+        attributes.http_only,
+        attributes.same_site,
     );
     match compile_signer(errors, at, c.secret.as_deref(), &c.previous_secrets) {
         Some(signer) => cookie.signed_by(signer),
         None => cookie,
     }
+}
+
+/// The attributes of a cookie the filter sets, each checked at its field under `at`.
+fn compile_attributes<'c>(
+    errors: &mut Errors,
+    at: &At<'_>,
+    attributes: Attributes<'c>,
+) -> Attributes<'c> {
+    if attributes.max_age == 0 {
+        errors.push(
+            &at.key("maxAge"),
+            "must be at least 1 second (0 deletes the cookie)",
+        );
+    }
+    let path = attributes.path;
+    if !path.starts_with('/')
+        || path
+            .bytes()
+            .any(|b| b == b';' || !(0x21..0x7f).contains(&b))
+    {
+        errors.push(
+            &at.key("path"),
+            format!("{path:?} must start with '/' and hold no ';', spaces or control characters"),
+        );
+    }
+    if attributes.same_site == SameSite::None && !attributes.secure {
+        errors.push(
+            &at.key("sameSite"),
+            "None requires secure: true (browsers drop such cookies otherwise)",
+        );
+    }
+    attributes
 }
 
 /// The signer of `secret` and `previous` secrets, each checked as a seal is; no error ever

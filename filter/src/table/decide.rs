@@ -1,15 +1,20 @@
 //! The per-request decision, free of any host types.
 //!
-//! Order: no route → pass through; the first targeting rule that holds → `rule`; an identity
-//! from a key or the identity cookie → `hash`; otherwise a new random identity → `new`.
+//! Order: no route → pass through; the first targeting rule that holds → `rule`; on a route
+//! that trusts incoming decisions, a sealed decision made upstream → `lane`; a valid pin
+//! cookie → `pin`; an identity from a key or the identity cookie → `hash`, or in session mode
+//! the variant the identity cookie carries → `session`; otherwise a new random identity → `new`.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 
 use super::request::RequestHeaders;
-use super::route::{Route, Slot, Variant};
+use super::route::{PinUpdate, Route, Slot, Variant};
 use super::RoutingTable;
+use crate::assign::Weight;
+use crate::carried::SessionCookie;
+use crate::cookie::IdentityCookie;
 
 /// A route's source values for one request are held on the stack up to this many sources.
 const INLINE_SOURCES: usize = 16;
@@ -21,10 +26,17 @@ pub const IDENTITY_BYTES: usize = 16;
 pub enum Reason {
     /// The targeting rule at this index matched.
     Rule(usize),
+    /// The request carried a decision an upstream hop made, sealed, and the route trusts
+    /// incoming decisions (see [`super::lane`]).
+    Lane,
     /// The variant was hashed from the request's identity.
     Hash,
     /// The request had no identity; a new one was made.
     New,
+    /// The request's pin cookie pinned the variant.
+    Pin,
+    /// In session mode, the identity cookie carried the variant, still served.
+    Session,
 }
 
 impl Reason {
@@ -32,8 +44,11 @@ impl Reason {
     pub fn label(self) -> &'static str {
         match self {
             Reason::Rule(_) => "rule",
+            Reason::Lane => "lane",
             Reason::Hash => "hash",
             Reason::New => "new",
+            Reason::Pin => "pin",
+            Reason::Session => "session",
         }
     }
 }
@@ -45,8 +60,11 @@ pub struct Decision<'t> {
     pub route: &'t Route,
     pub variant: &'t Variant,
     pub reason: Reason,
-    /// A new identity to hand to the client with `Set-Cookie`.
+    /// An identity to hand to the client with `Set-Cookie`: a new one, or in session mode
+    /// the request's own, to carry the variant decided.
     pub issue_identity: Option<NewIdentity>,
+    /// What the response does to the pin cookie.
+    pub pin: Option<PinUpdate>,
 }
 
 /// A new identity: [`IDENTITY_BYTES`] random bytes as lowercase hex, held inline so that
@@ -65,6 +83,16 @@ impl NewIdentity {
     /// The identity's characters.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// An identity the filter issued, read back: exactly [`IDENTITY_BYTES`] bytes in lowercase
+    /// hex.
+    pub fn parse(identity: &[u8]) -> Option<Self> {
+        let digits: [u8; IDENTITY_BYTES * 2] = identity.try_into().ok()?;
+        digits
+            .iter()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            .then_some(NewIdentity(digits))
     }
 
     pub fn as_str(&self) -> &str {
@@ -144,62 +172,179 @@ impl Route {
                 *slot = Some(value.as_bytes());
             }
         }
-        decide_with(self, values, now_millis, random)
+        let lane = self
+            .lanes
+            .as_ref()
+            .and_then(|lanes| lanes.incoming(request));
+        decide_with(self, values, lane, now_millis, random)
     }
 }
 
-/// The decision on `route` given the values of its sources. Compilation guarantees a route at
-/// least one variant and every rule a variant of its route, so this is never `None`.
+/// The decision on `route` given the values of its sources and the incoming decision, if the
+/// route trusts one. Compilation guarantees a route at least one variant and every rule a
+/// variant of its route, so this is never `None`.
 fn decide_with<'t>(
     route: &'t Route,
     values: &[Option<&[u8]>],
+    lane: Option<&[u8]>,
     now_millis: impl FnOnce() -> u64,
     random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
 ) -> Option<Decision<'t>> {
-    let decision = |variant: usize, reason, issue_identity| {
+    let decision = |variant: usize, reason, issue_identity, pin| {
         Some(Decision {
             route,
             variant: route.variants.get(variant)?,
             reason,
             issue_identity,
+            pin,
         })
     };
     let value = |Slot(i): Slot| values.get(i).copied().flatten();
-    let assign = |identity: &[u8]| match route.ramp {
-        Some(_) => route.assign_at(identity, now_millis()),
-        None => route.assign(identity),
-    };
 
     for (i, rule) in route.targeting.iter().enumerate() {
         if rule.predicate.holds(value(rule.slot)) {
-            return decision(rule.variant, Reason::Rule(i), None);
+            return decision(rule.variant, Reason::Rule(i), None, rule.pin);
         }
     }
+    let mut clock = Clock::new(now_millis);
+    let lanes = route.lanes.as_ref();
+    if let Some(k) = lane.and_then(|lane| lanes?.kept(route, lane, || clock.now())) {
+        return decision(k, Reason::Lane, None, None);
+    }
+    // A pin cookie that is not honoured is cleared.
+    let mut pin = None;
+    if let Some(pins) = &route.stickiness.pins {
+        if let Some(cookie) = value(pins.slot) {
+            match pins.variant(&route.variants, cookie) {
+                Some(k) => return decision(k, Reason::Pin, None, None),
+                None => pin = Some(PinUpdate::Clear),
+            }
+        }
+    }
+    let (variant, reason, issue) = by_identity(route, value, clock, random);
+    decision(variant, reason, issue, pin)
+}
+
+/// The variant of a request no rule or pin decided, by its identity: the variant, the reason,
+/// and the identity to hand out with `Set-Cookie`, if any.
+fn by_identity<'v, F: FnOnce() -> u64>(
+    route: &Route,
+    value: impl Fn(Slot) -> Option<&'v [u8]>,
+    mut clock: Clock<F>,
+    random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
+) -> (usize, Reason, Option<NewIdentity>) {
     // The first key present and non-empty, then the identity cookie, if its signature verifies
     // where cookies are signed.
     let stickiness = &route.stickiness;
     let non_empty = |value: &&[u8]| !value.is_empty();
-    let key = || {
-        let mut values = stickiness.key_slots.iter().filter_map(|slot| value(*slot));
-        values.find(non_empty)
-    };
-    let cookie = || {
-        let cookie = stickiness.cookie.as_ref()?;
-        cookie
-            .identity(value(stickiness.cookie_slot?)?)
-            .filter(non_empty)
-    };
-    if let Some(identity) = key().or_else(cookie) {
-        return decision(assign(identity), Reason::Hash, None);
+    let key = stickiness
+        .key_slots
+        .iter()
+        .filter_map(|slot| value(*slot))
+        .find(non_empty);
+    if let Some(identity) = key {
+        return (clock.assign(route, identity), Reason::Hash, None);
+    }
+    let cookie = stickiness
+        .cookie
+        .as_ref()
+        .zip(stickiness.cookie_slot.and_then(&value));
+    if let Some((cookie, cookie_value)) = cookie {
+        match &stickiness.session {
+            None => {
+                if let Some(identity) = cookie.identity(cookie_value).filter(non_empty) {
+                    return (clock.assign(route, identity), Reason::Hash, None);
+                }
+            }
+            Some(session) => {
+                if let Some(kept) = by_session(route, session, cookie, cookie_value, &mut clock) {
+                    return kept;
+                }
+            }
+        }
     }
     let mut bytes = [0u8; IDENTITY_BYTES];
     if !random(&mut bytes) {
-        return decision(0, Reason::New, None);
+        return (0, Reason::New, None);
     }
     let identity = NewIdentity::from_random(&bytes);
-    let variant = assign(identity.as_bytes());
+    let variant = clock.assign(route, identity.as_bytes());
     let issue = stickiness.cookie.as_ref().map(|_| identity);
-    decision(variant, Reason::New, issue)
+    (variant, Reason::New, issue)
+}
+
+/// In session mode, the decision of an identity cookie that verifies: the variant it carries
+/// (reason `session`) while that variant is on the route with a weight above 0; otherwise, and
+/// for an identity cookie signed as in hash mode, the identity's hash at the weights in force,
+/// handed out again with that variant (reason `hash`). `None` for a cookie that does not verify
+/// or does not hold an identity the filter issued.
+fn by_session<F: FnOnce() -> u64>(
+    route: &Route,
+    session: &SessionCookie,
+    cookie: &IdentityCookie,
+    value: &[u8],
+    clock: &mut Clock<F>,
+) -> Option<(usize, Reason, Option<NewIdentity>)> {
+    let (identity, carried) = match session.open(value) {
+        Some((identity, variant)) => (NewIdentity::parse(identity)?, Some(variant)),
+        None => (NewIdentity::parse(cookie.identity(value)?)?, None),
+    };
+    let served = carried
+        .and_then(|name| {
+            route
+                .variants
+                .iter()
+                .position(|v| v.name.as_bytes() == name)
+        })
+        .filter(|k| clock.weight(route, *k) > Weight(0));
+    if let Some(k) = served {
+        return Some((k, Reason::Session, None));
+    }
+    let variant = clock.assign(route, identity.as_bytes());
+    Some((variant, Reason::Hash, Some(identity)))
+}
+
+/// The host's clock, read once and only if asked.
+struct Clock<F> {
+    read: Option<F>,
+    now: Option<u64>,
+}
+
+impl<F: FnOnce() -> u64> Clock<F> {
+    fn new(read: F) -> Self {
+        Clock {
+            read: Some(read),
+            now: None,
+        }
+    }
+
+    fn now(&mut self) -> u64 {
+        if let Some(now) = self.now {
+            return now;
+        }
+        let now = self.read.take().map_or(0, |read| read());
+        self.now = Some(now);
+        now
+    }
+
+    /// The variant `identity` hashes to on `route`; the clock is read only on a route with a
+    /// ramp.
+    fn assign(&mut self, route: &Route, identity: &[u8]) -> usize {
+        match route.ramp {
+            Some(_) => route.assign_at(identity, self.now()),
+            None => route.assign(identity),
+        }
+    }
+
+    /// The weight in force of variant `k` of `route`; the clock is read only on a route with a
+    /// ramp.
+    fn weight(&mut self, route: &Route, k: usize) -> Weight {
+        let weight = match &route.ramp {
+            Some(ramp) => ramp.weights_at(&route.variants, self.now()).get(k).copied(),
+            None => route.variants.get(k).map(|v| v.weight),
+        };
+        weight.unwrap_or(Weight(0))
+    }
 }
 
 #[cfg(test)]

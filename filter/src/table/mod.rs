@@ -7,21 +7,24 @@
 //! In the order a configuration and then a request meet them: [`compile`] builds the table
 //! from a [`PluginConfig`](crate::config::PluginConfig), checking single values with
 //! [`validate`]; [`route`] holds the compiled routes, and [`ramp`] a route's weights over time; [`request`] is the request as the
-//! decision reads it, and [`decide`] the decision, a method of the table.
+//! decision reads it, and [`decide`] the decision, a method of the table, which keeps a
+//! decision made upstream on a route with a [`lane`].
 
 mod compile;
 mod decide;
+mod lane;
 mod ramp;
 mod request;
 mod route;
 mod validate;
 
 pub use decide::{Decision, NewIdentity, Reason, IDENTITY_BYTES};
+pub use lane::Lanes;
 pub use ramp::{parse_time, Ramp, Weights};
 pub use request::{Headers, RequestHeaders};
 pub use route::{
-    Predicate, Route, RouteSources, Slot, Source, Stickiness, TargetingRule, ValueSet, Variant,
-    VariantId,
+    PinUpdate, Pins, Predicate, Route, RouteSources, Slot, Source, Stickiness, TargetingRule,
+    ValueSet, Variant, VariantId,
 };
 pub use validate::{check_seal, check_secret, decimal, parse_weight};
 
@@ -42,6 +45,10 @@ pub const MAX_SEAL_LEN: usize = 128;
 pub const MAX_PREVIOUS_SECRETS: usize = 4;
 /// Identity cookie lifetime when `maxAge` is not set: 30 days.
 pub const DEFAULT_COOKIE_MAX_AGE: u64 = 30 * 24 * 3600;
+/// Pin cookie lifetime when `stickiness.pin.maxAge` is not set: one day, a tester's session.
+pub const DEFAULT_PIN_MAX_AGE: u64 = 24 * 3600;
+/// The pin cookie's name when `stickiness.pin.cookie` is not set is this and the route name.
+pub const DEFAULT_PIN_COOKIE_PREFIX: &str = "canary_pin_";
 
 #[derive(Debug)]
 pub struct RoutingTable {

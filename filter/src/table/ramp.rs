@@ -440,9 +440,12 @@ mod tests {
                 salt: salt.to_owned(),
                 key_slots: Vec::new(),
                 cookie_slot: None,
+                session: None,
+                pins: None,
             },
             sources: super::super::RouteSources::default(),
             ramp: None,
+            lanes: None,
         }
     }
 }

@@ -82,6 +82,18 @@ impl RequestHeaders {
             .map(|(_, value)| value)
     }
 
+    /// The value of header `name` (lowercase) when the request carries exactly one.
+    pub fn only(&self, name: &str) -> Option<&[u8]> {
+        let name = name.as_bytes();
+        let mut values = self
+            .iter()
+            .filter(|(n, _)| n.len() == name.len() && *n == name);
+        match (values.next(), values.next()) {
+            (Some((_, value)), None) => Some(value),
+            _ => None,
+        }
+    }
+
     /// The first `:path` value (empty when absent).
     pub(super) fn path(&self) -> &[u8] {
         self.header(":path").unwrap_or_default()

@@ -5,8 +5,10 @@ use std::cmp::Ordering;
 
 use regex_lite::Regex;
 
+use super::lane::Lanes;
 use super::ramp::{Ramp, Weights};
 use crate::assign::Weight;
+use crate::carried::{PinCookie, SessionCookie};
 use crate::cookie::IdentityCookie;
 
 #[derive(Debug)]
@@ -20,6 +22,8 @@ pub struct Route {
     pub sources: RouteSources,
     /// The variants' weights change over time; without it they are the configured weights.
     pub ramp: Option<Ramp>,
+    /// Set when the route trusts incoming decisions (`trustIncoming`).
+    pub lanes: Option<Lanes>,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -56,6 +60,17 @@ pub struct TargetingRule {
     pub predicate: Predicate,
     /// Index into the route's variants.
     pub variant: usize,
+    /// What the rule does to the pin cookie when it decides.
+    pub pin: Option<PinUpdate>,
+}
+
+/// What a decision does to the client's pin cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinUpdate {
+    /// Pin the variant decided.
+    Set,
+    /// Remove the pin.
+    Clear,
 }
 
 /// Where a value is read from on the request.
@@ -215,6 +230,29 @@ pub struct Stickiness {
     pub key_slots: Vec<Slot>,
     /// Where the identity cookie's value is, when there is an identity cookie.
     pub cookie_slot: Option<Slot>,
+    /// In session mode, the values of the identity cookie: it carries the variant served.
+    pub session: Option<SessionCookie>,
+    /// On a route with pin or unpin rules or a `pin` configuration.
+    pub pins: Option<Pins>,
+}
+
+/// A route's pins: the cookie, where a request's value of it is, and the variants it may pin.
+#[derive(Debug)]
+pub struct Pins {
+    pub cookie: PinCookie,
+    pub slot: Slot,
+    /// By variant index: whether a rule with `pin: true` targets the variant.
+    pub pinnable: Vec<bool>,
+}
+
+impl Pins {
+    /// The variant a request's pin cookie value pins, if the value verifies (where pins are
+    /// signed) and names a variant that a pin rule targets; `None` for a pin to be cleared.
+    pub fn variant(&self, variants: &[Variant], value: &[u8]) -> Option<usize> {
+        let name = self.cookie.variant(value)?;
+        let k = variants.iter().position(|v| v.name.as_bytes() == name)?;
+        self.pinnable.get(k).copied()?.then_some(k)
+    }
 }
 
 impl Route {

@@ -1,26 +1,33 @@
 //! `kube://NAMESPACE/NAME`: the WasmPlugin, TrafficExtension or EnvoyFilter of that name,
 //! through the Kubernetes API; `kube://NAMESPACE/KIND/NAME` names the kind when several kinds
-//! have that name. The client comes from the ambient configuration: `KUBECONFIG` or
-//! `~/.kube/config`, else the in-cluster service account.
+//! have that name, and is the only way to name an Envoy Gateway EnvoyExtensionPolicy (see
+//! [`envoy_extension_policy`]), which lives in another API than Istio's. The client comes from
+//! the ambient configuration: `KUBECONFIG` or `~/.kube/config`, else the in-cluster service
+//! account.
 //!
 //! An EnvoyFilter is a target when it has the shape `canaryctl render --api envoyfilter`
-//! gives it: an `EXTENSION_CONFIG` patch whose Wasm filter's `configuration` is a
-//! `StringValue` holding the plugin configuration as JSON.
+//! gives it, for the Wasm module or the dynamic module: one `EXTENSION_CONFIG` patch whose
+//! Wasm filter's `configuration`, or whose `DynamicModuleFilter`'s `filter_config`, is a
+//! `StringValue` holding the plugin configuration as JSON (see [`envoy_filter`]).
 //!
 //! A change is a JSON merge patch of `spec.pluginConfig` (`spec.wasm.pluginConfig` for a
 //! TrafficExtension) holding only what changed (for a weight change, the `routes` list), or
 //! for an EnvoyFilter of `spec.configPatches` (a list, so patched whole, with only the plugin
-//! configuration string changed), and the `metadata.resourceVersion` it was computed from, so
-//! the API server refuses it with 409 Conflict if anyone wrote the object in between; the
-//! change is then recomputed on a fresh read, at most [`MAX_ATTEMPTS`] times.
+//! configuration string changed), for an EnvoyExtensionPolicy of `spec.dynamicModule` (the
+//! same, with only what changed in the configuration object), and the
+//! `metadata.resourceVersion` it was computed from, so the API server refuses it with 409
+//! Conflict if anyone wrote the object in between; the change is then recomputed on a fresh
+//! read, at most [`MAX_ATTEMPTS`] times.
 //!
 //! One client is connected per process, on first use ([`super::Clients`]), and shared by every
 //! call, concurrent ones included. Every call survives a briefly unavailable API server (see
 //! [`retry`]). A 401 or 403 is reported with what the client's credentials or RBAC role lack.
 //!
-//! Without a kind, the name is looked up as each kind; a kind the client's role may not read
-//! (403) is not a candidate, so a role granting only the one resource is enough.
+//! Without a kind, the name is looked up as each of Istio's kinds; a kind the client's role
+//! may not read (403) is not a candidate, so a role granting only the one resource is enough.
 
+mod envoy_extension_policy;
+mod envoy_filter;
 mod retry;
 
 use std::sync::{Mutex, PoisonError};
@@ -32,14 +39,16 @@ use kube::Client;
 use serde_json::{json, Value};
 use tracing::debug;
 
+use self::envoy_filter::Filter;
 use self::retry::{retrying, Budget};
-use super::{edited, read_edit_write, Edit, Error, RecordEdit, Slot, Update};
-use crate::ecds;
+use super::{edited, read_edit_write, Edit, Error, ExtensionConfig, RecordEdit, Slot, Update};
 
 pub const GROUP: &str = "extensions.istio.io";
 pub const VERSION: &str = "v1alpha1";
 pub const NETWORKING_GROUP: &str = "networking.istio.io";
 pub const NETWORKING_VERSION: &str = "v1alpha3";
+pub const GATEWAY_GROUP: &str = "gateway.envoyproxy.io";
+pub const GATEWAY_VERSION: &str = "v1alpha1";
 const FIELD_MANAGER: &str = "canaryctl";
 
 #[derive(Debug, thiserror::Error)]
@@ -101,13 +110,24 @@ pub enum KubeError {
         field: &'static str,
     },
     #[error(
+        "{kind} {namespace}/{name} carries {} plugin configurations, in {}; canaryctl changes \
+         an object with exactly one",
+        .fields.len(), .fields.join(" and ")
+    )]
+    SeveralPluginConfigs {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        fields: Vec<String>,
+    },
+    #[error(
         "{kind} {namespace}/{name}: the plugin configuration in {field} cannot be read:\n{errors}"
     )]
     PluginConfigUnreadable {
         kind: Kind,
         namespace: String,
         name: String,
-        field: &'static str,
+        field: String,
         errors: ConfigErrors,
     },
     #[error(
@@ -177,12 +197,13 @@ fn kinds_text(kinds: &[Kind], conjunction: &str) -> String {
     }
 }
 
-/// The Istio kinds that carry a Wasm plugin configuration.
+/// The kinds that carry a plugin configuration: Istio's, and Envoy Gateway's policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     WasmPlugin,
     TrafficExtension,
     EnvoyFilter,
+    EnvoyExtensionPolicy,
 }
 
 impl std::str::FromStr for Kind {
@@ -190,7 +211,7 @@ impl std::str::FromStr for Kind {
 
     /// The kind as written in `kube://NAMESPACE/KIND/NAME`: lower case, singular.
     fn from_str(text: &str) -> Result<Self, ()> {
-        Kind::ALL
+        Kind::NAMED
             .into_iter()
             .find(|kind| kind.lowercase() == text)
             .ok_or(())
@@ -204,14 +225,24 @@ impl std::fmt::Display for Kind {
 }
 
 impl Kind {
-    /// Every kind a `kube://NAMESPACE/NAME` target is looked up as.
+    /// Every kind a `kube://NAMESPACE/NAME` target is looked up as: Istio's. An Envoy Gateway
+    /// policy lives in another API, and is named by its kind.
     pub const ALL: [Kind; 3] = [Kind::WasmPlugin, Kind::TrafficExtension, Kind::EnvoyFilter];
+
+    /// Every kind a `kube://NAMESPACE/KIND/NAME` target can name.
+    pub const NAMED: [Kind; 4] = [
+        Kind::WasmPlugin,
+        Kind::TrafficExtension,
+        Kind::EnvoyFilter,
+        Kind::EnvoyExtensionPolicy,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Kind::WasmPlugin => "WasmPlugin",
             Kind::TrafficExtension => "TrafficExtension",
             Kind::EnvoyFilter => "EnvoyFilter",
+            Kind::EnvoyExtensionPolicy => "EnvoyExtensionPolicy",
         }
     }
 
@@ -221,6 +252,7 @@ impl Kind {
             Kind::WasmPlugin => "wasmplugin",
             Kind::TrafficExtension => "trafficextension",
             Kind::EnvoyFilter => "envoyfilter",
+            Kind::EnvoyExtensionPolicy => "envoyextensionpolicy",
         }
     }
 
@@ -230,6 +262,7 @@ impl Kind {
             Kind::WasmPlugin => "wasmplugins",
             Kind::TrafficExtension => "trafficextensions",
             Kind::EnvoyFilter => "envoyfilters",
+            Kind::EnvoyExtensionPolicy => "envoyextensionpolicies",
         }
     }
 
@@ -238,6 +271,7 @@ impl Kind {
         match self {
             Kind::WasmPlugin | Kind::TrafficExtension => GROUP,
             Kind::EnvoyFilter => NETWORKING_GROUP,
+            Kind::EnvoyExtensionPolicy => GATEWAY_GROUP,
         }
     }
 
@@ -245,6 +279,7 @@ impl Kind {
         let version = match self {
             Kind::WasmPlugin | Kind::TrafficExtension => VERSION,
             Kind::EnvoyFilter => NETWORKING_VERSION,
+            Kind::EnvoyExtensionPolicy => GATEWAY_VERSION,
         };
         ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk(self.group(), version, self.name()),
@@ -252,68 +287,118 @@ impl Kind {
         )
     }
 
-    /// Where the plugin configuration sits in the object's `spec` (WasmPlugin and
-    /// TrafficExtension: as an object).
+    /// Where the plugin configuration sits in the object's `spec`, for the kinds that keep it
+    /// at a fixed path (WasmPlugin and TrafficExtension: as an object).
     fn config_path(self) -> &'static [&'static str] {
         match self {
             Kind::WasmPlugin => &["pluginConfig"],
             Kind::TrafficExtension => &["wasm", "pluginConfig"],
-            Kind::EnvoyFilter => &[],
+            Kind::EnvoyFilter | Kind::EnvoyExtensionPolicy => &[],
         }
     }
 
+    /// Where this kind keeps the plugin configuration, for the error when an object has none.
     fn config_field(self) -> &'static str {
         match self {
             Kind::WasmPlugin => "spec.pluginConfig",
             Kind::TrafficExtension => "spec.wasm.pluginConfig",
-            Kind::EnvoyFilter => {
-                "spec.configPatches[].patch.value.typed_config.config.configuration.value \
-                 (an EXTENSION_CONFIG patch of a Wasm filter)"
-            }
+            Kind::EnvoyFilter => envoy_filter::FIELD,
+            Kind::EnvoyExtensionPolicy => envoy_extension_policy::FIELD,
         }
     }
 
-    /// The plugin configuration, read by the filter's own decoder, if the object has one where
-    /// this kind keeps it.
-    fn config(self, object: &DynamicObject) -> Option<Result<PluginConfig, ConfigErrors>> {
-        let spec = object.data.get("spec")?;
-        if self == Kind::EnvoyFilter {
-            let pointer = envoy_filter_config_pointer(spec)?;
-            let text = spec.pointer(&pointer)?.as_str()?;
-            return Some(canary_filter::config::decode(text.as_bytes()));
+    /// For the kinds that keep the plugin configuration in an entry of a list (EnvoyFilter,
+    /// EnvoyExtensionPolicy), that entry's one configuration in `spec`; None for the others.
+    fn in_list(self, spec: &Value) -> Result<Option<InList>, Unread> {
+        Ok(Some(match self {
+            Kind::WasmPlugin | Kind::TrafficExtension => return Ok(None),
+            Kind::EnvoyFilter => {
+                let place = the_envoy_filter_place(spec)?;
+                InList {
+                    list: "configPatches",
+                    pointer: place.pointer(),
+                    field: place.describe(),
+                    as_string: true,
+                }
+            }
+            Kind::EnvoyExtensionPolicy => {
+                let place = the_one(
+                    envoy_extension_policy::places(spec),
+                    |place: &envoy_extension_policy::Place| place.describe(),
+                )?;
+                InList {
+                    list: "dynamicModule",
+                    pointer: place.pointer(),
+                    field: place.describe(),
+                    as_string: false,
+                }
+            }
+        }))
+    }
+
+    /// The plugin configuration, read by the filter's own decoder, if the object has exactly
+    /// one where this kind keeps it.
+    fn config(self, object: &DynamicObject) -> Result<PluginConfig, Unread> {
+        let spec = object.data.get("spec").ok_or(Unread::Missing)?;
+        if let Some(place) = self.in_list(spec)? {
+            let value = spec.pointer(&place.pointer).ok_or(Unread::Missing)?;
+            let text = match value {
+                Value::String(text) if place.as_string => text.clone(),
+                _ if place.as_string => return Err(Unread::Missing),
+                object => object.to_string(),
+            };
+            return canary_filter::config::decode(text.as_bytes())
+                .map_err(|errors| Unread::Invalid(place.field, errors));
         }
         let value = self
             .config_path()
             .iter()
-            .try_fold(spec, |value, key| value.get(key))?;
-        Some(canary_filter::config::decode(value.to_string().as_bytes()))
+            .try_fold(spec, |value, key| value.get(key))
+            .ok_or(Unread::Missing)?;
+        canary_filter::config::decode(value.to_string().as_bytes())
+            .map_err(|errors| Unread::Invalid(self.config_field().to_owned(), errors))
     }
 
     /// The merge patch that turns the plugin configuration `live` of `object` into `config`,
     /// valid only against the object's resourceVersion. For a WasmPlugin or TrafficExtension it
     /// holds only the members of the plugin configuration that differ, as each is written
-    /// back; for an EnvoyFilter, `spec.configPatches` with the one string replaced.
+    /// back; for an EnvoyFilter `spec.configPatches`, for an EnvoyExtensionPolicy
+    /// `spec.dynamicModule`, as read with the one configuration replaced.
     fn change(
         self,
         object: &DynamicObject,
         live: &PluginConfig,
         config: &PluginConfig,
     ) -> Result<Value, serde_json::Error> {
+        use serde::ser::Error as _;
+
         let resource_version = object.metadata.resource_version.as_deref();
-        if self != Kind::EnvoyFilter {
-            let diff = merge_diff(&serde_json::to_value(live)?, &serde_json::to_value(config)?);
-            return Ok(self.patch(resource_version, diff));
-        }
         let mut spec = object.data.get("spec").cloned().unwrap_or_default();
-        let text = serde_json::to_string(config)?;
-        if let Some(slot) =
-            envoy_filter_config_pointer(&spec).and_then(|pointer| spec.pointer_mut(&pointer))
-        {
-            *slot = Value::String(text);
+        // `object` is the one `live` was read from, so the configuration is where it was.
+        let place = match self.in_list(&spec) {
+            Ok(Some(place)) => place,
+            Ok(None) => {
+                let diff = merge_diff(&serde_json::to_value(live)?, &serde_json::to_value(config)?);
+                return Ok(self.patch(resource_version, diff));
+            }
+            Err(_) => {
+                return Err(serde_json::Error::custom(
+                    "the plugin configuration is not where it was read",
+                ))
+            }
+        };
+        if let Some(slot) = spec.pointer_mut(&place.pointer) {
+            if place.as_string {
+                *slot = Value::String(serde_json::to_string(config)?);
+            } else {
+                // As for a WasmPlugin: only the members that differ change.
+                let diff = merge_diff(&serde_json::to_value(live)?, &serde_json::to_value(config)?);
+                merge(slot, &diff);
+            }
         }
         Ok(json!({
             "metadata": { "resourceVersion": resource_version },
-            "spec": { "configPatches": spec.get("configPatches") },
+            "spec": { place.list: spec.get(place.list) },
         }))
     }
 
@@ -332,34 +417,41 @@ impl Kind {
     }
 }
 
-/// Where, in an EnvoyFilter's `spec`, the plugin configuration string is: the first
-/// `EXTENSION_CONFIG` patch whose value is a Wasm filter with a `StringValue` configuration
-/// that holds a JSON object with `routes`. A JSON pointer.
-fn envoy_filter_config_pointer(spec: &Value) -> Option<String> {
-    let patches = spec.get("configPatches")?.as_array()?;
-    patches.iter().enumerate().find_map(|(index, patch)| {
-        if patch.get("applyTo")?.as_str()? != "EXTENSION_CONFIG" {
-            return None;
-        }
-        let value = patch.pointer("/patch/value")?;
-        let typed_config_key = ["typed_config", "typedConfig"]
-            .into_iter()
-            .find(|key| value.get(*key).is_some())?;
-        let typed_config = &value[typed_config_key];
-        if typed_config.get("@type")?.as_str()? != ecds::WASM {
-            return None;
-        }
-        let configuration = typed_config.pointer("/config/configuration")?;
-        if configuration.get("@type")?.as_str()? != ecds::STRING_VALUE {
-            return None;
-        }
-        let text = configuration.get("value")?.as_str()?;
-        let parsed: Value = serde_json::from_str(text).ok()?;
-        parsed.get("routes")?;
-        Some(format!(
-            "/configPatches/{index}/patch/value/{typed_config_key}/config/configuration/value"
-        ))
-    })
+/// Why an object yields no plugin configuration.
+enum Unread {
+    /// It has none where its kind keeps it.
+    Missing,
+    /// It has several, at these fields.
+    Several(Vec<String>),
+    /// The one at this field is not a configuration the filter reads.
+    Invalid(String, ConfigErrors),
+}
+
+/// A plugin configuration in an entry of a list of the object's `spec`, which a merge patch
+/// can only replace whole.
+struct InList {
+    /// The list's field in `spec`.
+    list: &'static str,
+    /// The JSON pointer to the configuration, from `spec`.
+    pointer: String,
+    /// Its path as errors name it.
+    field: String,
+    /// Whether it is written as a JSON string (an EnvoyFilter's) rather than as an object.
+    as_string: bool,
+}
+
+/// Where, in an EnvoyFilter's `spec`, its one plugin configuration string is.
+fn the_envoy_filter_place(spec: &Value) -> Result<envoy_filter::Place, Unread> {
+    the_one(envoy_filter::places(spec), envoy_filter::Place::describe)
+}
+
+/// The one place of `places`.
+fn the_one<P>(mut places: Vec<P>, describe: impl Fn(&P) -> String) -> Result<P, Unread> {
+    match places.len() {
+        0 => Err(Unread::Missing),
+        1 => Ok(places.remove(0)),
+        _ => Err(Unread::Several(places.iter().map(describe).collect())),
+    }
 }
 
 /// The JSON merge patch (RFC 7386) that turns `from` into `to`: only the members that
@@ -388,6 +480,22 @@ fn merge_diff(from: &Value, to: &Value) -> Value {
     }
 }
 
+/// Applies the JSON merge patch (RFC 7386) `patch` to `target`.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(fields), Some(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    fields.remove(key);
+                } else {
+                    merge(fields.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
 /// The process's Kubernetes client, and how long each of its calls is retried.
 pub struct Connection {
     client: Client,
@@ -413,8 +521,8 @@ impl Connection {
     }
 }
 
-/// One WasmPlugin, TrafficExtension or EnvoyFilter, by namespace and name, of the kind given
-/// or else of whichever kind has that name.
+/// One WasmPlugin, TrafficExtension, EnvoyFilter or EnvoyExtensionPolicy, by namespace and
+/// name, of the kind given or else of whichever of Istio's kinds has that name.
 struct Resource<'a> {
     connection: &'a Connection,
     kind: Option<Kind>,
@@ -436,6 +544,32 @@ pub async fn read(connection: &Connection, at: Location<'_>) -> Result<PluginCon
     let resource = Resource::new(connection, at);
     let (kind, object) = resource.get().await?;
     Ok(resource.config(kind, &object)?)
+}
+
+/// The live plugin configuration and, for an EnvoyFilter of the dynamic module, its
+/// `TypedExtensionConfig`. That one is complete as it stands (Envoy finds the module by its
+/// name), so `canaryctl serve` can deliver it over ECDS; a Wasm filter's names the module
+/// image, which only the istio-agent fetches.
+pub async fn read_with_extension_config(
+    connection: &Connection,
+    at: Location<'_>,
+) -> Result<(PluginConfig, Option<ExtensionConfig>), Error> {
+    let resource = Resource::new(connection, at);
+    let (kind, object) = resource.get().await?;
+    let config = resource.config(kind, &object)?;
+    let extension_config = match (kind, object.data.get("spec")) {
+        (Kind::EnvoyFilter, Some(spec)) => the_envoy_filter_place(spec)
+            .ok()
+            .filter(|place| place.filter == Filter::DynamicModule)
+            .and_then(|place| {
+                Some(ExtensionConfig {
+                    path: place.extension_config_path(),
+                    value: place.extension_config(spec)?,
+                })
+            }),
+        _ => None,
+    };
+    Ok((config, extension_config))
 }
 
 pub async fn update(
@@ -490,7 +624,9 @@ impl<'a> Resource<'a> {
             match self.get_kind(kind).await? {
                 Lookup::Found(object) => {
                     let object = *object;
-                    if kind == Kind::EnvoyFilter && kind.config(&object).is_none() {
+                    if kind == Kind::EnvoyFilter
+                        && matches!(kind.config(&object), Err(Unread::Missing))
+                    {
                         debug!(%kind, namespace = self.namespace, name = self.name,
                             "carries no plugin configuration; not a target");
                         continue;
@@ -569,22 +705,28 @@ impl<'a> Resource<'a> {
     }
 
     fn config(&self, kind: Kind, object: &DynamicObject) -> Result<PluginConfig, KubeError> {
-        match kind.config(object) {
-            Some(Ok(config)) => Ok(config),
-            Some(Err(errors)) => Err(KubeError::PluginConfigUnreadable {
+        let (namespace, name) = (self.namespace.to_owned(), self.name.to_owned());
+        kind.config(object).map_err(|unread| match unread {
+            Unread::Invalid(field, errors) => KubeError::PluginConfigUnreadable {
                 kind,
-                namespace: self.namespace.to_owned(),
-                name: self.name.to_owned(),
-                field: kind.config_field(),
+                namespace,
+                name,
+                field,
                 errors,
-            }),
-            None => Err(KubeError::NoPluginConfig {
+            },
+            Unread::Several(fields) => KubeError::SeveralPluginConfigs {
                 kind,
-                namespace: self.namespace.to_owned(),
-                name: self.name.to_owned(),
+                namespace,
+                name,
+                fields,
+            },
+            Unread::Missing => KubeError::NoPluginConfig {
+                kind,
+                namespace,
+                name,
                 field: kind.config_field(),
-            }),
-        }
+            },
+        })
     }
 
     fn config_error(&self, kind: Kind, error: &serde_json::Error) -> KubeError {
@@ -592,7 +734,7 @@ impl<'a> Resource<'a> {
             kind,
             namespace: self.namespace.to_owned(),
             name: self.name.to_owned(),
-            field: kind.config_field(),
+            field: kind.config_field().to_owned(),
             errors: canary_filter::ConfigError::new("$", error.to_string()).into(),
         }
     }
@@ -855,7 +997,7 @@ mod tests {
                     {"name": "stable", "weight": 90.0}, {"name": "canary", "weight": 10}]}]}}
         }))
         .unwrap();
-        let live = Kind::WasmPlugin.config(&object).unwrap().unwrap();
+        let live = Kind::WasmPlugin.config(&object).ok().unwrap();
         let mut config = live.clone();
         crate::weights::Change::Promote("canary".into())
             .apply(&mut config, "web")
@@ -880,22 +1022,6 @@ mod tests {
         let mut applied = from.clone();
         merge(&mut applied, &diff);
         assert_eq!(applied, to, "applying the diff gives the target");
-    }
-
-    /// RFC 7386, to check `merge_diff` against.
-    fn merge(target: &mut Value, patch: &Value) {
-        match (target.as_object_mut(), patch.as_object()) {
-            (Some(fields), Some(patch)) => {
-                for (key, value) in patch {
-                    if value.is_null() {
-                        fields.remove(key);
-                    } else {
-                        merge(fields.entry(key.clone()).or_insert(Value::Null), value);
-                    }
-                }
-            }
-            _ => *target = patch.clone(),
-        }
     }
 
     #[test]
