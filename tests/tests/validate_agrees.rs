@@ -123,6 +123,84 @@ fn mutations(example: &str) -> Vec<(String, String)> {
                 "\"debugHeader\": false, \"seal\": \"0123456789abcdef0123456789abcdef\",",
             ),
         ),
+        (
+            "a pin rule and an unpin rule".into(),
+            replace(
+                "\"equals\": \"always\", \"variant\": \"canary\" }",
+                "\"equals\": \"always\", \"variant\": \"canary\", \"pin\": true }",
+            )
+            .replacen(
+                "\"equals\": \"never\",  \"variant\": \"stable\" }",
+                "\"equals\": \"never\",  \"variant\": \"stable\", \"unpin\": true }",
+                1,
+            ),
+        ),
+        (
+            "a rule that both pins and unpins".into(),
+            replace(
+                "\"equals\": \"always\", \"variant\": \"canary\" }",
+                "\"equals\": \"always\", \"variant\": \"canary\", \"pin\": true, \"unpin\": true }",
+            ),
+        ),
+        (
+            "session stickiness with a signing secret".into(),
+            replace(
+                "\"salt\": \"reviews-2026-11\"",
+                "\"salt\": \"reviews-2026-11\", \"mode\": \"session\"",
+            )
+            .replacen(
+                "\"sameSite\": \"Lax\"",
+                "\"sameSite\": \"Lax\", \"secret\": \"a-signing-secret-of-32-characters\"",
+                1,
+            ),
+        ),
+        (
+            "session stickiness without a secret".into(),
+            replace(
+                "\"salt\": \"reviews-2026-11\"",
+                "\"salt\": \"reviews-2026-11\", \"mode\": \"session\"",
+            ),
+        ),
+        (
+            "an unknown stickiness mode".into(),
+            replace(
+                "\"salt\": \"reviews-2026-11\"",
+                "\"salt\": \"reviews-2026-11\", \"mode\": \"sticky\"",
+            ),
+        ),
+        (
+            "a route trusting incoming decisions, with a seal".into(),
+            replace(
+                "\"debugHeader\": false,",
+                "\"debugHeader\": false, \"seal\": \"0123456789abcdef0123456789abcdef\",",
+            )
+            .replacen(
+                "\"name\": \"reviews\",",
+                "\"name\": \"reviews\", \"trustIncoming\": true,",
+                1,
+            ),
+        ),
+        (
+            "a route trusting incoming decisions, without a seal".into(),
+            replace(
+                "\"name\": \"reviews\",",
+                "\"name\": \"reviews\", \"trustIncoming\": true,",
+            ),
+        ),
+        (
+            "a ramp".into(),
+            replace(
+                "\"name\": \"reviews\",",
+                "\"name\": \"reviews\", \"ramp\": { \"variant\": \"canary\", \"from\": 10, \"to\": 50, \"start\": \"2026-12-07T12:00:00Z\", \"duration\": \"2h\" },",
+            ),
+        ),
+        (
+            "a ramp of the baseline".into(),
+            replace(
+                "\"name\": \"reviews\",",
+                "\"name\": \"reviews\", \"ramp\": { \"variant\": \"stable\", \"from\": 90, \"to\": 50, \"start\": \"2026-12-07T12:00:00Z\", \"duration\": \"2h\" },",
+            ),
+        ),
         ("an empty document".into(), String::new()),
         ("an empty object".into(), "{}".into()),
         ("a list".into(), "[]".into()),
