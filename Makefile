@@ -13,6 +13,10 @@ NOOP_WASM     := $(TARGET_DIR)/wasm32-wasip1/release/canary_noop_filter.wasm
 NOOP_FEATURES := read-headers set-header
 # The native dynamic module: Envoy loads lib<name>.so from $ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
 DYNMOD_DIR    := $(TARGET_DIR)/dynmod
+# The same module built with each of its benchmark floors (`dynmod/Cargo.toml`), each in
+# $(DYNMOD_FLOOR_DIR)/<feature>.
+DYNMOD_FLOORS := floor floor-read floor-set
+DYNMOD_FLOOR_DIR := $(TARGET_DIR)/dynmod-floors
 # The same module with the test-only `panic-probe` feature, for the test that a panic fails open.
 DYNMOD_PROBE_DIR := $(TARGET_DIR)/dynmod-probe
 CARGO         ?= cargo
@@ -28,6 +32,7 @@ export CANARY_WASM := $(abspath $(WASM))
 export CANARYCTL_BIN := $(abspath $(TARGET_DIR)/debug/canaryctl)
 export CANARY_DYNMOD_DIR := $(abspath $(DYNMOD_DIR))
 export CANARY_DYNMOD_PROBE_DIR := $(abspath $(DYNMOD_PROBE_DIR))
+export CANARY_DYNMOD_FLOOR_DIR := $(abspath $(DYNMOD_FLOOR_DIR))
 
 .PHONY: all build wasm dynmod controller test unit e2e lint fmt demo manifests tools wasm-target prometheus clean \
 	bench bench-tools wasm-opt-tool
@@ -58,6 +63,11 @@ wasm: wasm-target wasm-opt-tool
 dynmod:
 	$(CARGO) build -p canary-router-dynmod --profile dynmod
 	$(CARGO) build -p canary-router-dynmod --profile dynmod-probe --features panic-probe
+	for feature in $(DYNMOD_FLOORS); do \
+		$(CARGO) build -p canary-router-dynmod --profile dynmod-floor --features $$feature || exit 1; \
+		mkdir -p $(DYNMOD_FLOOR_DIR)/$$feature; \
+		cp $(TARGET_DIR)/dynmod-floor/libcanary_router.so $(DYNMOD_FLOOR_DIR)/$$feature/ || exit 1; \
+	done
 	@ls -l $(DYNMOD_DIR)/libcanary_router.so | awk '{ printf "%s: %d bytes\n", $$NF, $$5 }'
 
 controller:
@@ -139,10 +149,11 @@ prometheus:
 	@command -v prometheus >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
-# The load generator and CPU pinning of the benchmarks (and of their smoke test in `make test`).
+# The load generator, CPU pinning and instruction counting (valgrind's callgrind) of the
+# benchmarks, and of their tests in `make test`.
 bench-tools:
-	@command -v wrk >/dev/null && command -v taskset >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk util-linux; }
+	@command -v wrk >/dev/null && command -v taskset >/dev/null && command -v callgrind_control >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk util-linux valgrind; }
 
 wasm-opt-tool:
 	@command -v wasm-opt >/dev/null || \

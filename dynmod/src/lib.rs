@@ -180,6 +180,10 @@ extern "C" fn envoy_dynamic_module_on_http_filter_new(
     if config.is_null() {
         return std::ptr::null();
     }
+    if cfg!(feature = "floor") {
+        // Nothing per stream: the hooks get the configuration.
+        return config;
+    }
     // SAFETY: made by `on_http_filter_config_new`; Envoy keeps the configuration alive while
     // it creates filters from it.
     let config = unsafe { &*config.cast::<Arc<FilterConfig>>() };
@@ -252,6 +256,9 @@ extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter: ModulePtr,
     _end_of_stream: bool,
 ) -> FilterStatus {
+    #[cfg(feature = "floor")]
+    return floor::request_headers(envoy, filter);
+    #[cfg_attr(feature = "floor", allow(unreachable_code))]
     on_stream(
         "on_http_filter_request_headers",
         Phase::Request,
@@ -274,6 +281,9 @@ extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter: ModulePtr,
     _end_of_stream: bool,
 ) -> FilterStatus {
+    if cfg!(feature = "floor") {
+        return CONTINUE;
+    }
     on_stream(
         "on_http_filter_response_headers",
         Phase::Response,
@@ -290,7 +300,7 @@ extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 #[no_mangle]
 extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: ModulePtr) {
     barrier("on_http_filter_destroy", (), log_panic, || {
-        if !filter.is_null() {
+        if !filter.is_null() && !cfg!(feature = "floor") {
             // SAFETY: made by `Box::into_raw` in `on_http_filter_new`; Envoy destroys a filter
             // once, after its last hook.
             drop(unsafe { Box::from_raw(filter.cast::<Filter>().cast_mut()) });
@@ -423,6 +433,29 @@ extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_
     _envoy: FilterEnvoyPtr,
     _filter: ModulePtr,
 ) {
+}
+
+/// Benchmark only (features `floor`, `floor-read`, `floor-set`): what any dynamic-module
+/// filter costs, and what the two things a decision asks of Envoy cost, without deciding.
+#[cfg(feature = "floor")]
+mod floor {
+    use super::*;
+
+    pub fn request_headers(envoy: FilterEnvoyPtr, config: ModulePtr) -> FilterStatus {
+        if config.is_null() || !cfg!(feature = "floor-read") {
+            return CONTINUE;
+        }
+        // SAFETY: `on_http_filter_new` hands each stream its configuration under `floor`,
+        // and Envoy keeps the configuration alive while its filters run.
+        let config = unsafe { &*config.cast::<Arc<FilterConfig>>() };
+        let host = StreamHost::new(envoy, &config.metrics);
+        std::hint::black_box(host.request_headers());
+        if cfg!(feature = "floor-set") {
+            host.set_request_header(&config.decision_header, Some(b"stable"));
+            host.clear_route_cache();
+        }
+        CONTINUE
+    }
 }
 
 /// Test only (feature `panic-probe`): a real panic inside a hook, on request.

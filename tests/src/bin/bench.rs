@@ -43,10 +43,18 @@ struct Args {
     /// Configuration pushes timed for propagation.
     #[arg(long, value_name = "N", default_value_t = Options::default().propagation_trials)]
     trials: usize,
+    /// Requests whose Envoy instructions callgrind counts per configuration (0: none).
+    #[arg(long, value_name = "N", default_value_t = Options::default().counted_requests)]
+    counted_requests: usize,
+    /// Keep callgrind's dumps in this folder, one folder per configuration, for
+    /// `callgrind_annotate`.
+    #[arg(long, value_name = "DIR")]
+    callgrind_dir: Option<PathBuf>,
     /// Do not pin the Envoys and the load generator to CPUs.
     #[arg(long)]
     no_pin: bool,
-    /// Another build of the filter, measured on the two-variant configuration.
+    /// Another build of the filter, measured on the two-variant configuration: a `.wasm`, or a
+    /// `lib<name>.so` build of the dynamic module.
     #[arg(long = "module", value_name = "LABEL=PATH", value_parser = parse_module)]
     modules: Vec<(String, PathBuf)>,
     /// Measure only this part, and replace only its section of an existing output file.
@@ -133,6 +141,8 @@ async fn run(args: Args) -> Result<()> {
         propagation_trials: args.trials,
         pin: !args.no_pin,
         modules: args.modules,
+        counted_requests: args.counted_requests,
+        callgrind_dir: args.callgrind_dir,
         ..Options::default()
     };
     let criterion = args
