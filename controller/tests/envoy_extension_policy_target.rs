@@ -2,7 +2,7 @@
 //! `canaryctl render --api envoyextensionpolicy` makes: the plugin configuration is the
 //! `config` object of its `dynamicModule` entry, edited against the stand-in Kubernetes API
 //! server (Envoy Gateway's EnvoyExtensionPolicy CRD schema, resourceVersion conflicts, JSON merge
-//! patch, RBAC).
+//! patch, RBAC), and the rollout record is an annotation on the policy.
 
 mod support;
 
@@ -245,4 +245,102 @@ fn the_rendered_role_is_enough() {
         .filter(|s| s.status == 401 || s.status == 403)
         .count();
     assert_eq!(refused, 0, "nothing was refused");
+}
+
+const RECORD: &str = "rollout.canary-router.io/reviews";
+
+impl Cluster {
+    /// The rollout record the policy carries, as an annotation.
+    fn record(&self) -> Value {
+        let policy = self.policy();
+        let text = policy["metadata"]["annotations"][RECORD]
+            .as_str()
+            .expect("the rollout record");
+        serde_json::from_str(text).expect("JSON")
+    }
+
+    /// A rollout of v2 in steps of 10 and 50 %, `errors_in_50` of its responses failing.
+    fn rollout(&self, errors_in_50: u64) -> support::Run {
+        let metrics = support::stand_in_envoy_admin("reviews", "v1", "v2", errors_in_50);
+        self.run(&[
+            "rollout",
+            "--target",
+            TARGET,
+            "--route",
+            "reviews",
+            "--variant",
+            "v2",
+            "--steps",
+            "10,50",
+            "--interval",
+            "1s",
+            "--metrics",
+            &metrics,
+            "--min-requests",
+            "20",
+            "--progress",
+            "lines",
+        ])
+    }
+}
+
+#[test]
+fn a_rollout_is_promoted_or_rolled_back_and_recorded_on_the_policy() {
+    let healthy = Cluster::new();
+    healthy.api.force_conflicts(1);
+    let run = healthy.rollout(0);
+    assert!(run.succeeded(), "{run:?}");
+    assert!(run.stdout.contains("step 2/2 passed"), "{run:?}");
+    assert_eq!(healthy.weights(), [json!(0), json!(100), json!(0)]);
+    assert_eq!(healthy.record()["state"], "promoted");
+    assert!(healthy
+        .api
+        .served_with("PATCH")
+        .iter()
+        .all(|s| s.uri.contains("/envoyextensionpolicies/")));
+
+    let failing = Cluster::new();
+    let run = failing.rollout(10);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stdout.contains("step 1/2 at 10 % failed"), "{run:?}");
+    assert_eq!(
+        failing.weights(),
+        [json!(90), json!(0), json!(10)],
+        "v2 back to 0, the baseline takes it, v3 keeps its weight"
+    );
+    assert_eq!(failing.record()["state"], "rolled-back");
+}
+
+#[test]
+fn resume_lifts_a_pause_recorded_on_the_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let objects = render(dir.path());
+    let mut policy = of_kind(&objects, "EnvoyExtensionPolicy");
+    let record = json!({"id": "run-1", "route": "reviews", "variant": "v2", "step": 2,
+                        "steps": ["10", "50", "100"], "state": "paused"});
+    policy["metadata"]["annotations"] = json!({RECORD: record.to_string(), "team": "reviews"});
+    let api = KubeApi::start();
+    api.create(policy);
+    let cluster = Cluster { api, dir, objects };
+
+    let run = cluster.run(&["resume", "--target", TARGET, "--route", "reviews"]);
+    assert!(run.succeeded(), "{run:?}");
+    assert!(
+        run.stdout.contains("rollout of v2 resumed at step 2/3"),
+        "{run:?}"
+    );
+    assert_eq!(cluster.record()["state"], "running");
+    assert_eq!(
+        cluster.policy()["metadata"]["annotations"]["team"],
+        "reviews"
+    );
+
+    let run = cluster.run(&["abort", "--target", TARGET, "--route", "reviews"]);
+    assert!(run.succeeded(), "{run:?}");
+    assert_eq!(cluster.record()["state"], "aborted");
+    assert_eq!(
+        cluster.weights(),
+        [json!(100), json!(0), json!(0)],
+        "abort sends the whole route to its first variant"
+    );
 }
