@@ -262,25 +262,7 @@ impl Cluster {
     /// A rollout of v2 in steps of 10 and 50 %, `errors_in_50` of its responses failing.
     fn rollout(&self, errors_in_50: u64) -> support::Run {
         let metrics = support::stand_in_envoy_admin("reviews", "v1", "v2", errors_in_50);
-        self.run(&[
-            "rollout",
-            "--target",
-            TARGET,
-            "--route",
-            "reviews",
-            "--variant",
-            "v2",
-            "--steps",
-            "10,50",
-            "--interval",
-            "1s",
-            "--metrics",
-            &metrics,
-            "--min-requests",
-            "20",
-            "--progress",
-            "lines",
-        ])
+        self.run(&support::rollout_args(TARGET, "v2", &metrics))
     }
 }
 

@@ -229,25 +229,7 @@ fn set_weight_survives_conflicts_and_keeps_the_other_writers_change() {
 fn a_rollout_is_promoted_and_recorded_on_the_envoy_filter() {
     let cluster = Cluster::with(vec![rendered()]);
     let metrics = support::stand_in_envoy_admin("reviews", "v1", "v2", 0);
-    let run = cluster.run(&[
-        "rollout",
-        "--target",
-        TARGET,
-        "--route",
-        "reviews",
-        "--variant",
-        "v2",
-        "--steps",
-        "10,50",
-        "--interval",
-        "1s",
-        "--metrics",
-        &metrics,
-        "--min-requests",
-        "20",
-        "--progress",
-        "lines",
-    ]);
+    let run = cluster.run(&support::rollout_args(TARGET, "v2", &metrics));
     assert!(run.succeeded(), "{run:?}");
     assert!(run.stdout.contains("step 2/2 passed"), "{run:?}");
     assert_eq!(cluster.weights(), [json!(0), json!(100), json!(0)]);

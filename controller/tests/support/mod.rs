@@ -93,6 +93,30 @@ pub fn envoy_filter_config(object: &serde_json::Value) -> serde_json::Value {
     serde_json::from_str(text).expect("the plugin configuration is JSON")
 }
 
+/// `canaryctl rollout` of `variant` on route `reviews` of `target`, in steps of 10 and 50 %
+/// of 1 s, judged on `metrics` once 20 requests were seen, printing a line per event.
+pub fn rollout_args<'a>(target: &'a str, variant: &'a str, metrics: &'a str) -> Vec<&'a str> {
+    vec![
+        "rollout",
+        "--target",
+        target,
+        "--route",
+        "reviews",
+        "--variant",
+        variant,
+        "--steps",
+        "10,50",
+        "--interval",
+        "1s",
+        "--metrics",
+        metrics,
+        "--min-requests",
+        "20",
+        "--progress",
+        "lines",
+    ]
+}
+
 /// A stand-in Envoy admin endpoint for `canaryctl rollout --metrics envoy:URL`: its `/stats`
 /// shows 50 more responses for each of the two variants of `route` at every read,
 /// `errors_in_50` of the canary's being 5xx. The metrics source, as `--metrics` takes it.
