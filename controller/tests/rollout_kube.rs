@@ -135,21 +135,8 @@ fn rollout(c: &Cluster, metrics: &str) -> support::Run {
 }
 
 fn rollout_of(c: &Cluster, variant: &str, metrics: &str) -> support::Run {
-    c.run(&[
-        "rollout",
-        "--variant",
-        variant,
-        "--steps",
-        "10,50",
-        "--interval",
-        "1s",
-        "--metrics",
-        metrics,
-        "--min-requests",
-        "20",
-        "--progress",
-        "lines",
-    ])
+    let args = support::rollout_args(TARGET, variant, metrics);
+    canaryctl(&args, Some(&c.api.kubeconfig(c.dir.path())))
 }
 
 fn weights(c: &Cluster) -> (Value, Value) {

@@ -691,11 +691,28 @@ fn set_request_header_limits(bootstrap: &mut Value, kib: u32, count: u32) {
     );
 }
 
+/// Sends one command to the callgrind run of process `pid` and waits for it to be done.
+async fn callgrind_control(pid: &str, command: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let output = tokio::process::Command::new("callgrind_control")
+        .args([command, pid])
+        .output()
+        .await
+        .context("callgrind_control (valgrind) is not installed")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "callgrind_control {command}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
 /// The dump files callgrind has written into `dir`.
-fn callgrind_dumps(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+async fn callgrind_dumps(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut dumps = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let path = entry.path();
         if path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("callgrind.out"))
@@ -944,7 +961,6 @@ impl Envoy {
         self.spawn().await;
     }
 
-    /// The Envoy process id, while it runs.
     /// The instructions Envoy executed, in all its threads, while `work` ran; Envoy must have
     /// been started with [`EnvoyBuilder::callgrind`]. Counted by the CPU's instruction set
     /// as valgrind runs it, so the same requests to the same Envoy count the same whatever
@@ -960,30 +976,18 @@ impl Envoy {
             .as_deref()
             .context("Envoy is not running under callgrind")?;
         let pid = self.pid().context("Envoy is not running")?.to_string();
-        let control = |args: &[&str]| -> anyhow::Result<()> {
-            let output = Command::new("callgrind_control")
-                .args(args)
-                .arg(&pid)
-                .output()
-                .context("callgrind_control (valgrind) is not installed")?;
-            anyhow::ensure!(
-                output.status.success(),
-                "callgrind_control {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            Ok(())
-        };
-        let dumps_before = callgrind_dumps(dir)?;
-        control(&["--instr=on"])?;
-        control(&["--zero"])?;
+        let dumps_before = callgrind_dumps(dir).await?;
+        callgrind_control(&pid, "--instr=on").await?;
+        callgrind_control(&pid, "--zero").await?;
         let value = work.await;
-        control(&["--dump"])?;
-        control(&["--instr=off"])?;
-        let dump = callgrind_dumps(dir)?
+        callgrind_control(&pid, "--dump").await?;
+        callgrind_control(&pid, "--instr=off").await?;
+        let dump = callgrind_dumps(dir)
+            .await?
             .into_iter()
             .find(|path| !dumps_before.contains(path))
             .context("callgrind wrote no dump")?;
-        let text = std::fs::read_to_string(&dump)?;
+        let text = tokio::fs::read_to_string(&dump).await?;
         let totals = text
             .lines()
             .find_map(|line| line.strip_prefix("totals:"))
@@ -992,6 +996,7 @@ impl Envoy {
         Ok((totals, value))
     }
 
+    /// The Envoy process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(Child::id)
     }
