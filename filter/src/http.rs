@@ -6,7 +6,7 @@ use std::rc::Rc;
 use crate::config;
 use crate::host::{Host, LogLevel};
 use crate::metrics::{class_of, Metric, Metrics};
-use crate::table::{Decision, PinUpdate, Reason, RoutingTable, VariantId};
+use crate::table::{Decision, PinUpdate, Reason, RoutingTable, Variant, VariantId};
 
 /// Response header carrying the decision when `debugHeader` is on.
 pub const DEBUG_HEADER: &str = "x-canary-decision";
@@ -46,6 +46,22 @@ impl Plugin {
                 None
             }
         }
+    }
+}
+
+impl Plugin {
+    /// Decides a request that no response follows, as the dynamic module's route cluster
+    /// specifier does: the decision and its counter, and nothing written to the request. What a
+    /// decision asks of the response is dropped, so the configuration must have no
+    /// [`RoutingTable::response_needs`]. `None` when no route matches.
+    pub fn decide_request(&self, host: &impl Host) -> Option<&Variant> {
+        let request = host.request_headers();
+        let decision = self
+            .table
+            .decide(&request, || host.now_millis(), |buf| host.random(buf))?;
+        self.metrics
+            .increment(host, decision.variant.id, Metric::Decision(decision.reason));
+        Some(decision.variant)
     }
 }
 
@@ -252,6 +268,54 @@ mod tests {
         host.set_response_header(":status", "200");
         host.advance_millis(7);
         stream.on_response_headers(host);
+    }
+
+    #[test]
+    fn a_request_decided_without_a_response_is_counted_and_left_as_it_came() {
+        let config = r#"{"routes": [{"name": "web",
+            "variants": [ { "name": "stable", "weight": 50 }, { "name": "canary", "weight": 50 } ],
+            "targeting": [ { "name": "qa", "header": "x-canary", "equals": "always", "variant": "canary" } ],
+            "stickiness": { "keys": [ { "header": "x-user-id" } ] }}]}"#;
+        // One host for every request, as one worker: the plugin defines each metric once.
+        let host = MockHost::request(&[
+            (":authority", "shop"),
+            (":path", "/"),
+            ("x-canary-variant", "canary"),
+        ]);
+        let plugin = Plugin::configure(&host, 1, Some(config.as_bytes())).expect("valid");
+        let mut counted: Vec<(String, u64)> = Vec::new();
+        for user in (0..40).map(|i| format!("u{i}")) {
+            host.set_request_header("x-user-id", Some(user.as_bytes()));
+            let want = plugin
+                .table
+                .decide(&host.request_headers(), || 0, |_| false)
+                .map(|d| d.variant.name.clone());
+            let got = plugin.decide_request(&host).map(|v| v.name.clone());
+            assert_eq!(got, want, "{user}");
+            let name = format!(
+                "canary.route.web.variant.{}.decision.hash",
+                got.unwrap_or_default()
+            );
+            match counted.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, n)) => *n += 1,
+                None => counted.push((name, 1)),
+            }
+        }
+        assert_eq!(counted.len(), 2, "both variants decided: {counted:?}");
+        for (name, n) in &counted {
+            assert_eq!(host.counter(name), Some(*n), "{name}");
+        }
+        // The request is left as it came: the decision header the client sent, no route match
+        // asked for.
+        assert_eq!(host.request_values("x-canary-variant"), ["canary"]);
+        assert_eq!(host.route_cache_cleared(), 0);
+        host.set_request_header("x-canary", Some(b"always"));
+        let got = plugin.decide_request(&host).map(|v| v.name.as_str());
+        assert_eq!(got, Some("canary"));
+        assert_eq!(
+            host.counter("canary.route.web.variant.canary.decision.rule"),
+            Some(1)
+        );
     }
 
     #[test]

@@ -51,6 +51,11 @@ impl RouteIndex {
         index
     }
 
+    /// Whether route `i` is the first of those that match any host.
+    pub(crate) fn takes_any_host(&self, i: usize) -> bool {
+        self.any_host.first() == Some(&i)
+    }
+
     /// The index of the first route, in configuration order, matching `authority` and `path`;
     /// `path_prefixes(i)` is route `i`'s path prefixes (none: any path).
     pub(crate) fn find<'r>(

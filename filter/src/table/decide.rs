@@ -128,8 +128,14 @@ impl RoutingTable {
         now_millis: impl FnOnce() -> u64,
         random: impl FnOnce(&mut [u8; IDENTITY_BYTES]) -> bool,
     ) -> Option<Decision<'_>> {
-        let (authority, path) = request.authority_and_path();
-        let route = self.routes.get(self.route_for(authority, path)?)?;
+        // A first route for every host and path takes every request: no need to read them.
+        let first = if self.first_route_takes_all() {
+            0
+        } else {
+            let (authority, path) = request.authority_and_path();
+            self.route_for(authority, path)?
+        };
+        let route = self.routes.get(first)?;
         route.decide(request, now_millis, random)
     }
 }

@@ -28,6 +28,7 @@ pub use route::{
 };
 pub use validate::{check_seal, check_secret, decimal, parse_weight};
 
+use crate::error::ConfigError;
 use crate::router::RouteIndex;
 
 pub const MAX_ROUTES: usize = 1024;
@@ -68,7 +69,131 @@ impl RoutingTable {
         self.index.find(prefixes, authority, path)
     }
 
+    /// Whether the first route matches any host and any path, and so every request.
+    pub(crate) fn first_route_takes_all(&self) -> bool {
+        self.routes
+            .first()
+            .is_some_and(|route| route.path_prefixes.is_empty())
+            && self.index.takes_any_host(0)
+    }
+
     pub fn route(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// What the configuration does on the response, one error at its path each: for a host
+    /// that decides a request and never sees its response (the dynamic module's route cluster
+    /// specifier), which must refuse such a configuration rather than drop part of it. Empty
+    /// when everything the configuration asks for happens on the request.
+    pub fn response_needs(&self) -> Vec<ConfigError> {
+        const REASON: &str = "acts on the response, which a route cluster specifier never sees";
+        let mut needs = Vec::new();
+        if self.debug_header {
+            needs.push(ConfigError::new("debugHeader", REASON));
+        }
+        if self.response_metrics {
+            needs.push(ConfigError::new("metrics.responses", REASON));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if route.stickiness.cookie.is_some() {
+                needs.push(ConfigError::new(
+                    format!("routes[{i}].stickiness.cookie"),
+                    "is issued on the response, which a route cluster specifier never sees; \
+                     identify users with stickiness.keys",
+                ));
+            }
+            let mut rule_pins = false;
+            for (j, rule) in route.targeting.iter().enumerate() {
+                let field = match rule.pin {
+                    Some(PinUpdate::Set) => "pin",
+                    Some(PinUpdate::Clear) => "unpin",
+                    None => continue,
+                };
+                rule_pins = true;
+                needs.push(ConfigError::new(
+                    format!("routes[{i}].targeting[{j}].{field}"),
+                    REASON,
+                ));
+            }
+            if route.stickiness.pins.is_some() && !rule_pins {
+                needs.push(ConfigError::new(
+                    format!("routes[{i}].stickiness.pin"),
+                    REASON,
+                ));
+            }
+        }
+        needs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn needs(json: &str) -> Vec<String> {
+        let table = crate::parse(json.as_bytes()).expect("valid configuration");
+        table
+            .response_needs()
+            .iter()
+            .map(|e| e.path.clone())
+            .collect()
+    }
+
+    #[test]
+    fn what_acts_on_the_response_is_named_at_its_path() {
+        let all = r#"{"debugHeader": true, "metrics": {"responses": true}, "routes": [
+            {"name": "a", "variants": [{"name": "s", "weight": 100}],
+             "stickiness": {"keys": [], "cookie": {"name": "id"}}},
+            {"name": "b", "variants": [{"name": "s", "weight": 50}, {"name": "c", "weight": 50}],
+             "targeting": [
+               {"name": "x", "header": "x", "equals": "1", "variant": "c"},
+               {"name": "p", "header": "p", "equals": "1", "variant": "c", "pin": true},
+               {"name": "u", "header": "u", "equals": "1", "variant": "s", "unpin": true}]},
+            {"name": "c", "variants": [{"name": "s", "weight": 100}],
+             "stickiness": {"pin": {}}}
+        ]}"#;
+        assert_eq!(
+            needs(all),
+            [
+                "debugHeader",
+                "metrics.responses",
+                "routes[0].stickiness.cookie",
+                "routes[1].targeting[1].pin",
+                "routes[1].targeting[2].unpin",
+                "routes[2].stickiness.pin",
+            ]
+        );
+    }
+
+    #[test]
+    fn only_a_first_route_for_any_host_and_path_takes_every_request() {
+        let takes_all = |routes: &str| {
+            let json = format!(r#"{{"routes": {routes}}}"#);
+            crate::parse(json.as_bytes())
+                .expect("valid configuration")
+                .first_route_takes_all()
+        };
+        let route = |name: &str, matches: &str| {
+            format!(
+                r#"{{"name": "{name}", "match": {matches}, "variants": [{{"name": "s", "weight": 100}}]}}"#
+            )
+        };
+        let any = route("a", "{}");
+        let star = route("a", r#"{"hosts": ["*"]}"#);
+        let host = route("a", r#"{"hosts": ["shop"]}"#);
+        let path = route("a", r#"{"pathPrefixes": ["/api/"]}"#);
+        let second = route("b", "{}");
+        assert!(takes_all(&format!("[{any}, {second}]")));
+        assert!(takes_all(&format!("[{star}]")));
+        assert!(!takes_all(&format!("[{host}, {second}]")));
+        assert!(!takes_all(&format!("[{path}, {second}]")));
+    }
+
+    #[test]
+    fn a_configuration_acting_on_the_request_only_needs_nothing() {
+        let request_only = r#"{"debugHeader": false, "routes": [
+            {"name": "a", "variants": [{"name": "s", "weight": 90}, {"name": "c", "weight": 10}],
+             "targeting": [{"name": "x", "cookie": "x", "present": true, "variant": "c"}],
+             "stickiness": {"keys": [{"header": "x-user-id"}, {"cookie": "sid"}]}}
+        ]}"#;
+        assert!(needs(request_only).is_empty());
     }
 }

@@ -35,18 +35,24 @@ impl RequestHeaders {
     /// The headers `pairs`, in order (names lowercase), serialised into one map: for the host
     /// double, the dynamic module and callers outside a host, such as canaryctl.
     pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Self {
-        let fields: usize = pairs
-            .iter()
-            .map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 2)
-            .sum();
-        let mut map = Vec::with_capacity(COUNT_BYTES + LENGTHS_BYTES * pairs.len() + fields);
-        map.extend_from_slice(&wire_len(pairs.len()).to_le_bytes());
-        for (name, value) in pairs {
-            map.extend_from_slice(&wire_len(name.as_ref().len()).to_le_bytes());
-            map.extend_from_slice(&wire_len(value.as_ref().len()).to_le_bytes());
+        Self::from_headers(pairs.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
+    }
+
+    /// The headers `headers` yields, in order (names lowercase), serialised into one map with
+    /// one allocation. `headers` is gone through three times, so it should be cheap to clone,
+    /// like an iterator over a slice.
+    pub fn from_headers<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone) -> Self {
+        let (count, fields) = headers.clone().fold((0, 0), |(count, fields), (n, v)| {
+            (count + 1, fields + n.len() + v.len() + 2)
+        });
+        let mut map = Vec::with_capacity(COUNT_BYTES + LENGTHS_BYTES * count + fields);
+        map.extend_from_slice(&wire_len(count).to_le_bytes());
+        for (name, value) in headers.clone() {
+            map.extend_from_slice(&wire_len(name.len()).to_le_bytes());
+            map.extend_from_slice(&wire_len(value.len()).to_le_bytes());
         }
-        for (name, value) in pairs {
-            for field in [name.as_ref(), value.as_ref()] {
+        for (name, value) in headers {
+            for field in [name, value] {
                 map.extend_from_slice(field);
                 map.push(0);
             }
