@@ -137,8 +137,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TargetArg {
-    /// file:PATH (an ECDS file), kube://NAMESPACE/NAME or kube://NAMESPACE/KIND/NAME (a
-    /// WasmPlugin, TrafficExtension or EnvoyFilter).
+    /// file:PATH (an ECDS file, or an RDS file with the dynamic module as a route's cluster
+    /// specifier), kube://NAMESPACE/NAME or kube://NAMESPACE/KIND/NAME (a WasmPlugin,
+    /// TrafficExtension or EnvoyFilter).
     #[arg(long = "target", env = "CANARYCTL_TARGET", value_name = "TARGET")]
     pub target: String,
 }

@@ -18,7 +18,14 @@ pub const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue"
 pub const DYNAMIC_MODULE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
 
-/// The `filter_name` the native dynamic module serves (its `FILTER_NAME`).
+pub const ROUTE_CONFIGURATION: &str =
+    "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// The dynamic module as a route's cluster specifier: the plugin configuration is the
+/// `routing` of its `specifier_config`.
+pub const CLUSTER_SPECIFIER: &str = "type.googleapis.com/envoy.extensions.router.cluster_specifiers.dynamic_modules.v3.DynamicModuleClusterSpecifier";
+
+/// The `filter_name` the native dynamic module serves (its `FILTER_NAME`), and its
+/// `specifier_name` as a cluster specifier.
 pub const DYNAMIC_MODULE_FILTER: &str = "canary";
 
 /// The dynamic module's `metrics_namespace`: the prefix Envoy gives the proxy-wasm filter's
@@ -157,13 +164,17 @@ pub enum EcdsError {
 }
 
 /// An ECDS file as read: its bytes, the document, and the plugin configuration in it, read by
-/// the filter's own decoder.
+/// the filter's own decoder. Also an RDS file whose route picks its cluster with the dynamic
+/// module's cluster specifier: there the plugin configuration is the `routing` of the
+/// specifier's configuration.
 pub struct EcdsFile {
     pub bytes: Vec<u8>,
     pub format: Format,
     pub document: Value,
     pub config: PluginConfig,
-    /// Whether the plugin configuration string was written over several lines.
+    /// The cluster specifier's configuration, when the plugin configuration is its `routing`.
+    specifier: Option<Value>,
+    /// Whether the configuration string was written over several lines.
     config_pretty: bool,
 }
 
@@ -173,11 +184,21 @@ impl EcdsFile {
         let document = format
             .parse(&bytes)
             .map_err(|reason| EcdsError::Syntax { format, reason })?;
-        let text = plugin_config_text(&document).map_err(EcdsError::Shape)?;
+        let place = plugin_config_place(&document).map_err(EcdsError::Shape)?;
+        let text = config_text(&document, &place).map_err(EcdsError::Shape)?;
+        let (specifier, routing) = match place.kind {
+            CLUSTER_SPECIFIER => {
+                let (specifier, routing) =
+                    specifier_routing(text, &place.name).map_err(EcdsError::Shape)?;
+                (Some(specifier), routing)
+            }
+            _ => (None, text.to_owned()),
+        };
         let config =
-            canary_filter::config::decode(text.as_bytes()).map_err(EcdsError::PluginConfig)?;
+            canary_filter::config::decode(routing.as_bytes()).map_err(EcdsError::PluginConfig)?;
         Ok(EcdsFile {
             config_pretty: text.trim_end().contains('\n'),
+            specifier,
             bytes,
             format,
             document,
@@ -189,10 +210,16 @@ impl EcdsFile {
     /// read: JSON on one line or indented, the configuration string on one line or indented,
     /// the final newline kept.
     pub fn render(&self, config: &PluginConfig) -> Result<Vec<u8>, String> {
+        let mut value = serde_json::to_value(config).map_err(|e| e.to_string())?;
+        if let Some(specifier) = &self.specifier {
+            let mut specifier = specifier.clone();
+            specifier["routing"] = value;
+            value = specifier;
+        }
         let text = if self.config_pretty {
-            serde_json::to_string_pretty(config)
+            serde_json::to_string_pretty(&value)
         } else {
-            serde_json::to_string(config)
+            serde_json::to_string(&value)
         }
         .map_err(|e| e.to_string())?;
         let mut document = self.document.clone();
@@ -213,60 +240,72 @@ impl EcdsFile {
     }
 }
 
-/// The one `TypedExtensionConfig`'s plugin configuration: the `value` of the Wasm filter's
-/// `configuration` or of the dynamic module's `filter_config`, or what makes the document
-/// something else.
+/// The cluster specifier's configuration `text` (at `name`), and its `routing` as JSON text.
+fn specifier_routing(text: &str, name: &str) -> Result<(Value, String), String> {
+    let specifier: Value = serde_json::from_str(text)
+        .map_err(|e| format!("{name} is not the cluster specifier's JSON: {e}"))?;
+    let routing = specifier
+        .get("routing")
+        .filter(|routing| routing.is_object())
+        .ok_or_else(|| format!("{name} has no `routing` object (the plugin configuration)"))?;
+    Ok((specifier.clone(), routing.to_string()))
+}
+
+/// The one plugin configuration string of the document: the `value` of the Wasm filter's
+/// `configuration`, of the dynamic module's `filter_config`, or of the cluster specifier's
+/// `specifier_config` (which holds the plugin configuration as its `routing`), or what makes
+/// the document something else.
 pub fn plugin_config_text(document: &Value) -> Result<&str, String> {
-    let (_, path) = plugin_config_place(document)?;
+    config_text(document, &plugin_config_place(document)?)
+}
+
+fn config_text<'d>(document: &'d Value, place: &ConfigPath) -> Result<&'d str, String> {
     document
-        .pointer(path.pointer)
+        .pointer(&place.pointer)
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("{} is not a string", path.name))
+        .ok_or_else(|| format!("{} is not a string", place.name))
 }
 
 /// The plugin configuration string, to replace.
 pub fn plugin_config_slot(document: &mut Value) -> Result<&mut Value, String> {
-    let (_, path) = plugin_config_place(document)?;
-    plugin_config_text(document)?;
+    let place = plugin_config_place(document)?;
+    config_text(document, &place)?;
     document
-        .pointer_mut(path.pointer)
-        .ok_or_else(|| format!("{} is missing", path.name))
+        .pointer_mut(&place.pointer)
+        .ok_or_else(|| format!("{} is missing", place.name))
 }
 
-/// Where a plugin configuration string sits in a document: a JSON pointer, and the same path
-/// as errors name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a plugin configuration string sits in a document: a JSON pointer, the same path as
+/// errors name it, and the type of what carries it ([`WASM`], [`DYNAMIC_MODULE`] or
+/// [`CLUSTER_SPECIFIER`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigPath {
-    pub pointer: &'static str,
-    pub name: &'static str,
+    pub pointer: String,
+    pub name: String,
+    pub kind: &'static str,
 }
 
-const WASM_CONFIG: ConfigPath = ConfigPath {
-    pointer: "/resources/0/typed_config/config/configuration/value",
-    name: "resources[0].typed_config.config.configuration.value",
-};
-const DYNAMIC_MODULE_CONFIG: ConfigPath = ConfigPath {
-    pointer: "/resources/0/typed_config/filter_config/value",
-    name: "resources[0].typed_config.filter_config.value",
-};
-
-/// The filter type of the document's one resource and where its plugin configuration is.
-pub fn plugin_config_place(document: &Value) -> Result<(&'static str, ConfigPath), String> {
+/// The filter type of the document's one resource, or the cluster specifier of its route, and
+/// where its plugin configuration is.
+pub fn plugin_config_place(document: &Value) -> Result<ConfigPath, String> {
     let resource = the_resource(document)?;
+    if resource.get("@type").and_then(Value::as_str) == Some(ROUTE_CONFIGURATION) {
+        return specifier_place(resource);
+    }
     let typed_config = resource
         .get("typed_config")
         .ok_or("resources[0] has no typed_config")?;
-    let (kind, path, configuration) = match typed_config.get("@type").and_then(Value::as_str) {
+    let (kind, field, configuration) = match typed_config.get("@type").and_then(Value::as_str) {
         Some(WASM) => (
             WASM,
-            WASM_CONFIG,
+            "config.configuration",
             typed_config
                 .pointer("/config/configuration")
                 .ok_or("the Wasm filter has no config.configuration (the plugin configuration)")?,
         ),
         Some(DYNAMIC_MODULE) => (
             DYNAMIC_MODULE,
-            DYNAMIC_MODULE_CONFIG,
+            "filter_config",
             typed_config
                 .get("filter_config")
                 .ok_or("the DynamicModuleFilter has no filter_config (the plugin configuration)")?,
@@ -282,9 +321,75 @@ pub fn plugin_config_place(document: &Value) -> Result<(&'static str, ConfigPath
             ))
         }
     };
-    let at = path.name.trim_end_matches(".value");
-    expect_type(configuration, at, STRING_VALUE)?;
-    Ok((kind, path))
+    let at = format!("resources[0].typed_config.{field}");
+    expect_type(configuration, &at, STRING_VALUE)?;
+    Ok(ConfigPath {
+        pointer: format!(
+            "/resources/0/typed_config/{}/value",
+            field.replace('.', "/")
+        ),
+        name: format!("{at}.value"),
+        kind,
+    })
+}
+
+/// The one route of a RouteConfiguration whose cluster the dynamic module's cluster specifier
+/// `canary` picks, and where its configuration string is.
+fn specifier_place(route_configuration: &Value) -> Result<ConfigPath, String> {
+    let mut found = Vec::new();
+    let hosts = route_configuration
+        .get("virtual_hosts")
+        .and_then(Value::as_array);
+    for (h, host) in hosts.into_iter().flatten().enumerate() {
+        let routes = host.get("routes").and_then(Value::as_array);
+        for (r, route) in routes.into_iter().flatten().enumerate() {
+            let Some(typed_config) =
+                route.pointer("/route/inline_cluster_specifier_plugin/extension/typed_config")
+            else {
+                continue;
+            };
+            let ours = typed_config.get("@type").and_then(Value::as_str) == Some(CLUSTER_SPECIFIER)
+                && typed_config.get("specifier_name").and_then(Value::as_str)
+                    == Some(DYNAMIC_MODULE_FILTER);
+            if ours {
+                found.push((h, r, typed_config));
+            }
+        }
+    }
+    let at = |h: usize, r: usize| {
+        format!(
+            "resources[0].virtual_hosts[{h}].routes[{r}].route.inline_cluster_specifier_plugin\
+             .extension.typed_config"
+        )
+    };
+    let [(h, r, typed_config)] = found.as_slice() else {
+        if found.is_empty() {
+            return Err(format!(
+                "no route of resources[0] picks its cluster with the {CLUSTER_SPECIFIER} \
+                 `{DYNAMIC_MODULE_FILTER}` (the plugin configuration's place)"
+            ));
+        }
+        let places: Vec<String> = found.iter().map(|(h, r, _)| at(*h, *r)).collect();
+        return Err(format!(
+            "{} routes pick their cluster with the cluster specifier `{DYNAMIC_MODULE_FILTER}`, \
+             at {}; exactly one is expected",
+            found.len(),
+            places.join(", ")
+        ));
+    };
+    let at = format!("{}.specifier_config", at(*h, *r));
+    let configuration = typed_config
+        .get("specifier_config")
+        .ok_or_else(|| format!("{at} is missing (the plugin configuration)"))?;
+    expect_type(configuration, &at, STRING_VALUE)?;
+    Ok(ConfigPath {
+        pointer: format!(
+            "/resources/0/virtual_hosts/{h}/routes/{r}/route/inline_cluster_specifier_plugin\
+             /extension/typed_config/specifier_config/value"
+        ),
+        name: format!("{at}.value"),
+        kind: CLUSTER_SPECIFIER,
+    })
 }
 
 fn the_resource(document: &Value) -> Result<&Value, String> {
@@ -294,11 +399,14 @@ fn the_resource(document: &Value) -> Result<&Value, String> {
         .ok_or("no `resources` list")?;
     let [resource] = resources.as_slice() else {
         return Err(format!(
-            "`resources` holds {} entries; exactly one TypedExtensionConfig is expected",
+            "`resources` holds {} entries; exactly one TypedExtensionConfig (or one \
+             RouteConfiguration) is expected",
             resources.len()
         ));
     };
-    expect_type(resource, "resources[0]", TYPED_EXTENSION_CONFIG)?;
+    if resource.get("@type").and_then(Value::as_str) != Some(ROUTE_CONFIGURATION) {
+        expect_type(resource, "resources[0]", TYPED_EXTENSION_CONFIG)?;
+    }
     Ok(resource)
 }
 
@@ -354,7 +462,7 @@ mod tests {
         );
         assert_eq!(plugin_config_text(&doc), Ok(r#"{"routes":[]}"#));
         assert_eq!(
-            plugin_config_place(&doc).map(|(kind, _)| kind),
+            plugin_config_place(&doc).map(|place| place.kind),
             Ok(DYNAMIC_MODULE)
         );
         *plugin_config_slot(&mut doc).unwrap() = json!("{}");
@@ -377,6 +485,97 @@ mod tests {
         }
         let error = plugin_config_text(&none).unwrap_err();
         assert!(error.contains("has no filter_config"), "{error}");
+    }
+
+    fn route_file(routes: Vec<Value>) -> Value {
+        json!({ "resources": [{
+            "@type": ROUTE_CONFIGURATION,
+            "name": "routes",
+            "virtual_hosts": [{ "name": "all", "domains": ["*"], "routes": routes }],
+        }] })
+    }
+
+    fn specifier_route(name: &str, specifier: &Value) -> Value {
+        json!({
+            "match": { "prefix": "/" },
+            "route": { "inline_cluster_specifier_plugin": { "extension": {
+                "name": "canary",
+                "typed_config": {
+                    "@type": CLUSTER_SPECIFIER,
+                    "dynamic_module_config": { "name": "canary_router" },
+                    "specifier_name": name,
+                    "specifier_config": { "@type": STRING_VALUE, "value": specifier.to_string() },
+                },
+            } } },
+        })
+    }
+
+    fn specifier(weight: u32) -> Value {
+        json!({
+            "cluster": "outbound|80|{variant}|web",
+            "defaultCluster": "outbound|80|stable|web",
+            "routing": { "routes": [{ "name": "web", "variants": [
+                { "name": "stable", "weight": 100 - weight },
+                { "name": "canary", "weight": weight }] }] },
+        })
+    }
+
+    #[test]
+    fn a_route_file_carries_the_plugin_configuration_as_the_specifier_routing() {
+        let other = json!({ "match": { "prefix": "/x" }, "route": { "cluster": "x" } });
+        let doc = route_file(vec![other, specifier_route("canary", &specifier(10))]);
+        let bytes = serde_json::to_vec(&doc).unwrap();
+        let file = EcdsFile::parse(bytes, Format::Json).unwrap();
+        assert_eq!(file.config.routes[0].variants[1].weight, 10.0);
+
+        let mut config = file.config.clone();
+        config.routes[0].variants[0].weight = 60.0;
+        config.routes[0].variants[1].weight = 40.0;
+        let written: Value = serde_json::from_slice(&file.render(&config).unwrap()).unwrap();
+        let place = plugin_config_place(&written).unwrap();
+        assert_eq!(place.kind, CLUSTER_SPECIFIER);
+        assert_eq!(
+            place.name,
+            "resources[0].virtual_hosts[0].routes[1].route.inline_cluster_specifier_plugin\
+             .extension.typed_config.specifier_config.value"
+        );
+        let text = plugin_config_text(&written).unwrap();
+        let mut want = specifier(40);
+        want["routing"]["routes"][0]["variants"][0]["weight"] = json!(60);
+        assert_eq!(serde_json::from_str::<Value>(text).unwrap(), want);
+        // Nothing else in the file changed.
+        let mut rest = written.clone();
+        *plugin_config_slot(&mut rest).unwrap() = json!("");
+        let mut before = doc.clone();
+        *plugin_config_slot(&mut before).unwrap() = json!("");
+        assert_eq!(rest, before);
+    }
+
+    #[test]
+    fn a_route_file_must_hold_exactly_one_canary_specifier_with_a_routing() {
+        let ours = specifier_route("canary", &specifier(10));
+        let theirs = specifier_route("other", &specifier(10));
+        let two = route_file(vec![ours.clone(), ours.clone()]);
+        let error = plugin_config_text(&two).unwrap_err();
+        assert!(
+            error.starts_with("2 routes pick their cluster with the cluster specifier `canary`")
+                && error.contains("routes[0].route")
+                && error.contains("routes[1].route"),
+            "{error}"
+        );
+        let error = plugin_config_text(&route_file(vec![theirs])).unwrap_err();
+        assert!(
+            error.starts_with("no route of resources[0] picks its cluster"),
+            "{error}"
+        );
+        let mut no_routing = specifier(10);
+        no_routing.as_object_mut().unwrap().remove("routing");
+        let doc = route_file(vec![specifier_route("canary", &no_routing)]);
+        let error = EcdsFile::parse(serde_json::to_vec(&doc).unwrap(), Format::Json)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("has no `routing` object"), "{error}");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Declarations of the part of Envoy's dynamic-module ABI (`abi.h`) this module uses.
 //!
 //! Written by hand from the C header of the ABI version in [`ABI_VERSION`], the one Envoy 1.40
-//! expects: its types, the HTTP filter callbacks the [`Host`](canary_filter::host::Host)
-//! binding needs, and the logging and metrics callbacks. The event hooks Envoy calls are the
-//! `extern "C"` functions in `lib.rs`.
+//! expects: its types, the HTTP filter and route cluster specifier callbacks the
+//! [`Host`](canary_filter::host::Host) bindings need, and the logging and metrics callbacks.
+//! The event hooks Envoy calls are the `extern "C"` functions in `lib.rs` and `specifier.rs`.
 //!
 //! C enums cross the boundary as `u32` constants rather than Rust enums, so that a value this
 //! module does not know is never undefined behaviour.
@@ -21,6 +21,13 @@ pub type FilterEnvoyPtr = *mut c_void;
 /// `envoy_dynamic_module_type_http_filter_config_module_ptr` and
 /// `envoy_dynamic_module_type_http_filter_module_ptr`: this module's objects, opaque to Envoy.
 pub type ModulePtr = *const c_void;
+
+/// `envoy_dynamic_module_type_cluster_specifier_config_envoy_ptr`: Envoy's object for one route
+/// cluster specifier configuration, alive until the module's configuration is destroyed.
+pub type SpecifierConfigEnvoyPtr = *mut c_void;
+/// `envoy_dynamic_module_type_cluster_specifier_context_envoy_ptr`: one request's selection,
+/// valid during one `envoy_dynamic_module_on_cluster_specifier_select` call.
+pub type SpecifierContextEnvoyPtr = *mut c_void;
 
 /// `envoy_dynamic_module_type_envoy_buffer`: bytes owned by Envoy.
 #[repr(C)]
@@ -111,7 +118,7 @@ pub const CONTINUE: FilterStatus = 0;
 /// The callbacks below, by symbol name: `envoy_dynamic_module_on_program_init` checks that
 /// Envoy exports each one before the module is used, since a missing one would otherwise be
 /// found only at the first call, as a fatal symbol lookup error.
-pub const CALLBACKS: [&CStr; 11] = [
+pub const CALLBACKS: [&CStr; 16] = [
     c"envoy_dynamic_module_callback_log_v2",
     c"envoy_dynamic_module_callback_http_filter_config_define_counter",
     c"envoy_dynamic_module_callback_http_filter_config_define_histogram",
@@ -123,6 +130,11 @@ pub const CALLBACKS: [&CStr; 11] = [
     c"envoy_dynamic_module_callback_http_set_header",
     c"envoy_dynamic_module_callback_http_add_header",
     c"envoy_dynamic_module_callback_http_clear_route_cache",
+    c"envoy_dynamic_module_callback_cluster_specifier_config_define_counter",
+    c"envoy_dynamic_module_callback_cluster_specifier_config_increment_counter",
+    c"envoy_dynamic_module_callback_cluster_specifier_get_request_headers_size",
+    c"envoy_dynamic_module_callback_cluster_specifier_get_request_headers",
+    c"envoy_dynamic_module_callback_cluster_specifier_set_cluster_name",
 ];
 
 unsafe extern "C" {
@@ -200,4 +212,34 @@ unsafe extern "C" {
     ) -> bool;
 
     pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterEnvoyPtr);
+
+    pub fn envoy_dynamic_module_callback_cluster_specifier_config_define_counter(
+        config: SpecifierConfigEnvoyPtr,
+        name: ModuleBuffer,
+        label_names: *mut ModuleBuffer,
+        label_names_length: usize,
+        counter_id: *mut usize,
+    ) -> MetricsResult;
+
+    pub fn envoy_dynamic_module_callback_cluster_specifier_config_increment_counter(
+        config: SpecifierConfigEnvoyPtr,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> MetricsResult;
+
+    pub fn envoy_dynamic_module_callback_cluster_specifier_get_request_headers_size(
+        context: SpecifierContextEnvoyPtr,
+    ) -> usize;
+
+    pub fn envoy_dynamic_module_callback_cluster_specifier_get_request_headers(
+        context: SpecifierContextEnvoyPtr,
+        result_headers: *mut EnvoyHttpHeader,
+    ) -> bool;
+
+    pub fn envoy_dynamic_module_callback_cluster_specifier_set_cluster_name(
+        context: SpecifierContextEnvoyPtr,
+        cluster_name: ModuleBuffer,
+    );
 }

@@ -17,8 +17,9 @@ use canary_filter::host::MetricKind;
 use canary_filter::http::Plugin;
 use canary_filter::metrics::Metric;
 use canary_filter::{Reason, RoutingTable};
+use rustc_hash::FxHashMap;
 
-use crate::abi::{self, ConfigEnvoyPtr, ModuleBuffer};
+use crate::abi::{self, ConfigEnvoyPtr, ModuleBuffer, SpecifierConfigEnvoyPtr};
 use crate::host::{self, ConfigHost};
 
 /// The counter of panics caught at the module boundary (`<metrics namespace>.canary.panic`).
@@ -41,15 +42,25 @@ impl FilterConfig {
     /// Parses `bytes`; on errors, logs each with its JSON path and returns `None`, so that
     /// Envoy rejects the configuration.
     pub fn load(envoy: ConfigEnvoyPtr, bytes: &[u8]) -> Option<Arc<FilterConfig>> {
-        let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
+        let id = next_id();
         let plugin = Plugin::configure(&ConfigHost, id, Some(bytes))?;
-        let metrics = MetricIds::define(envoy, &plugin.table);
-        Some(Arc::new(FilterConfig {
+        Some(FilterConfig::new(
             id,
-            decision_header: plugin.table.decision_header.clone(),
+            &plugin.table,
+            bytes,
+            MetricOwner::HttpFilter(envoy),
+        ))
+    }
+
+    /// A configuration `bytes` compiled to `table`, under the id `id` (from [`next_id`]), with
+    /// its metrics defined on `owner`.
+    pub fn new(id: u32, table: &RoutingTable, bytes: &[u8], owner: MetricOwner) -> Arc<Self> {
+        Arc::new(FilterConfig {
+            id,
+            decision_header: table.decision_header.clone(),
             bytes: bytes.to_vec(),
-            metrics,
-        }))
+            metrics: MetricIds::define(owner, table),
+        })
     }
 
     /// This worker's [`Plugin`] for the configuration, built on first use.
@@ -83,12 +94,27 @@ impl FilterConfig {
     }
 }
 
+/// A new configuration id: ids name configurations in logs, and a worker's [`Plugin`] for each.
+pub fn next_id() -> u32 {
+    NEXT_CONFIG.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The Envoy object a configuration's metrics are defined on while it loads.
+#[derive(Debug, Clone, Copy)]
+pub enum MetricOwner {
+    /// An HTTP filter configuration.
+    HttpFilter(ConfigEnvoyPtr),
+    /// A route cluster specifier configuration.
+    ClusterSpecifier(SpecifierConfigEnvoyPtr),
+}
+
 /// A worker's [`Plugin`] per configuration id, with the configuration it was built from (to
 /// drop it once the configuration is gone).
-type Plugins = HashMap<u32, (Weak<FilterConfig>, Rc<Plugin>)>;
+/// Hashed with `FxHash`: the ids are small integers of our own, looked up on every request.
+type Plugins = FxHashMap<u32, (Weak<FilterConfig>, Rc<Plugin>)>;
 
 thread_local! {
-    static PLUGINS: RefCell<Plugins> = RefCell::new(HashMap::new());
+    static PLUGINS: RefCell<Plugins> = RefCell::new(FxHashMap::default());
 }
 
 /// The ids Envoy gave the configuration's metrics, by name: every name the decision core can
@@ -102,7 +128,7 @@ pub struct MetricIds {
 }
 
 impl MetricIds {
-    fn define(envoy: ConfigEnvoyPtr, table: &RoutingTable) -> MetricIds {
+    fn define(owner: MetricOwner, table: &RoutingTable) -> MetricIds {
         let mut ids = MetricIds::default();
         for route in &table.routes {
             for variant in &route.variants {
@@ -115,38 +141,51 @@ impl MetricIds {
                         continue;
                     }
                     let name = metric.name(&route.name, &variant.name);
-                    ids.define_one(envoy, metric.kind(), name);
+                    ids.define_one(owner, metric.kind(), name);
                 }
             }
         }
-        ids.define_one(envoy, MetricKind::Counter, PANIC_COUNTER.to_owned());
+        ids.define_one(owner, MetricKind::Counter, PANIC_COUNTER.to_owned());
         ids
     }
 
-    fn define_one(&mut self, envoy: ConfigEnvoyPtr, kind: MetricKind, name: String) {
+    fn define_one(&mut self, owner: MetricOwner, kind: MetricKind, name: String) {
         let mut id = 0usize;
-        // SAFETY: `envoy` is the configuration pointer of the running
-        // `on_http_filter_config_new`; `id` is writable; no labels.
+        let buffer = ModuleBuffer::from(name.as_str());
+        // SAFETY: `owner` is the Envoy object of the configuration whose `config_new` hook
+        // is running; `id` is writable; no labels.
         let result = unsafe {
-            match kind {
-                MetricKind::Counter => {
+            match (owner, kind) {
+                (MetricOwner::HttpFilter(envoy), MetricKind::Counter) => {
                     abi::envoy_dynamic_module_callback_http_filter_config_define_counter(
                         envoy,
-                        ModuleBuffer::from(name.as_str()),
+                        buffer,
                         std::ptr::null_mut(),
                         0,
                         &mut id,
                     )
                 }
-                MetricKind::Histogram => {
+                (MetricOwner::HttpFilter(envoy), MetricKind::Histogram) => {
                     abi::envoy_dynamic_module_callback_http_filter_config_define_histogram(
                         envoy,
-                        ModuleBuffer::from(name.as_str()),
+                        buffer,
                         std::ptr::null_mut(),
                         0,
                         &mut id,
                     )
                 }
+                (MetricOwner::ClusterSpecifier(envoy), MetricKind::Counter) => {
+                    abi::envoy_dynamic_module_callback_cluster_specifier_config_define_counter(
+                        envoy,
+                        buffer,
+                        std::ptr::null_mut(),
+                        0,
+                        &mut id,
+                    )
+                }
+                // The only histogram is a response metric, which a route cluster specifier's
+                // configuration cannot have (`RoutingTable::response_needs`).
+                (MetricOwner::ClusterSpecifier(_), MetricKind::Histogram) => return,
             }
         };
         if result != abi::METRICS_SUCCESS {

@@ -7,6 +7,9 @@
 //! `dynamic_module_config.name: canary_router` and `filter_name: canary`; `filter_config` is
 //! the plugin configuration JSON (a `google.protobuf.StringValue`).
 //!
+//! The same library is also a route cluster specifier (`specifier`), for routes that pick
+//! their cluster with `DynamicModuleClusterSpecifier` and `specifier_name: canary`.
+//!
 //! Every event hook Envoy calls is an `extern "C"` function here and runs its body inside
 //! [`barrier`]: a panic never unwinds into Envoy. It is logged and counted
 //! (`<metrics namespace>.canary.panic`), and the stream continues undecided (fail open), with
@@ -16,6 +19,7 @@
 mod abi;
 mod config;
 mod host;
+mod specifier;
 
 use std::any::Any;
 use std::ffi::c_char;
@@ -610,4 +614,43 @@ mod envoy_stubs {
     }
     #[no_mangle]
     extern "C" fn envoy_dynamic_module_callback_http_clear_route_cache(_: FilterEnvoyPtr) {}
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_cluster_specifier_config_define_counter(
+        _: SpecifierConfigEnvoyPtr,
+        _: ModuleBuffer,
+        _: *mut ModuleBuffer,
+        _: usize,
+        _: *mut usize,
+    ) -> MetricsResult {
+        1
+    }
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_cluster_specifier_config_increment_counter(
+        _: SpecifierConfigEnvoyPtr,
+        _: usize,
+        _: *mut ModuleBuffer,
+        _: usize,
+        _: u64,
+    ) -> MetricsResult {
+        1
+    }
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_cluster_specifier_get_request_headers_size(
+        _: SpecifierContextEnvoyPtr,
+    ) -> usize {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_cluster_specifier_get_request_headers(
+        _: SpecifierContextEnvoyPtr,
+        _: *mut EnvoyHttpHeader,
+    ) -> bool {
+        false
+    }
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_cluster_specifier_set_cluster_name(
+        _: SpecifierContextEnvoyPtr,
+        _: ModuleBuffer,
+    ) {
+    }
 }

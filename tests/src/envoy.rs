@@ -24,6 +24,8 @@ const ECDS_FILE: &str = "filter.json";
 const RDS_FILE: &str = "routes.json";
 /// The name of the route configuration of [`EnvoyBuilder::sealed_routes`], and of its stats.
 pub const SEALED_ROUTES: &str = "sealed";
+/// The name of the route configuration of [`EnvoyBuilder::routes_from_file`], and of its stats.
+pub const FILE_ROUTES: &str = "routes";
 /// The cluster that reaches the ECDS gRPC server, in [`EnvoyBuilder::ecds_grpc`] mode.
 pub const ECDS_GRPC_CLUSTER: &str = "canaryctl";
 /// The cluster a remote module is fetched through ([`EnvoyBuilder::module_server`]).
@@ -83,6 +85,7 @@ pub struct EnvoyBuilder {
     filters_after: Vec<Value>,
     route_configs: Vec<(String, String, Value)>,
     callgrind: Option<PathBuf>,
+    routes_from_file: bool,
 }
 
 /// How the listener routes: through the filter (the default), or without it for comparison.
@@ -99,6 +102,42 @@ pub enum Routing {
     /// No filter and no upstream: Envoy answers every request itself with a 200 and the decision
     /// header it received in `x-seen-variant`. A light upstream for load tests.
     DirectResponse,
+    /// No filter: one route whose cluster the dynamic module `module` picks as a route cluster
+    /// specifier, `specifier_config` its configuration (see [`specifier_config`]). The search
+    /// path comes from [`EnvoyBuilder::dynamic_module`].
+    ClusterSpecifier {
+        module: String,
+        specifier_config: String,
+    },
+}
+
+/// The dynamic module's cluster specifier configuration for the test bootstraps: `routing`
+/// (the plugin configuration) deciding between the clusters `variant-<name>`, the first
+/// variant added being `default`.
+pub fn specifier_config(routing: &str, default: &str) -> String {
+    let routing: Value = serde_json::from_str(routing).expect("routing is JSON");
+    json!({
+        "cluster": "variant-{variant}",
+        "defaultCluster": format!("variant-{default}"),
+        "routing": routing,
+    })
+    .to_string()
+}
+
+/// The route action of [`Routing::ClusterSpecifier`].
+fn cluster_specifier_action(module: &str, specifier_config: &str) -> Value {
+    json!({ "inline_cluster_specifier_plugin": { "extension": {
+        "name": "canary",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.dynamic_modules.v3.DynamicModuleClusterSpecifier",
+            "dynamic_module_config": { "name": module, "metrics_namespace": "wasmcustom" },
+            "specifier_name": "canary",
+            "specifier_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": specifier_config,
+            },
+        },
+    } } })
 }
 
 impl EnvoyBuilder {
@@ -237,6 +276,13 @@ impl EnvoyBuilder {
     /// Runs the filter as the native dynamic module `lib<name>.so` found in `dir`: the ECDS
     /// resource is a `DynamicModuleFilter` with the plugin configuration as its
     /// `filter_config` (in [`EnvoyBuilder::validate`], the same filter in the bootstrap).
+    /// Serves the listener's routes from an RDS file Envoy watches ([`Envoy::rds_path`],
+    /// route configuration [`FILE_ROUTES`]) instead of inline in the listener.
+    pub fn routes_from_file(mut self) -> Self {
+        self.routes_from_file = true;
+        self
+    }
+
     pub fn dynamic_module(mut self, dir: &Path, name: &str) -> Self {
         self.dynamic_module = Some((dir.to_owned(), name.to_owned()));
         self
@@ -296,7 +342,9 @@ impl EnvoyBuilder {
         let (module_dir, module) = self
             .dynamic_module
             .expect("validate needs a dynamic_module filter");
-        use_dynamic_module(&mut bootstrap, &module, &self.plugin_config);
+        if !matches!(self.routing, Routing::ClusterSpecifier { .. }) {
+            use_dynamic_module(&mut bootstrap, &module, &self.plugin_config);
+        }
         let bootstrap_path = dir.path().join("envoy.json");
         std::fs::write(&bootstrap_path, bootstrap.to_string()).expect("write bootstrap");
         let output = Command::new(envoy_bin())
@@ -364,11 +412,28 @@ impl EnvoyBuilder {
         let rds_dir = dir.path().join("rds");
         if let Some(seals) = &self.sealed {
             std::fs::create_dir(&rds_dir).expect("rds dir");
-            use_rds(&mut bootstrap, &rds_dir);
+            use_rds(&mut bootstrap, &rds_dir, SEALED_ROUTES);
             write_atomically(
                 &rds_dir,
                 RDS_FILE,
                 &sealed_route_config(&self.variants, seals, self.sealed_lanes),
+            );
+        }
+        if self.routes_from_file {
+            let virtual_hosts = bootstrap
+                .pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/route_config/virtual_hosts")
+                .cloned()
+                .expect("inline routes");
+            std::fs::create_dir(&rds_dir).expect("rds dir");
+            use_rds(&mut bootstrap, &rds_dir, FILE_ROUTES);
+            write_atomically(
+                &rds_dir,
+                RDS_FILE,
+                &json!({ "resources": [{
+                    "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+                    "name": FILE_ROUTES,
+                    "virtual_hosts": virtual_hosts,
+                }] }),
             );
         }
         let bootstrap_path = dir.path().join("envoy.json");
@@ -498,7 +563,7 @@ pub struct GrpcClientTls {
 }
 
 /// Takes the listener's routes from RDS, the file [`RDS_FILE`] in the watched `rds_dir`.
-fn use_rds(bootstrap: &mut Value, rds_dir: &Path) {
+fn use_rds(bootstrap: &mut Value, rds_dir: &Path, name: &str) {
     let manager = bootstrap
         .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config")
         .and_then(Value::as_object_mut)
@@ -507,7 +572,7 @@ fn use_rds(bootstrap: &mut Value, rds_dir: &Path) {
     manager.insert(
         "rds".into(),
         json!({
-            "route_config_name": SEALED_ROUTES,
+            "route_config_name": name,
             "config_source": {
                 "path_config_source": {
                     "path": rds_dir.join(RDS_FILE),
@@ -793,6 +858,15 @@ fn bootstrap(
                 "hash_policy": [{ "header": { "header_name": header } }],
             },
         }));
+    } else if let Routing::ClusterSpecifier {
+        module,
+        specifier_config,
+    } = routing
+    {
+        routes.push(json!({
+            "match": { "prefix": "/" },
+            "route": cluster_specifier_action(module, specifier_config),
+        }));
     } else if *routing == Routing::DirectResponse {
         routes.push(json!({
             "match": { "prefix": "/" },
@@ -820,7 +894,10 @@ fn bootstrap(
     } });
     let http_filters = match routing {
         Routing::Filter => vec![canary_filter, router],
-        Routing::Plain | Routing::NativeSticky { .. } | Routing::DirectResponse => vec![router],
+        Routing::Plain
+        | Routing::NativeSticky { .. }
+        | Routing::DirectResponse
+        | Routing::ClusterSpecifier { .. } => vec![router],
     };
     let clusters: Vec<Value> = variants
         .iter()
@@ -859,7 +936,7 @@ fn bootstrap(
             "clusters": clusters,
         },
     });
-    if type_url == ecds::DYNAMIC_MODULE {
+    if type_url == ecds::DYNAMIC_MODULE || matches!(routing, Routing::ClusterSpecifier { .. }) {
         bootstrap["layered_runtime"] = json!({ "layers": [{
             "name": "static",
             "static_layer": { STRIP_CUSTOM_STAT_PREFIX: true },
@@ -924,6 +1001,7 @@ impl Envoy {
             filters_before: Vec::new(),
             filters_after: Vec::new(),
             route_configs: Vec::new(),
+            routes_from_file: false,
         }
     }
 
@@ -1019,6 +1097,11 @@ impl Envoy {
     /// The ECDS file Envoy watches (JSON).
     pub fn ecds_path(&self) -> PathBuf {
         self.ecds_dir.join(ECDS_FILE)
+    }
+
+    /// The RDS file of [`EnvoyBuilder::routes_from_file`] (or of the sealed routes).
+    pub fn rds_path(&self) -> PathBuf {
+        self.rds_dir.join(RDS_FILE)
     }
 
     pub fn log_path(&self) -> PathBuf {

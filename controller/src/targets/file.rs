@@ -1,6 +1,9 @@
 //! `file:PATH`: an ECDS file a standalone Envoy watches — `resources:` holding one
 //! `TypedExtensionConfig` carrying an `envoy.extensions.filters.http.wasm.v3.Wasm` whose
-//! `configuration` is a `google.protobuf.StringValue` with the plugin configuration as JSON.
+//! `configuration` is a `google.protobuf.StringValue` with the plugin configuration as JSON (or
+//! a `DynamicModuleFilter`, with it as `filter_config`); or an RDS file, one
+//! `RouteConfiguration` with one route whose cluster the dynamic module picks, the plugin
+//! configuration being the `routing` of its `specifier_config` ([`crate::ecds`]).
 //!
 //! The file is read as JSON or YAML and written back in the same format (Envoy picks the
 //! parser by the extension: `.yaml`/`.yml` YAML, anything else JSON). Only the plugin

@@ -1,5 +1,5 @@
-//! Where the live plugin configuration is: an ECDS file a standalone Envoy watches
-//! (`file:PATH`), or a WasmPlugin / TrafficExtension / EnvoyFilter in Kubernetes
+//! Where the live plugin configuration is: an ECDS file a standalone Envoy watches, or an RDS
+//! file whose route's cluster the dynamic module picks (`file:PATH`), or a WasmPlugin / TrafficExtension / EnvoyFilter in Kubernetes
 //! (`kube://NAMESPACE/NAME`, or `kube://NAMESPACE/KIND/NAME` to name the kind, which also
 //! reaches an Envoy Gateway EnvoyExtensionPolicy).
 //!
