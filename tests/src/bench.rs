@@ -43,6 +43,10 @@ pub const DYNMOD_FLOOR: &str =
     "(8) a dynamic module that does nothing (the floor of any dynamic-module filter)";
 /// The same, reading the request headers as (6) does (feature `floor-read`).
 pub const DYNMOD_FLOOR_READ: &str = "(8a) the same, reading the request headers as (6) does";
+/// The dynamic module as the route's cluster specifier.
+pub const SPECIFIER: &str =
+    "(9) dynamic module as the route's cluster specifier, 2 variants, identity header";
+pub const SPECIFIER_MANY: &str = "(9a) the same, 1,000 routes, 10 rules on the matched route";
 /// The same, also setting one request header and clearing the route cache (`floor-set`).
 pub const DYNMOD_FLOOR_READ_SET: &str =
     "(8b) the same, reading the request headers, setting one and clearing the route cache (as (6))";
@@ -301,6 +305,20 @@ pub fn two_variants(canary: u32) -> Value {
     })
 }
 
+/// `config` without the identity cookies, which a route cluster specifier cannot issue: the
+/// benchmark's requests carry an identity header.
+fn without_response(config: &Value) -> Value {
+    let mut config = config.clone();
+    if let Some(routes) = config.get_mut("routes").and_then(Value::as_array_mut) {
+        for route in routes {
+            if let Some(stickiness) = route.get_mut("stickiness").and_then(Value::as_object_mut) {
+                stickiness.remove("cookie");
+            }
+        }
+    }
+    config
+}
+
 /// The large configuration: [`MANY_ROUTES`] routes, each on its own host with two targeting
 /// rules, the matched one (`svc-500`) with [`MANY_RULES`] rules that the benchmark's requests
 /// do not meet, so that all are evaluated before hashing.
@@ -485,6 +503,34 @@ pub async fn run(options: Options) -> Result<Report> {
             &identity,
         );
     }
+    // The same module as the route's cluster specifier: Envoy calls it once, while it
+    // resolves the route, with no filter per stream and no second route match.
+    let specifier = |routing: &Value| -> Box<dyn Fn() -> EnvoyBuilder> {
+        let config =
+            crate::envoy::specifier_config(&without_response(routing).to_string(), "stable");
+        let dir = dynmod_dir.clone();
+        Box::new(move || {
+            builder()
+                .dynamic_module(&dir, DYNAMIC_MODULE)
+                .routing(Routing::ClusterSpecifier {
+                    module: DYNAMIC_MODULE.to_owned(),
+                    specifier_config: config.clone(),
+                })
+        })
+    };
+    let dynmod = dynmod_dir.join(format!("lib{DYNAMIC_MODULE}.so"));
+    add(
+        SPECIFIER,
+        Some(dynmod.clone()),
+        specifier(&two_variants(10)),
+        &identity,
+    );
+    add(
+        SPECIFIER_MANY,
+        Some(dynmod),
+        specifier(&many_routes()),
+        &many_headers,
+    );
     for (label, module) in &options.modules {
         match dynamic_module_name(module) {
             // Another build of the dynamic module: `lib<name>.so`, found in its folder.
@@ -1224,6 +1270,19 @@ pub fn targets(
             "(1)",
             1.08,
         ),
+        ("(9) vs (1): the cluster specifier", "(9)", "(1)", 1.05),
+        (
+            "(9) vs (2): the cluster specifier against the native split",
+            "(9)",
+            "(2)",
+            1.00,
+        ),
+        (
+            "(9a) vs (1): the cluster specifier, 1,000 routes",
+            "(9a)",
+            "(1)",
+            1.08,
+        ),
     ];
     for (what, num, den, limit) in ratios {
         ratio_row(
@@ -1442,6 +1501,12 @@ impl Report {
                 "(6) − (8b)",
                 "(6)",
                 "(8b)",
+            ),
+            (
+                "cluster specifier: the module deciding while Envoy resolves the route",
+                "(9) − (1)",
+                "(9)",
+                "(1)",
             ),
         ]
         .into_iter()

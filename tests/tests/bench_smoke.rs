@@ -24,8 +24,8 @@ async fn every_configuration_is_measured() {
 
     assert_eq!(
         report.scenarios.len(),
-        13,
-        "configurations (0), (0a), (0b), (1) to (7), (8), (8a) and (8b)"
+        15,
+        "configurations (0), (0a), (0b), (1) to (7), (8), (8a), (8b), (9) and (9a)"
     );
     for s in &report.scenarios {
         let [run] = s.runs.as_slice() else {
