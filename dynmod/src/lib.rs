@@ -123,6 +123,29 @@ fn missing_callbacks() -> Vec<String> {
 
 // ---------------------------- Configuration ----------------------------------
 
+/// The configuration bytes of a `config_new` hook whose `name` (the `field` Envoy fills it
+/// from) names this module's [`FILTER_NAME`]; otherwise `None`, logged.
+///
+/// # Safety
+/// Both buffers must be null or valid for `'a`, as Envoy's are for the duration of the hook.
+unsafe fn configuration<'a>(
+    field: &str,
+    name: EnvoyBuffer,
+    config: EnvoyBuffer,
+) -> Option<&'a [u8]> {
+    // SAFETY: the caller's.
+    let (name, config) = unsafe { (name.bytes(), config.bytes()) };
+    let name = String::from_utf8_lossy(name.unwrap_or_default());
+    if name != FILTER_NAME {
+        host::log(
+            LogLevel::Error,
+            &format!("[canary] unknown {field} {name:?}: this module serves {FILTER_NAME:?}"),
+        );
+        return None;
+    }
+    Some(config.unwrap_or_default())
+}
+
 #[no_mangle]
 extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     envoy: ConfigEnvoyPtr,
@@ -135,18 +158,10 @@ extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         log_panic,
         || {
             // SAFETY: Envoy owns both buffers for the duration of this hook.
-            let (name, config) = unsafe { (name.bytes(), config.bytes()) };
-            let name = String::from_utf8_lossy(name.unwrap_or_default());
-            if name != FILTER_NAME {
-                host::log(
-                    LogLevel::Error,
-                    &format!(
-                        "[canary] unknown filter_name {name:?}: this module serves {FILTER_NAME:?}"
-                    ),
-                );
+            let Some(config) = (unsafe { configuration("filter_name", name, config) }) else {
                 return std::ptr::null();
-            }
-            match FilterConfig::load(envoy, config.unwrap_or_default()) {
+            };
+            match FilterConfig::load(envoy, config) {
                 Some(config) => Box::into_raw(Box::new(config)).cast_const().cast(),
                 // Each error was logged with its JSON path; null makes Envoy reject the config.
                 None => std::ptr::null(),

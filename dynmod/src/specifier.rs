@@ -26,7 +26,7 @@ use serde::Deserialize;
 use crate::abi::{EnvoyBuffer, ModuleBuffer, SpecifierConfigEnvoyPtr, SpecifierContextEnvoyPtr};
 use crate::config::{next_id, FilterConfig, MetricOwner};
 use crate::host::{self, RouteHost};
-use crate::{barrier, log_panic, FILTER_NAME};
+use crate::{barrier, configuration, log_panic};
 
 /// `specifier_config`, as written.
 #[derive(Deserialize)]
@@ -174,19 +174,10 @@ extern "C" fn envoy_dynamic_module_on_cluster_specifier_config_new(
         log_panic,
         || {
             // SAFETY: Envoy owns both buffers for the duration of this hook.
-            let (name, config) = unsafe { (name.bytes(), config.bytes()) };
-            let name = String::from_utf8_lossy(name.unwrap_or_default());
-            if name != FILTER_NAME {
-                host::log(
-                    LogLevel::Error,
-                    &format!(
-                        "[canary] unknown specifier_name {name:?}: this module serves \
-                         {FILTER_NAME:?}"
-                    ),
-                );
+            let Some(config) = (unsafe { configuration("specifier_name", name, config) }) else {
                 return std::ptr::null();
-            }
-            match SpecifierConfig::load(envoy, config.unwrap_or_default()) {
+            };
+            match SpecifierConfig::load(envoy, config) {
                 Some(config) => Box::into_raw(Box::new(config)).cast_const().cast(),
                 None => std::ptr::null(),
             }

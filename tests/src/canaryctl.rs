@@ -1,4 +1,5 @@
-//! The canaryctl binary, for the tests and the demo that run it as its own process.
+//! canaryctl for the tests: the binary, for the tests and the demo that run it as its own
+//! process, and [`run`], its library entry point as the binary calls it.
 
 use std::path::PathBuf;
 
@@ -18,4 +19,20 @@ pub fn canaryctl_bin() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Runs canaryctl through its library entry point (`commands::run` on parsed arguments,
+/// exactly what `main` does) on a blocking thread, as the binary would; the error it would
+/// print, if it fails.
+pub async fn run(command: canaryctl::args::Command) -> Result<(), String> {
+    let args = canaryctl::args::Args { command };
+    tokio::task::spawn_blocking(move || canaryctl::commands::run(args))
+        .await
+        .expect("canaryctl thread")
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|code| {
+            (code == std::process::ExitCode::SUCCESS)
+                .then_some(())
+                .ok_or_else(|| format!("exit {code:?}"))
+        })
 }

@@ -9,9 +9,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use canary_e2e::canaryctl::run as canaryctl;
 use canary_e2e::envoy::ecds_stat;
 use canary_e2e::{client, for_each_build, get, variants_of, Build, Envoy, Load, Upstream};
-use canaryctl::args::{Args, Command, Output, TargetArg};
+use canaryctl::args::{Command, Output, TargetArg};
 
 fn config(canary_weight: u32) -> String {
     serde_json::json!({
@@ -52,20 +53,6 @@ async fn setup(canary_weight: u32, build: Build) -> Setup {
         _stable: stable,
         _canary: canary,
     }
-}
-
-/// Runs canaryctl on a blocking thread; the error it would print, if it fails.
-async fn canaryctl(command: Command) -> Result<(), String> {
-    let args = Args { command };
-    tokio::task::spawn_blocking(move || canaryctl::commands::run(args))
-        .await
-        .expect("canaryctl thread")
-        .map_err(|e| format!("{e:#}"))
-        .and_then(|code| {
-            (code == std::process::ExitCode::SUCCESS)
-                .then_some(())
-                .ok_or_else(|| format!("exit {code:?}"))
-        })
 }
 
 fn set_weight(envoy: &Envoy, route: &str, weights: &[&str]) -> Command {

@@ -302,18 +302,24 @@ async fn anonymous_requests_are_split_by_the_weights() {
     assert_eq!(new, 400);
 }
 
-/// A configuration Envoy must refuse, and the lines the module logs for it.
-fn refused(specifier_config: &str) -> String {
-    let stable = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
-    let validation = Envoy::builder()
-        .variant_at("stable", stable)
-        .variant_at("canary", stable)
+/// `envoy --mode validate` on a bootstrap whose route's cluster the module picks with
+/// `specifier_config`.
+fn validate(specifier_config: &str) -> canary_e2e::Validation {
+    let nowhere = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+    Envoy::builder()
+        .variant_at("stable", nowhere)
+        .variant_at("canary", nowhere)
         .dynamic_module(&dynmod_dir(), MODULE)
         .routing(Routing::ClusterSpecifier {
             module: MODULE.to_owned(),
             specifier_config: specifier_config.to_owned(),
         })
-        .validate();
+        .validate()
+}
+
+/// A configuration Envoy must refuse, and the lines the module logs for it.
+fn refused(specifier_config: &str) -> String {
+    let validation = validate(specifier_config);
     assert!(!validation.accepted, "accepted: {}", validation.log);
     validation.log
 }
@@ -386,16 +392,7 @@ fn a_bad_configuration_is_refused_with_what_is_wrong() {
     }
     // The same bootstrap with a good configuration is accepted, so the refusals above are the
     // configurations'.
-    let stable = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
-    let validation = Envoy::builder()
-        .variant_at("stable", stable)
-        .variant_at("canary", stable)
-        .dynamic_module(&dynmod_dir(), MODULE)
-        .routing(Routing::ClusterSpecifier {
-            module: MODULE.to_owned(),
-            specifier_config: specifier_config(&routing.to_string(), "stable"),
-        })
-        .validate();
+    let validation = validate(&specifier_config(&routing.to_string(), "stable"));
     assert!(validation.accepted, "{}", validation.log);
 }
 
@@ -437,20 +434,6 @@ async fn a_panic_sends_the_request_to_the_default_cluster_and_is_counted() {
         .await
         .expect("served");
     assert_eq!(next.upstream.as_deref(), Some("canary"), "{next:?}");
-}
-
-/// Runs canaryctl, as its binary does, on a blocking thread; the error it would print.
-async fn canaryctl(command: canaryctl::args::Command) -> Result<(), String> {
-    let args = canaryctl::args::Args { command };
-    tokio::task::spawn_blocking(move || canaryctl::commands::run(args))
-        .await
-        .expect("canaryctl thread")
-        .map_err(|e| format!("{e:#}"))
-        .and_then(|code| {
-            (code == std::process::ExitCode::SUCCESS)
-                .then_some(())
-                .ok_or_else(|| format!("exit {code:?}"))
-        })
 }
 
 fn web(canary_weight: u32) -> String {
@@ -527,7 +510,7 @@ async fn set_weight_on_the_route_file_moves_users_as_the_core_does() {
         canary_e2e::envoy::FILE_ROUTES
     );
     let applied = envoy.stat(&stat).await.unwrap_or(0);
-    canaryctl(canaryctl::args::Command::SetWeight {
+    canary_e2e::canaryctl::run(canaryctl::args::Command::SetWeight {
         target: canaryctl::args::TargetArg {
             target: format!("file:{}", rds.display()),
         },
