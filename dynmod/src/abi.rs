@@ -18,8 +18,10 @@ pub const ABI_VERSION: &CStr = c"v0.2.0";
 pub type ConfigEnvoyPtr = *mut c_void;
 /// `envoy_dynamic_module_type_http_filter_envoy_ptr`.
 pub type FilterEnvoyPtr = *mut c_void;
-/// `envoy_dynamic_module_type_http_filter_config_module_ptr` and
-/// `envoy_dynamic_module_type_http_filter_module_ptr`: this module's objects, opaque to Envoy.
+/// `envoy_dynamic_module_type_http_filter_config_module_ptr`,
+/// `envoy_dynamic_module_type_http_filter_module_ptr` and
+/// `envoy_dynamic_module_type_cluster_specifier_config_module_ptr`: this module's objects,
+/// opaque to Envoy.
 pub type ModulePtr = *const c_void;
 
 /// `envoy_dynamic_module_type_cluster_specifier_config_envoy_ptr`: Envoy's object for one route

@@ -23,7 +23,9 @@ use canary_filter::host::LogLevel;
 use canary_filter::{ConfigError, RoutingTable};
 use serde::Deserialize;
 
-use crate::abi::{EnvoyBuffer, ModuleBuffer, SpecifierConfigEnvoyPtr, SpecifierContextEnvoyPtr};
+use crate::abi::{
+    EnvoyBuffer, ModuleBuffer, ModulePtr, SpecifierConfigEnvoyPtr, SpecifierContextEnvoyPtr,
+};
 use crate::config::{next_id, FilterConfig, MetricOwner};
 use crate::host::{self, RouteHost};
 use crate::{barrier, configuration, log_panic};
@@ -167,7 +169,7 @@ extern "C" fn envoy_dynamic_module_on_cluster_specifier_config_new(
     envoy: SpecifierConfigEnvoyPtr,
     name: EnvoyBuffer,
     config: EnvoyBuffer,
-) -> *const std::ffi::c_void {
+) -> ModulePtr {
     barrier(
         "on_cluster_specifier_config_new",
         std::ptr::null(),
@@ -186,9 +188,7 @@ extern "C" fn envoy_dynamic_module_on_cluster_specifier_config_new(
 }
 
 #[no_mangle]
-extern "C" fn envoy_dynamic_module_on_cluster_specifier_config_destroy(
-    config: *const std::ffi::c_void,
-) {
+extern "C" fn envoy_dynamic_module_on_cluster_specifier_config_destroy(config: ModulePtr) {
     barrier("on_cluster_specifier_config_destroy", (), log_panic, || {
         if !config.is_null() {
             // SAFETY: made by `Box::into_raw` in `on_cluster_specifier_config_new`; Envoy
@@ -200,7 +200,7 @@ extern "C" fn envoy_dynamic_module_on_cluster_specifier_config_destroy(
 
 #[no_mangle]
 extern "C" fn envoy_dynamic_module_on_cluster_specifier_select(
-    config: *const std::ffi::c_void,
+    config: ModulePtr,
     context: SpecifierContextEnvoyPtr,
 ) -> bool {
     if config.is_null() {

@@ -535,6 +535,18 @@ mod tests {
                 }),
                 "vm_config.code: needs exactly one of local, remote",
             ),
+            (
+                // An RDS file, which a `file:` target may be: Envoy reads it over RDS, not ECDS.
+                "a route configuration",
+                Box::new(|d| {
+                    *d = json!({ "resources": [{
+                        "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+                        "name": "routes",
+                        "virtual_hosts": [],
+                    }] })
+                }),
+                "resources[0].@type: is type.googleapis.com/envoy.config.route.v3.RouteConfiguration, not type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            ),
         ];
         for (label, edit, want) in cases {
             let mut doc = good.clone();
